@@ -1,0 +1,1 @@
+"""teegate: an OpenAI-compatible gateway for confidential LLM inference."""

@@ -1,0 +1,15 @@
+"""HTTP routes and the ASGI pieces around them. No SQL here: only services."""
+
+from teegate.api._errors import on_http_exception, on_teegate_error, on_unexpected
+from teegate.api._middleware import RequestContextMiddleware
+from teegate.api._routes import routes
+from teegate.api._state import Gateway
+
+__all__ = [
+    "Gateway",
+    "RequestContextMiddleware",
+    "on_http_exception",
+    "on_teegate_error",
+    "on_unexpected",
+    "routes",
+]

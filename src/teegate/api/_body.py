@@ -1,0 +1,31 @@
+"""Reading a JSON request body within the configured limit."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from teegate.errors import InvalidRequest, RequestTooLarge
+
+
+async def read_json_body(request: Request, limit_bytes: int) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise InvalidRequest(
+            "The request body must be JSON, sent with 'Content-Type: application/json'.",
+            code="unsupported_content_type",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+        raise _too_large(limit_bytes)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise _too_large(limit_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit_bytes: int) -> RequestTooLarge:
+    return RequestTooLarge(f"The request body is larger than the limit of {limit_bytes} bytes.")

@@ -1,0 +1,52 @@
+"""What the routes reach for: built once in the lifespan, kept on `app.state.gateway`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from teegate.auth import Authenticator, Principal
+from teegate.catalog import AttestationView, Catalog
+from teegate.chat import ChatService
+from teegate.config import Settings
+from teegate.errors import RateLimitExceeded
+from teegate.metrics import Metrics
+from teegate.ratelimit import RateLimiter
+from teegate.readiness import Readiness
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: Settings
+    authenticator: Authenticator
+    limiter: RateLimiter
+    catalog: Catalog
+    attestation: AttestationView
+    chat: ChatService
+    metrics: Metrics
+    readiness: Readiness
+
+
+def gateway(request: Request) -> Gateway:
+    state: Gateway = request.app.state.gateway
+    return state
+
+
+async def authorize(request: Request) -> Principal:
+    """Authenticate, then count the request against the key's limit.
+
+    The limiter's headers are kept on the request so that every later answer,
+    errors included, carries them.
+    """
+    gw = gateway(request)
+    principal = await gw.authenticator.authenticate(request.headers.get("authorization"))
+    decision = await gw.limiter.hit(principal.key_id, principal.rpm or gw.settings.default_rpm)
+    request.state.ratelimit_headers = decision.headers()
+    if not decision.allowed:
+        raise RateLimitExceeded(
+            f"Rate limit reached: {decision.limit} requests per minute for this key. "
+            f"Retry after {decision.retry_after_s} seconds.",
+            retry_after_s=decision.retry_after_s,
+        )
+    return principal

@@ -1,0 +1,28 @@
+"""GET /v1/models and /v1/models/{id}: exactly what the gate accepts right now."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from teegate.api._responses import json_response
+from teegate.api._state import authorize, gateway
+from teegate.catalog import describe_servable, list_servable
+from teegate.errors import ModelNotFound
+
+
+async def list_models(request: Request) -> Response:
+    await authorize(request)
+    gw = gateway(request)
+    data = list_servable(gw.catalog, gw.attestation)
+    return json_response({"object": "list", "data": data}, headers=request.state.ratelimit_headers)
+
+
+async def retrieve_model(request: Request) -> Response:
+    await authorize(request)
+    gw = gateway(request)
+    model_id: str = request.path_params["model_id"]
+    described = describe_servable(gw.catalog, gw.attestation, model_id)
+    if described is None:
+        raise ModelNotFound(model_id)
+    return json_response(described, headers=request.state.ratelimit_headers)

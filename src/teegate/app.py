@@ -1,0 +1,115 @@
+"""Builds the ASGI app from Settings. Wiring only: every part is made in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from teegate.api import (
+    Gateway,
+    RequestContextMiddleware,
+    on_http_exception,
+    on_teegate_error,
+    on_unexpected,
+    routes,
+)
+from teegate.assurance import UpstreamAssurance
+from teegate.auth import Authenticator
+from teegate.catalog import Catalog, CatalogSync
+from teegate.chat import ChatService
+from teegate.config import Settings, load_settings
+from teegate.errors import ConfigError, TeegateError
+from teegate.metrics import Metrics
+from teegate.ratelimit import LocalRateLimiter
+from teegate.readiness import Readiness
+from teegate.store import AccountStore, create_engine, is_current
+from teegate.upstream import UpstreamClient
+
+
+def create_app(settings: Settings) -> Starlette:
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with _running_gateway(settings, metrics) as gw:
+            app.state.gateway = gw
+            yield
+
+    return Starlette(
+        routes=routes(),
+        middleware=[Middleware(RequestContextMiddleware, metrics=metrics)],
+        exception_handlers={
+            TeegateError: on_teegate_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected,
+        },
+        lifespan=lifespan,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterator[Gateway]:
+    engine = create_engine(settings.resolved_database_url)
+    upstreams = {
+        u.name: UpstreamClient(u, settings.timeouts, pool_size=settings.upstream_pool_size)
+        for u in settings.upstreams
+    }
+    try:
+        if not await is_current(engine):
+            raise ConfigError("the database schema is not current: run `teegate db upgrade`")
+        catalog = Catalog()
+        sync = CatalogSync(
+            catalog,
+            list(upstreams.values()),
+            markup=settings.markup,
+            interval_s=settings.catalog_refresh_s,
+        )
+        await sync.sync_once()
+        assurance = UpstreamAssurance(settings.upstreams)
+        gw = Gateway(
+            settings=settings,
+            authenticator=Authenticator(
+                AccountStore(engine), prefix=settings.key_prefix, secret=_key_secret(settings)
+            ),
+            limiter=LocalRateLimiter(),
+            catalog=catalog,
+            attestation=assurance,
+            chat=ChatService(catalog, assurance, upstreams),
+            metrics=metrics,
+            readiness=Readiness(),
+        )
+        async with _background(sync.run()):
+            yield gw
+    finally:
+        for client in upstreams.values():
+            await client.aclose()
+        await engine.dispose()
+
+
+def _key_secret(settings: Settings) -> bytes:
+    if settings.key_hash_secret is None:
+        raise ConfigError("key_hash_secret: not set")
+    return settings.key_hash_secret.get_secret_value().encode()
+
+
+@contextlib.asynccontextmanager
+async def _background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    task = asyncio.ensure_future(coro)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+
+def app_from_environment() -> Starlette:
+    """The factory `teegate serve` hands uvicorn, so each worker builds its own app."""
+    return create_app(load_settings())

@@ -1,0 +1,81 @@
+"""The gate: a chat request reaches an upstream only through here.
+
+The catalog says which upstreams offer a model confidentially; attestation
+says which of those are proven right now. Anything short of both is refused
+before a hold is placed or a byte goes upstream (fail closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from teegate.catalog._catalog import Catalog
+from teegate.catalog._model import CatalogModel
+from teegate.errors import ModelNotConfidential, ModelNotFound, UnsupportedCapability
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationStatus:
+    """What the gate needs of a verdict: whether it passes now, and how it was reached."""
+
+    passed: bool
+    mode: str
+    reason: str = ""
+    header: str = ""
+    verified_at: int | None = None
+
+
+class AttestationView(Protocol):
+    def status(self, upstream: str) -> AttestationStatus: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    model: CatalogModel
+    attestation: AttestationStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The capability tags a request needs, each with the request field that needs it."""
+
+    needed: tuple[tuple[str, str], ...] = ()
+
+
+def admit(
+    catalog: Catalog, attestation: AttestationView, model_id: str, needs: Capabilities
+) -> Admitted:
+    offers = catalog.servable(model_id)
+    if not offers:
+        _refuse_unservable(catalog, model_id)
+    _check_capabilities(offers[0], needs)
+    failures = []
+    for offer in offers:
+        status = attestation.status(offer.upstream)
+        if status.passed:
+            return Admitted(offer, status)
+        failures.append(status.reason)
+    raise ModelNotConfidential(
+        f"Model '{model_id}' is not Confidential Compute right now: its attestation "
+        f"did not pass ({'; '.join(failures)})."
+    )
+
+
+def _refuse_unservable(catalog: Catalog, model_id: str) -> None:
+    if not catalog.is_known(model_id):
+        raise ModelNotFound(model_id)
+    message = f"Model '{model_id}' is not Confidential Compute."
+    alternative = catalog.suggest_alternative(model_id)
+    if alternative is not None:
+        message += f" Use '{alternative}' instead."
+    raise ModelNotConfidential(message)
+
+
+def _check_capabilities(model: CatalogModel, needs: Capabilities) -> None:
+    for tag, param in needs.needed:
+        if tag not in model.tags:
+            raise UnsupportedCapability(
+                f"Model '{model.id}' does not support {param} (needs capability '{tag}').",
+                param=param,
+            )

@@ -1,0 +1,75 @@
+"""One servable model as the gate sees it, parsed from an upstream's catalog entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from teegate.billing import marked_up_price
+
+CAPABILITY_TAGS = frozenset({"tools", "json_mode", "structured_outputs", "reasoning"})
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """nano-USD per 1M tokens."""
+
+    prompt: int
+    completion: int
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogModel:
+    id: str
+    upstream: str
+    confidential: bool
+    context_length: int
+    max_output_length: int
+    tags: frozenset[str]
+    price: Price
+    upstream_price: Price
+    created: int
+    owned_by: str
+    description: str
+
+
+class CatalogEntryError(ValueError):
+    pass
+
+
+def parse_entry(entry: dict[str, Any], *, upstream: str, markup: Decimal) -> CatalogModel:
+    """Read one `/v1/models` entry; JSON numbers must arrive as Decimal (parse_float)."""
+    try:
+        pricing = entry["pricing"]
+        prompt_usd = _decimal(pricing["prompt"])
+        completion_usd = _decimal(pricing["completion"])
+        context_length = int(entry.get("context_length") or entry["max_model_len"])
+        return CatalogModel(
+            id=str(entry["id"]),
+            upstream=upstream,
+            confidential=entry.get("confidential_compute") is True,
+            context_length=context_length,
+            max_output_length=int(entry.get("max_output_length") or context_length),
+            tags=frozenset(entry.get("supported_features") or ()) & CAPABILITY_TAGS,
+            price=Price(
+                marked_up_price(prompt_usd, markup), marked_up_price(completion_usd, markup)
+            ),
+            upstream_price=Price(
+                marked_up_price(prompt_usd, Decimal(1)),
+                marked_up_price(completion_usd, Decimal(1)),
+            ),
+            created=int(entry.get("created") or 0),
+            owned_by=str(entry.get("owned_by") or upstream),
+            description=str(entry.get("description") or ""),
+        )
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise CatalogEntryError(f"catalog entry {entry.get('id')!r}: {exc!r}") from exc
+
+
+def _decimal(value: object) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        return Decimal(value)
+    raise CatalogEntryError(f"price must be a decimal number, got {type(value).__name__}")

@@ -1,0 +1,77 @@
+"""Keeps the catalog in step with each upstream's `/v1/models`.
+
+An upstream whose catalog cannot be read keeps its last list for a while (a
+blip must not take models away), then loses it: a catalog we cannot refresh
+may hide a `confidential_compute` flag that turned off, so it fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, Protocol
+
+import structlog
+
+from teegate.catalog._catalog import Catalog
+from teegate.catalog._model import CatalogEntryError, CatalogModel, parse_entry
+
+log = structlog.get_logger("teegate.catalog")
+STALE_AFTER_INTERVALS = 3
+
+
+class CatalogSource(Protocol):
+    name: str
+
+    async def list_models(self) -> list[dict[str, Any]]: ...
+
+
+class CatalogSync:
+    def __init__(
+        self,
+        catalog: Catalog,
+        sources: Sequence[CatalogSource],
+        *,
+        markup: Decimal,
+        interval_s: float,
+    ) -> None:
+        self._catalog = catalog
+        self._sources = sources
+        self._markup = markup
+        self._interval_s = interval_s
+        self._last_success: dict[str, float] = {}
+
+    async def sync_once(self) -> None:
+        await asyncio.gather(*(self._sync_source(source) for source in self._sources))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.sync_once()
+
+    async def _sync_source(self, source: CatalogSource) -> None:
+        try:
+            entries = await source.list_models()
+        except Exception as exc:
+            self._on_failure(source.name, exc)
+            return
+        self._catalog.replace(source.name, self._parse(source.name, entries))
+        self._last_success[source.name] = time.monotonic()
+
+    def _parse(self, upstream: str, entries: list[dict[str, Any]]) -> list[CatalogModel]:
+        models = []
+        for entry in entries:
+            try:
+                models.append(parse_entry(entry, upstream=upstream, markup=self._markup))
+            except CatalogEntryError as exc:
+                log.warning("catalog_entry_skipped", upstream=upstream, reason=str(exc))
+        return models
+
+    def _on_failure(self, upstream: str, exc: Exception) -> None:
+        log.warning("catalog_sync_failed", upstream=upstream, error=type(exc).__name__)
+        last = self._last_success.get(upstream)
+        stale_after = self._interval_s * STALE_AFTER_INTERVALS
+        if last is not None and time.monotonic() - last > stale_after:
+            self._catalog.replace(upstream, [])

@@ -1,0 +1,84 @@
+"""What a completion delivered, as billing needs it: the upstream's usage if it
+sent one, and otherwise the bytes it streamed (settled by a fallback rule)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "upstream_error", "client_gone", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def read_usage(usage: object) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    if isinstance(prompt, bool) or isinstance(completion, bool) or prompt < 0 or completion < 0:
+        return None
+    return Usage(prompt, completion)
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts what a response carried, chunk by chunk or all at once."""
+
+    usage: Usage | None = None
+    output_bytes: int = 0
+    chunks: int = 0
+    finished: bool = False
+
+    def observe_chunk(self, chunk: dict[str, Any]) -> bool:
+        """Record one stream chunk; True if it is a usage-only chunk."""
+        self.chunks += 1
+        usage = read_usage(chunk.get("usage"))
+        if usage is not None:
+            self.usage = usage  # the last usage wins: some upstreams repeat it
+        choices = chunk.get("choices")
+        if not choices:
+            return usage is not None
+        for choice in choices:
+            if isinstance(choice, dict):
+                self.output_bytes += _delta_bytes(choice.get("delta"))
+                if choice.get("finish_reason"):
+                    self.finished = True
+        return False
+
+    def observe_response(self, response: dict[str, Any]) -> None:
+        self.usage = read_usage(response.get("usage"))
+        for choice in response.get("choices") or ():
+            if isinstance(choice, dict):
+                self.output_bytes += _delta_bytes(choice.get("message"))
+        self.finished = True
+
+
+def _delta_bytes(delta: object) -> int:
+    """UTF-8 bytes of generated text: content, reasoning and tool-call arguments."""
+    if not isinstance(delta, dict):
+        return 0
+    total = 0
+    for key in ("content", "reasoning_content", "reasoning", "refusal"):
+        value = delta.get(key)
+        if isinstance(value, str):
+            total += len(value.encode())
+    for call in delta.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            for key in ("name", "arguments"):
+                value = function.get(key)
+                if isinstance(value, str):
+                    total += len(value.encode())
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Status
+    tally: Tally = field(default_factory=Tally)

@@ -1,0 +1,139 @@
+"""Settings: a TOML file, overridden by `TEEGATE_*` environment variables.
+
+This is the one module that reads the environment. A bad setting is refused at
+start-up with a message naming the field, never discovered on the first request.
+Nested fields use `__` in env vars: `TEEGATE_DEFAULTS__MAX_TOKENS=2048`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from teegate.errors import ConfigError
+
+AttestationMode = Literal["attested-tls", "chutes", "provider-asserted"]
+Environment = Literal["production", "development"]
+
+
+class UpstreamSettings(BaseModel):
+    """One confidential-compute provider the gateway forwards to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    base_url: str = Field(pattern=r"^https?://")
+    api_key_env: str | None = None
+    attestation: AttestationMode = "attested-tls"
+
+
+class RequestDefaults(BaseModel):
+    """What a chat request gets when it leaves a sampling field out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(default=1024, ge=1)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+
+
+class Timeouts(BaseModel):
+    """Every outbound call is bounded; reads by the longest silence, so streams may run long."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect_s: float = Field(default=5.0, gt=0)
+    read_s: float = Field(default=120.0, gt=0)
+    catalog_s: float = Field(default=10.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TEEGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    environment: Environment = "production"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    data_dir: Path = Path(".teegate")
+    database_url: str | None = None
+    redis_url: str | None = None
+    upstreams: tuple[UpstreamSettings, ...] = ()
+    markup: Decimal = Field(default=Decimal("1.85"), gt=0)
+    defaults: RequestDefaults = RequestDefaults()
+    timeouts: Timeouts = Timeouts()
+    key_prefix: str = Field(default="vgpu_sk_", pattern=r"^[A-Za-z0-9_]{1,16}$")
+    key_hash_secret: SecretStr | None = None
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    catalog_refresh_s: float = Field(default=60.0, gt=0)
+    default_rpm: int = Field(default=1000, ge=1)
+    upstream_pool_size: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _check_deployment(self) -> Settings:
+        if self.environment == "production" and self.key_hash_secret is None:
+            raise ValueError(
+                "key_hash_secret: required in production (set TEEGATE_KEY_HASH_SECRET); "
+                "API keys are stored as keyed hashes under it"
+            )
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError(
+                "workers: more than one worker needs redis_url, otherwise each worker "
+                "would enforce its own rate limit and multiply it"
+            )
+        names = [u.name for u in self.upstreams]
+        if len(names) != len(set(names)):
+            raise ValueError("upstreams: names must be unique")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'teegate.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which arrives as init values.
+        return env_settings, init_settings
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from a TOML file, the environment and explicit overrides.
+
+    Without a file argument, `TEEGATE_CONFIG` may name one (that is how each
+    `teegate serve` worker finds the file its parent was given).
+    """
+    values: dict[str, Any] = {}
+    if config_file is None and os.environ.get("TEEGATE_CONFIG"):
+        config_file = Path(os.environ["TEEGATE_CONFIG"])
+    if config_file is not None:
+        try:
+            values = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {config_file}: {exc}") from exc
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "config"
+        lines.append(f"{field}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(lines)

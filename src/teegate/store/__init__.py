@@ -1,0 +1,26 @@
+"""Storage: schema, migrations and repositories over SQLite or PostgreSQL. No HTTP here."""
+
+from teegate.store._accounts import (
+    Account,
+    AccountStore,
+    ApiKey,
+    KeyOwner,
+    StoreConflict,
+    StoreNotFound,
+    now_ms,
+)
+from teegate.store._database import create_engine
+from teegate.store._migrate import is_current, upgrade
+
+__all__ = [
+    "Account",
+    "AccountStore",
+    "ApiKey",
+    "KeyOwner",
+    "StoreConflict",
+    "StoreNotFound",
+    "create_engine",
+    "is_current",
+    "now_ms",
+    "upgrade",
+]

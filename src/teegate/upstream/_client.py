@@ -1,0 +1,171 @@
+"""One pooled HTTP client per upstream; aiohttp errors become teegate errors here.
+
+Upstream error bodies are never copied into our messages: an upstream may echo
+the prompt back, and prompts must not reach an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import orjson
+
+from teegate.config import Timeouts, UpstreamSettings
+from teegate.errors import UpstreamError, UpstreamTimeout
+from teegate.upstream._sse import SSEError, iter_sse_data
+
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+MAX_LINE_BYTES = 4 * 1024 * 1024
+
+
+class UpstreamStream:
+    """An open streamed completion: iterate the SSE data payloads, then close."""
+
+    def __init__(self, response: aiohttp.ClientResponse, upstream: str) -> None:
+        self._response = response
+        self._upstream = upstream
+
+    async def events(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in iter_sse_data(self._response.content):
+                yield data
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"upstream '{self._upstream}' stopped sending") from exc
+        except (aiohttp.ClientError, SSEError, ValueError) as exc:
+            raise UpstreamError(
+                f"upstream '{self._upstream}' broke the stream ({type(exc).__name__})"
+            ) from exc
+
+    def close(self) -> None:
+        """Drop the connection: an unfinished stream must not be reused, and the
+        upstream should stop generating for a client that is gone."""
+        self._response.close()
+
+
+class UpstreamClient:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        timeouts: Timeouts,
+        *,
+        pool_size: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.name = settings.name
+        self.base_url = settings.base_url.rstrip("/")
+        self._timeouts = timeouts
+        self._pool_size = pool_size
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._headers = {"Content-Type": "application/json"}
+        if settings.api_key_env:
+            self._headers["Authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"UpstreamClient(name={self.name!r}, base_url={self.base_url!r})"
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_size, ssl=self._ssl, keepalive_timeout=30
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self._timeouts.connect_s, sock_read=self._timeouts.read_s
+                ),
+                read_bufsize=2**16,
+                max_line_size=MAX_LINE_BYTES,
+                max_field_size=MAX_LINE_BYTES,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The upstream's catalog; numbers parse as Decimal so prices stay exact."""
+        timeout = aiohttp.ClientTimeout(total=self._timeouts.catalog_s)
+        url = f"{self.base_url}/v1/models"
+        async with self._guard("catalog"), self.session.get(url, timeout=timeout) as resp:
+            self._raise_for_status(resp)
+            body = await resp.read()
+        try:
+            data = json.loads(body, parse_float=Decimal)["data"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamError(f"upstream '{self.name}' sent an unreadable catalog") from exc
+        if not isinstance(data, list):
+            raise UpstreamError(f"upstream '{self.name}' sent an unreadable catalog")
+        return data
+
+    async def complete(self, body: bytes) -> dict[str, Any]:
+        post = self.session.post(self._chat_url, data=body)
+        async with self._guard("completion"), post as resp:
+            self._raise_for_status(resp)
+            raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise UpstreamError(f"upstream '{self.name}' sent more than {MAX_RESPONSE_BYTES} bytes")
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"upstream '{self.name}' sent a response that is not JSON") from exc
+        if not isinstance(parsed, dict):
+            raise UpstreamError(f"upstream '{self.name}' sent a response that is not an object")
+        return parsed
+
+    async def open_stream(self, body: bytes) -> UpstreamStream:
+        async with self._guard("stream"):
+            resp = await self.session.post(self._chat_url, data=body)
+            try:
+                self._raise_for_status(resp)
+            except BaseException:
+                resp.close()
+                raise
+        return UpstreamStream(resp, self.name)
+
+    @property
+    def _chat_url(self) -> str:
+        return f"{self.base_url}/v1/chat/completions"
+
+    def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
+        if resp.status >= 400:
+            raise UpstreamError(f"upstream '{self.name}' answered HTTP {resp.status}")
+
+    def _guard(self, what: str) -> _ErrorMapping:
+        return _ErrorMapping(self.name, what)
+
+
+class _ErrorMapping:
+    """Maps aiohttp's exceptions to UpstreamError/UpstreamTimeout at the boundary."""
+
+    def __init__(self, upstream: str, what: str) -> None:
+        self._upstream = upstream
+        self._what = what
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> bool:
+        if exc_type is None:
+            return False
+        if issubclass(exc_type, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout(
+                f"upstream '{self._upstream}' did not answer the {self._what} in time"
+            ) from exc
+        if issubclass(exc_type, aiohttp.ClientError):
+            raise UpstreamError(
+                f"upstream '{self._upstream}' failed during the {self._what} ({exc_type.__name__})"
+            ) from exc
+        return False
