@@ -25,6 +25,7 @@ from teegate.catalog import Catalog, CatalogSync
 from teegate.chat import ChatService
 from teegate.config import Settings, load_settings
 from teegate.errors import ConfigError, TeegateError
+from teegate.logs import configure_logging
 from teegate.metrics import Metrics
 from teegate.ratelimit import LocalRateLimiter
 from teegate.readiness import Readiness
@@ -112,4 +113,5 @@ async def _background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
 
 def app_from_environment() -> Starlette:
     """The factory `teegate serve` hands uvicorn, so each worker builds its own app."""
+    configure_logging(json_lines=True)
     return create_app(load_settings())

@@ -20,6 +20,7 @@ from teegate import auth
 from teegate.billing import MoneyError, nano_to_usd, usd_to_nano
 from teegate.config import Settings, UpstreamSettings, load_settings
 from teegate.errors import ConfigError
+from teegate.logs import configure_logging
 from teegate.store import AccountStore, StoreConflict, StoreNotFound, create_engine, upgrade
 
 T = TypeVar("T")
@@ -55,6 +56,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def main() -> None:
+    configure_logging()
     app()
 
 

@@ -28,7 +28,9 @@ async def create_chat_completion(request: Request) -> Response | SSEResponse:
     chat = parse_chat_request(raw, gw.settings.defaults)
     request_id: str = request.state.request_id
     if chat.stream:
-        streamed = await gw.chat.stream(principal, chat, request_id)
+        streamed = await _unless_client_leaves(
+            request, gw.chat.stream(principal, chat, request_id)
+        )
         return SSEResponse(streamed.chunks, _headers(request, streamed.admitted))
     completion = await _unless_client_leaves(request, gw.chat.complete(principal, chat, request_id))
     return Response(
@@ -45,7 +47,11 @@ def _headers(request: Request, admitted: Admitted) -> dict[str, str]:
 
 
 async def _unless_client_leaves(request: Request, call: Awaitable[T]) -> T:
-    """Run the upstream call, cancelling it if the client disconnects first."""
+    """Run the upstream call, cancelling it if the client disconnects first.
+
+    A stream's call ends when the upstream has answered with headers; from then
+    on SSEResponse watches for the disconnect.
+    """
     task = asyncio.ensure_future(call)
     watcher = asyncio.ensure_future(until_disconnect(request.receive))
     try:
