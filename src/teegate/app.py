@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,8 +29,8 @@ from teegate.config import Settings, load_settings
 from teegate.errors import ConfigError, TeegateError
 from teegate.logs import configure_logging
 from teegate.metrics import Metrics
-from teegate.ratelimit import LocalRateLimiter
-from teegate.readiness import Readiness
+from teegate.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from teegate.readiness import Check, Readiness
 from teegate.store import AccountStore, create_engine, is_current
 from teegate.upstream import UpstreamClient
 
@@ -61,6 +63,7 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         u.name: UpstreamClient(u, settings.timeouts, pool_size=settings.upstream_pool_size)
         for u in settings.upstreams
     }
+    closers: list[Callable[[], Awaitable[None]]] = []
     try:
         if not await is_current(engine):
             raise ConfigError("the database schema is not current: run `teegate db upgrade`")
@@ -73,24 +76,63 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         )
         await sync.sync_once()
         assurance = UpstreamAssurance(settings.upstreams)
+        limiter = _rate_limiter(settings)
+        closers.append(limiter.aclose)
         gw = Gateway(
             settings=settings,
             authenticator=Authenticator(
                 AccountStore(engine), prefix=settings.key_prefix, secret=_key_secret(settings)
             ),
-            limiter=LocalRateLimiter(),
+            limiter=limiter,
             catalog=catalog,
             attestation=assurance,
             chat=ChatService(catalog, assurance, upstreams),
             metrics=metrics,
-            readiness=Readiness(),
+            readiness=Readiness(
+                {
+                    "database": _database_check(engine),
+                    "catalog": _catalog_check(catalog),
+                    "ratelimit": _limiter_check(limiter),
+                }
+            ),
         )
         async with _background(sync.run()):
             yield gw
     finally:
-        for client in upstreams.values():
-            await client.aclose()
+        for close in [*closers, *(c.aclose for c in upstreams.values())]:
+            await close()
         await engine.dispose()
+
+
+def _database_check(engine: AsyncEngine) -> Check:
+    async def check() -> str | None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return None
+
+    return check
+
+
+def _catalog_check(catalog: Catalog) -> Check:
+    async def check() -> str | None:
+        return None if catalog.servable_ids() else "no confidential model is servable"
+
+    return check
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter:
+    if settings.redis_url is None:
+        return LocalRateLimiter()
+    return RedisRateLimiter(settings.redis_url, replicas=settings.workers * settings.replicas)
+
+
+def _limiter_check(limiter: RateLimiter) -> Check:
+    async def check() -> str | None:
+        if limiter.degraded:
+            return "degraded: Redis unreachable, each process enforces limit / processes"
+        return None
+
+    return check
 
 
 def _key_secret(settings: Settings) -> bytes:
@@ -108,7 +150,6 @@ async def _background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
 
 
 def app_from_environment() -> Starlette:

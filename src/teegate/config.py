@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=1)
     data_dir: Path = Path(".teegate")
     database_url: str | None = None
     redis_url: str | None = None
@@ -83,10 +84,10 @@ class Settings(BaseSettings):
                 "key_hash_secret: required in production (set TEEGATE_KEY_HASH_SECRET); "
                 "API keys are stored as keyed hashes under it"
             )
-        if self.workers > 1 and self.redis_url is None:
+        if self.workers * self.replicas > 1 and self.redis_url is None:
             raise ValueError(
-                "workers: more than one worker needs redis_url, otherwise each worker "
-                "would enforce its own rate limit and multiply it"
+                "workers/replicas: more than one gateway process needs redis_url, otherwise "
+                "each process would enforce its own rate limit and multiply it"
             )
         names = [u.name for u in self.upstreams]
         if len(names) != len(set(names)):

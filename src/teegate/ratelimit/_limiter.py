@@ -6,7 +6,9 @@ window's end, and across replicas (Redis) the count is one atomic increment.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,10 +21,15 @@ class Decision:
     limit: int
     remaining: int
     reset_epoch_s: int
+    retry_after_s: int
 
-    @property
-    def retry_after_s(self) -> int:
-        return max(1, self.reset_epoch_s - int(time.time()))
+    @classmethod
+    def in_window(cls, count: int, limit: int, now_s: float, window_start: int) -> Decision:
+        """The decision for the `count`-th hit in the window starting at `window_start`."""
+        reset = window_start + WINDOW_S
+        return cls(
+            count <= limit, limit, max(0, limit - count), reset, max(1, math.ceil(reset - now_s))
+        )
 
     def headers(self) -> dict[str, str]:
         return {
@@ -38,25 +45,41 @@ class Decision:
 class RateLimiter(Protocol):
     async def hit(self, key_id: str, limit: int) -> Decision: ...
 
+    @property
+    def degraded(self) -> bool:
+        """True while the limiter cannot enforce the shared limit exactly."""
+        ...
+
+    async def aclose(self) -> None: ...
+
 
 class LocalRateLimiter:
     """In-process counts: exact for one worker, which config enforces without Redis."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._window_start = 0
         self._counts: dict[str, int] = {}
 
-    async def hit(self, key_id: str, limit: int) -> Decision:
-        return self.hit_now(key_id, limit, int(time.time()))
+    degraded = False
 
-    def hit_now(self, key_id: str, limit: int, now_s: int) -> Decision:
-        window_start = now_s - now_s % WINDOW_S
+    async def hit(self, key_id: str, limit: int) -> Decision:
+        return self.hit_now(key_id, limit, self._clock())
+
+    async def aclose(self) -> None:
+        return None
+
+    def hit_now(self, key_id: str, limit: int, now_s: float) -> Decision:
+        window_start = window_of(now_s)
         if window_start != self._window_start:
             self._window_start = window_start
             self._counts = {}
-        used = self._counts.get(key_id, 0)
-        allowed = used < limit
-        if allowed:
-            used += 1
-            self._counts[key_id] = used
-        return Decision(allowed, limit, max(0, limit - used), window_start + WINDOW_S)
+        count = self._counts.get(key_id, 0) + 1
+        if count <= limit:
+            self._counts[key_id] = count
+        return Decision.in_window(count, limit, now_s, window_start)
+
+
+def window_of(now_s: float) -> int:
+    whole = int(now_s)
+    return whole - whole % WINDOW_S

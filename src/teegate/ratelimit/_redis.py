@@ -1,0 +1,71 @@
+"""Per-key limits shared by every worker and replica through Redis.
+
+One Lua script makes each decision atomically (INCR + EXPIRE in one round
+trip), so N replicas admit exactly the limit per window between them.
+
+When Redis cannot be reached the limiter fails *open but bounded*: each
+replica enforces limit / replicas locally, so the total stays near the limit
+and never becomes unlimited. It tries Redis again after a short pause, and
+says it is degraded (readiness, metrics, a log line) while it is.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from teegate.ratelimit._limiter import WINDOW_S, Decision, LocalRateLimiter, window_of
+
+log = structlog.get_logger("teegate.ratelimit")
+
+RETRY_AFTER_FAILURE_S = 1.0
+REDIS_TIMEOUT_S = 0.25
+KEY_TTL_S = WINDOW_S * 2
+
+HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
+class RedisRateLimiter:
+    def __init__(self, url: str, *, replicas: int) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            retry_on_timeout=False,
+        )
+        self._hit = self._redis.register_script(HIT_SCRIPT)
+        self._replicas = replicas
+        self._local = LocalRateLimiter()
+        self._retry_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"RedisRateLimiter(replicas={self._replicas})"
+
+    @property
+    def degraded(self) -> bool:
+        return self._retry_at > time.monotonic()
+
+    async def hit(self, key_id: str, limit: int) -> Decision:
+        if not self.degraded:
+            try:
+                return await self._hit_redis(key_id, limit)
+            except (RedisError, OSError) as exc:
+                self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+                log.warning("ratelimit_degraded", error=type(exc).__name__)
+        return await self._local.hit(key_id, max(1, limit // self._replicas))
+
+    async def _hit_redis(self, key_id: str, limit: int) -> Decision:
+        now_s = time.time()
+        window_start = window_of(now_s)
+        count = int(await self._hit(keys=[f"teegate:rl:{key_id}:{window_start}"], args=[KEY_TTL_S]))
+        return Decision.in_window(count, limit, now_s, window_start)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,112 @@
+"""The Redis limiter on a real Redis: exact across processes, bounded when Redis is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from teegate.ratelimit import RedisRateLimiter
+from teegate.ratelimit._redis import RETRY_AFTER_FAILURE_S
+from tests.servers import free_port
+
+REDIS_URL = os.environ.get("TEEGATE_TEST_REDIS_URL")
+pytestmark = pytest.mark.skipif(not REDIS_URL, reason="TEEGATE_TEST_REDIS_URL is not set")
+
+
+def key() -> str:
+    return "key_test_" + secrets.token_hex(6)
+
+
+async def test_two_replicas_admit_exactly_the_limit_between_them() -> None:
+    assert REDIS_URL
+    replicas = [RedisRateLimiter(REDIS_URL, replicas=2) for _ in range(2)]
+    key_id, limit = key(), 50
+    decisions = await asyncio.gather(
+        *(replicas[i % 2].hit(key_id, limit) for i in range(3 * limit))
+    )
+    allowed = [d for d in decisions if d.allowed]
+    assert len(allowed) == limit
+    assert sorted(d.remaining for d in allowed) == list(range(limit))
+    assert all(d.remaining == 0 for d in decisions if not d.allowed)
+    assert len({d.reset_epoch_s for d in decisions}) <= 2  # one window, or its edge
+    assert not any(r.degraded for r in replicas)
+    for limiter in replicas:
+        await limiter.aclose()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes], int]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is needed to stop and restart a Redis in this test")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    wait_for_port(port)
+    try:
+        yield f"redis://127.0.0.1:{port}/0", process, port
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+def wait_for_port(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+
+
+async def test_redis_down_degrades_to_a_bounded_local_limit_and_recovers(
+    private_redis: tuple[str, subprocess.Popen[bytes], int],
+) -> None:
+    url, process, port = private_redis
+    limiter = RedisRateLimiter(url, replicas=4)
+    key_id, limit = key(), 40
+    assert (await limiter.hit(key_id, limit)).allowed
+    process.kill()
+    process.wait(5)
+
+    local = [await limiter.hit(key_id, limit) for _ in range(limit)]
+    assert limiter.degraded
+    assert sum(d.allowed for d in local) == limit // 4
+    assert all(d.limit == limit // 4 for d in local)
+
+    restarted = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        await asyncio.sleep(RETRY_AFTER_FAILURE_S + 0.1)
+        decision = await limiter.hit(key_id, limit)
+        assert not limiter.degraded
+        assert decision.allowed and decision.limit == limit
+        assert decision.remaining == limit - 1  # a fresh Redis: the count restarts
+    finally:
+        await limiter.aclose()
+        restarted.terminate()
+        restarted.wait(5)
