@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import os
 import tomllib
+from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from teegate.errors import ConfigError
+
+_OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("teegate_overrides", default=None)
 
 AttestationMode = Literal["attested-tls", "chutes", "provider-asserted"]
 Environment = Literal["production", "development"]
@@ -107,8 +115,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the file, which arrives as init values.
-        return env_settings, init_settings
+        # Explicit overrides (command-line flags) beat the environment, which
+        # beats the file; the file's values arrive as init values.
+        overrides = InitSettingsSource(settings_cls, init_kwargs=_OVERRIDES.get() or {})
+        return overrides, env_settings, init_settings
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -125,11 +135,13 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             values = tomllib.loads(config_file.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {config_file}: {exc}") from exc
-    values.update(overrides)
+    token = _OVERRIDES.set(overrides)
     try:
         return Settings(**values)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from exc
+    finally:
+        _OVERRIDES.reset(token)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

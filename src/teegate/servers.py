@@ -13,8 +13,16 @@ HTTP = "httptools"
 
 def server(app: Any, *, host: str, port: int, **kwargs: Any) -> uvicorn.Server:
     config = uvicorn.Config(
-        app, host=host, port=port, loop=LOOP, http=HTTP, log_level="warning",
-        access_log=False, server_header=False, timeout_graceful_shutdown=30, **kwargs,
+        app,
+        host=host,
+        port=port,
+        loop=LOOP,
+        http=HTTP,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+        **kwargs,
     )
     return uvicorn.Server(config)
 

@@ -28,9 +28,7 @@ async def create_chat_completion(request: Request) -> Response | SSEResponse:
     chat = parse_chat_request(raw, gw.settings.defaults)
     request_id: str = request.state.request_id
     if chat.stream:
-        streamed = await _unless_client_leaves(
-            request, gw.chat.stream(principal, chat, request_id)
-        )
+        streamed = await _unless_client_leaves(request, gw.chat.stream(principal, chat, request_id))
         return SSEResponse(streamed.chunks, _headers(request, streamed.admitted))
     completion = await _unless_client_leaves(request, gw.chat.complete(principal, chat, request_id))
     return Response(

@@ -8,11 +8,12 @@ before a hold is placed or a byte goes upstream (fail closed).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from teegate.catalog._catalog import Catalog
 from teegate.catalog._model import CatalogModel
 from teegate.errors import ModelNotConfidential, ModelNotFound, UnsupportedCapability
+from teegate.invariants import InvariantViolation
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +50,11 @@ def admit(
     offers = catalog.servable(model_id)
     if not offers:
         _refuse_unservable(catalog, model_id)
-    _check_capabilities(offers[0], needs)
+    capable = [offer for offer in offers if _missing_capability(offer, needs) is None]
+    if not capable:
+        _refuse_capability(offers[0], needs)
     failures = []
-    for offer in offers:
+    for offer in capable:
         status = attestation.status(offer.upstream)
         if status.passed:
             return Admitted(offer, status)
@@ -62,7 +65,7 @@ def admit(
     )
 
 
-def _refuse_unservable(catalog: Catalog, model_id: str) -> None:
+def _refuse_unservable(catalog: Catalog, model_id: str) -> NoReturn:
     if not catalog.is_known(model_id):
         raise ModelNotFound(model_id)
     message = f"Model '{model_id}' is not Confidential Compute."
@@ -72,10 +75,19 @@ def _refuse_unservable(catalog: Catalog, model_id: str) -> None:
     raise ModelNotConfidential(message)
 
 
-def _check_capabilities(model: CatalogModel, needs: Capabilities) -> None:
+def _missing_capability(model: CatalogModel, needs: Capabilities) -> tuple[str, str] | None:
     for tag, param in needs.needed:
         if tag not in model.tags:
-            raise UnsupportedCapability(
-                f"Model '{model.id}' does not support {param} (needs capability '{tag}').",
-                param=param,
-            )
+            return tag, param
+    return None
+
+
+def _refuse_capability(model: CatalogModel, needs: Capabilities) -> NoReturn:
+    missing = _missing_capability(model, needs)
+    if missing is None:
+        raise InvariantViolation(f"refusing '{model.id}' a capability it has")
+    tag, param = missing
+    raise UnsupportedCapability(
+        f"Model '{model.id}' does not support {param} (needs capability '{tag}').",
+        param=param,
+    )

@@ -40,6 +40,8 @@ class CatalogEntryError(ValueError):
 
 def parse_entry(entry: dict[str, Any], *, upstream: str, markup: Decimal) -> CatalogModel:
     """Read one `/v1/models` entry; JSON numbers must arrive as Decimal (parse_float)."""
+    if not isinstance(entry, dict):
+        raise CatalogEntryError(f"catalog entry is a {type(entry).__name__}, not an object")
     try:
         pricing = entry["pricing"]
         prompt_usd = _decimal(pricing["prompt"])
@@ -68,8 +70,10 @@ def parse_entry(entry: dict[str, Any], *, upstream: str, markup: Decimal) -> Cat
 
 
 def _decimal(value: object) -> Decimal:
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, int | str) and not isinstance(value, bool):
-        return Decimal(value)
-    raise CatalogEntryError(f"price must be a decimal number, got {type(value).__name__}")
+    """A price: exact, finite and never negative (a negative price would pay the caller)."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise CatalogEntryError(f"price must be a decimal number, got {type(value).__name__}")
+    price = Decimal(value)
+    if not price.is_finite() or price < 0:
+        raise CatalogEntryError(f"price must be a finite, non-negative number, got {value}")
+    return price

@@ -42,7 +42,7 @@ class Tally:
         if usage is not None:
             self.usage = usage  # the last usage wins: some upstreams repeat it
         choices = chunk.get("choices")
-        if not choices:
+        if not choices or not isinstance(choices, list):
             return usage is not None
         for choice in choices:
             if isinstance(choice, dict):
@@ -53,7 +53,8 @@ class Tally:
 
     def observe_response(self, response: dict[str, Any]) -> None:
         self.usage = read_usage(response.get("usage"))
-        for choice in response.get("choices") or ():
+        choices = response.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if isinstance(choice, dict):
                 self.output_bytes += _delta_bytes(choice.get("message"))
         self.finished = True
@@ -68,7 +69,8 @@ def _delta_bytes(delta: object) -> int:
         value = delta.get(key)
         if isinstance(value, str):
             total += len(value.encode())
-    for call in delta.get("tool_calls") or ():
+    calls = delta.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             for key in ("name", "arguments"):

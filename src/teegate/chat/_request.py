@@ -27,6 +27,7 @@ class ChatRequest:
     include_usage: bool
     body: dict[str, Any]
     needs: Capabilities
+    max_tokens_defaulted: bool = False
 
     def max_output_tokens(self) -> int:
         return int(self.body.get("max_completion_tokens") or self.body["max_tokens"])
@@ -52,13 +53,19 @@ def parse_chat_request(raw: bytes, defaults: RequestDefaults) -> ChatRequest:
     _check_sampling(body)
     stream, include_usage = _check_stream(body)
     needs = _check_tools(body) + _check_response_format(body)
-    _apply_defaults(body, defaults)
-    return ChatRequest(model, stream, include_usage, body, Capabilities(tuple(needs)))
+    defaulted = _apply_defaults(body, defaults)
+    return ChatRequest(model, stream, include_usage, body, Capabilities(tuple(needs)), defaulted)
 
 
 def check_against_model(request: ChatRequest, model: CatalogModel) -> None:
-    """Limits that depend on the model: called once the gate has admitted it."""
+    """Limits that depend on the model: called once the gate has admitted it.
+
+    A default the client never asked for is capped at the model's limit rather
+    than refused.
+    """
     limit = model.max_output_length
+    if request.max_tokens_defaulted and request.body["max_tokens"] > limit:
+        request.body["max_tokens"] = limit
     for field in ("max_tokens", "max_completion_tokens"):
         value = request.body.get(field)
         if value is not None and value > limit:
@@ -97,7 +104,7 @@ def _check_message(index: int, message: object) -> None:
     if not isinstance(message, dict):
         raise _missing_or_invalid(where, message, "an object with 'role' and 'content'")
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         if role is None:
             raise _missing_or_invalid(f"{where}.role", None, "")
         raise InvalidRequest(
@@ -202,23 +209,27 @@ def _check_response_format(body: dict[str, Any]) -> list[tuple[str, str]]:
     if response_format is None:
         return []
     kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind not in RESPONSE_FORMATS:
+    if not isinstance(kind, str) or kind not in RESPONSE_FORMATS:
         raise InvalidRequest(
             "Invalid value for 'response_format.type': expected one of "
             "'text', 'json_object', 'json_schema'.",
             param="response_format",
             code="invalid_value",
         )
-    if kind == "json_schema" and not isinstance(response_format.get("json_schema"), dict):
-        raise _missing_or_invalid("response_format.json_schema", None, "")
+    json_schema = response_format.get("json_schema")
+    if kind == "json_schema" and not isinstance(json_schema, dict):
+        raise _missing_or_invalid("response_format.json_schema", json_schema, "an object")
     tag = RESPONSE_FORMATS[kind]
     return [(tag, "response_format")] if tag else []
 
 
-def _apply_defaults(body: dict[str, Any], defaults: RequestDefaults) -> None:
-    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+def _apply_defaults(body: dict[str, Any], defaults: RequestDefaults) -> bool:
+    """Fill in what the client left out; True if max_tokens was one of them."""
+    defaulted = body.get("max_tokens") is None and body.get("max_completion_tokens") is None
+    if defaulted:
         body["max_tokens"] = defaults.max_tokens
     if body.get("temperature") is None:
         body["temperature"] = defaults.temperature
     if body.get("top_p") is None:
         body["top_p"] = defaults.top_p
+    return defaulted

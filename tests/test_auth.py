@@ -1,0 +1,353 @@
+"""auth.py and apikeys.py: key format, hashing, resolution, the 1 s cache, issue/rotate."""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from teegate import apikeys, auth
+from teegate.auth import KEY_CACHE_TTL_S, Authenticator, Principal, issue_key, rotate_key
+from teegate.errors import InvalidApiKey
+from teegate.store import AccountStore, KeyOwner, StoreNotFound, create_engine, upgrade
+
+PREFIX = "vgpu_sk_"
+SECRET = b"unit-test-hash-secret"
+BODY = "A" * 21 + "z" * 21 + "9"  # 43 base62 characters
+KEY = PREFIX + BODY
+
+# apikeys ---------------------------------------------------------------------
+
+
+def test_generated_keys_are_well_formed_and_unique() -> None:
+    keys = {apikeys.generate_key(PREFIX) for _ in range(50)}
+    assert len(keys) == 50
+    for key in keys:
+        assert key.startswith(PREFIX)
+        assert len(key) == len(PREFIX) + 43
+        assert set(key[len(PREFIX) :]) <= set(string.ascii_letters + string.digits)
+        assert apikeys.is_well_formed(key, PREFIX)
+
+
+def test_generated_key_ids() -> None:
+    ids = {apikeys.generate_key_id() for _ in range(50)}
+    assert len(ids) == 50
+    for key_id in ids:
+        assert key_id.startswith("key_")
+        assert len(key_id) == 4 + 16
+        assert len(key_id) <= 32  # fits api_keys.id
+
+
+def test_base62_alphabet() -> None:
+    assert len(apikeys.BASE62) == 62
+    assert len(set(apikeys.BASE62)) == 62
+    assert apikeys.SECRET_CHARS == 43
+    assert 62**43 > 2**256
+
+
+@pytest.mark.parametrize(
+    ("token", "ok"),
+    [
+        (KEY, True),
+        (PREFIX + "0" * 43, True),
+        (PREFIX + BODY[:-1], False),  # 42 characters
+        (KEY + "a", False),  # 44 characters
+        ("sk_" + BODY, False),  # wrong prefix
+        ("VGPU_SK_" + BODY, False),  # the prefix is case-sensitive
+        (PREFIX[:-1] + BODY + "a", False),  # prefix cut short
+        (PREFIX + BODY[:-1] + "-", False),
+        (PREFIX + BODY[:-1] + "_", False),
+        (PREFIX + BODY[:-1] + " ", False),
+        (PREFIX + BODY[:-1] + "é", False),
+        (PREFIX + BODY[:-1] + "٣", False),  # a non-ASCII digit
+        (BODY, False),
+        ("", False),
+    ],
+)
+def test_is_well_formed(token: str, ok: bool) -> None:
+    assert apikeys.is_well_formed(token, PREFIX) is ok
+
+
+def test_hash_key_is_keyed_hmac_sha256() -> None:
+    digest = apikeys.hash_key(KEY, SECRET)
+    assert len(digest) == 64
+    assert int(digest, 16) >= 0
+    assert digest == apikeys.hash_key(KEY, SECRET)
+    assert digest != apikeys.hash_key(KEY, b"another-secret")
+    assert digest != apikeys.hash_key(KEY[:-1] + "8", SECRET)
+    assert BODY not in digest
+
+
+def test_same_hash() -> None:
+    digest = apikeys.hash_key(KEY, SECRET)
+    assert apikeys.same_hash(digest, digest)
+    assert not apikeys.same_hash(digest, digest[:-1] + ("0" if digest[-1] != "0" else "1"))
+
+
+def test_key_hint_shows_only_the_last_four() -> None:
+    hint = apikeys.key_hint(KEY, PREFIX)
+    assert hint == f"{PREFIX}...{KEY[-4:]}"
+    assert BODY[:-4] not in hint
+    assert len(hint) <= 32  # fits api_keys.hint
+
+
+# Authenticator with a fake lookup ----------------------------------------------
+
+
+class FakeLookup:
+    """A KeyLookup over a dict, counting the queries the cache did not save."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, KeyOwner] = {}
+        self.calls = 0
+
+    def add(self, token: str, *, key_id: str = "key_1", rpm: int | None = 60) -> KeyOwner:
+        key_hash = apikeys.hash_key(token, SECRET)
+        owner = KeyOwner(key_id, key_hash, account_id=7, rpm=rpm, revoked=False)
+        self.owners[key_hash] = owner
+        return owner
+
+    def revoke(self, token: str) -> None:
+        key_hash = apikeys.hash_key(token, SECRET)
+        self.owners[key_hash] = dataclasses.replace(self.owners[key_hash], revoked=True)
+
+    async def find_key_owner(self, key_hash: str) -> KeyOwner | None:
+        self.calls += 1
+        return self.owners.get(key_hash)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(auth, "time", SimpleNamespace(monotonic=clock.monotonic))
+    return clock
+
+
+@pytest.fixture
+def lookup() -> FakeLookup:
+    return FakeLookup()
+
+
+@pytest.fixture
+def authenticator(lookup: FakeLookup) -> Authenticator:
+    return Authenticator(lookup, prefix=PREFIX, secret=SECRET)
+
+
+async def test_valid_key_resolves_to_its_principal(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    lookup.add(KEY, key_id="key_abc", rpm=42)
+    principal = await authenticator.authenticate(f"Bearer {KEY}")
+    assert principal == Principal(key_id="key_abc", account_id=7, rpm=42)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [f"bearer {KEY}", f"BEARER {KEY}", f"Bearer   {KEY}  ", f"Bearer {KEY}\t"],
+)
+async def test_bearer_scheme_is_case_insensitive_and_trimmed(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock, header: str
+) -> None:
+    lookup.add(KEY)
+    assert (await authenticator.authenticate(header)).key_id == "key_1"
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (None, "You didn't provide an API key"),
+        ("", "You didn't provide an API key"),
+        ("Bearer", "Send the API key as 'Authorization: Bearer <key>'"),
+        ("Bearer    ", "Send the API key as 'Authorization: Bearer <key>'"),
+        (f"Basic {KEY}", "Send the API key as 'Authorization: Bearer <key>'"),
+        (KEY, "Send the API key as 'Authorization: Bearer <key>'"),
+        (f"Bearer {KEY[:-1]}", "Malformed API key"),
+        (f"Bearer sk-{BODY}", "Malformed API key"),
+        (f"Bearer {KEY}!", "Malformed API key"),
+    ],
+)
+async def test_missing_or_malformed_key(
+    authenticator: Authenticator,
+    lookup: FakeLookup,
+    clock: Clock,
+    header: str | None,
+    message: str,
+) -> None:
+    lookup.add(KEY)
+    with pytest.raises(InvalidApiKey, match=message) as info:
+        await authenticator.authenticate(header)
+    assert (info.value.status, info.value.error_code) == (401, "invalid_api_key")
+    assert lookup.calls == 0  # refused without a query
+    assert BODY not in info.value.message
+
+
+async def test_unknown_key(authenticator: Authenticator, lookup: FakeLookup, clock: Clock) -> None:
+    lookup.add(KEY)
+    other = PREFIX + "b" * 43
+    with pytest.raises(InvalidApiKey, match="Incorrect API key provided"):
+        await authenticator.authenticate(f"Bearer {other}")
+    assert lookup.calls == 1
+
+
+async def test_key_under_another_secret_is_unknown(lookup: FakeLookup, clock: Clock) -> None:
+    lookup.add(KEY)
+    other_server = Authenticator(lookup, prefix=PREFIX, secret=b"a-different-secret")
+    with pytest.raises(InvalidApiKey):
+        await other_server.authenticate(f"Bearer {KEY}")
+
+
+async def test_revoked_key(authenticator: Authenticator, lookup: FakeLookup, clock: Clock) -> None:
+    lookup.add(KEY)
+    lookup.revoke(KEY)
+    with pytest.raises(InvalidApiKey, match="revoked"):
+        await authenticator.authenticate(f"Bearer {KEY}")
+
+
+async def test_owner_with_a_different_hash_is_refused(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    """The constant-time recheck: a lookup answering for another hash grants nothing."""
+    key_hash = apikeys.hash_key(KEY, SECRET)
+    lookup.owners[key_hash] = KeyOwner("key_x", "0" * 64, 7, None, revoked=False)
+    with pytest.raises(InvalidApiKey):
+        await authenticator.authenticate(f"Bearer {KEY}")
+
+
+async def test_cache_saves_queries_within_the_ttl(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    lookup.add(KEY)
+    for _ in range(5):
+        await authenticator.authenticate(f"Bearer {KEY}")
+        clock.now += KEY_CACHE_TTL_S / 10
+    assert lookup.calls == 1
+
+
+async def test_revoked_key_stops_working_after_the_ttl(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    assert KEY_CACHE_TTL_S == 1.0
+    lookup.add(KEY)
+    await authenticator.authenticate(f"Bearer {KEY}")
+    lookup.revoke(KEY)
+    clock.now += 0.999
+    assert (await authenticator.authenticate(f"Bearer {KEY}")).key_id == "key_1"  # cached
+    clock.now += 0.001  # exactly the TTL: the entry has expired
+    with pytest.raises(InvalidApiKey):
+        await authenticator.authenticate(f"Bearer {KEY}")
+    assert lookup.calls == 2
+
+
+async def test_unknown_results_are_cached_too(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    with pytest.raises(InvalidApiKey):
+        await authenticator.authenticate(f"Bearer {KEY}")
+    lookup.add(KEY)
+    with pytest.raises(InvalidApiKey):
+        await authenticator.authenticate(f"Bearer {KEY}")
+    assert lookup.calls == 1
+    clock.now += KEY_CACHE_TTL_S + 0.01
+    assert (await authenticator.authenticate(f"Bearer {KEY}")).account_id == 7
+    assert lookup.calls == 2
+
+
+async def test_cache_is_bounded(
+    authenticator: Authenticator,
+    lookup: FakeLookup,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(auth, "KEY_CACHE_MAX_ENTRIES", 3)
+    tokens = [PREFIX + c * 43 for c in "abcd"]
+    for token in tokens:
+        lookup.add(token)
+        await authenticator.authenticate(f"Bearer {token}")
+    assert len(authenticator._cache) <= 3
+    assert lookup.calls == 4
+
+
+def test_repr_hides_the_secret(authenticator: Authenticator) -> None:
+    text = repr(authenticator)
+    assert SECRET.decode() not in text
+    assert text == f"Authenticator(prefix={PREFIX!r})"
+
+
+def test_custom_prefix() -> None:
+    token = apikeys.generate_key("tg_")
+    assert apikeys.is_well_formed(token, "tg_")
+    assert not apikeys.is_well_formed(token, PREFIX)
+
+
+# issue_key / rotate_key on a real SQLite store ------------------------------------
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[AccountStore]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}")
+    await upgrade(engine)
+    store = AccountStore(engine)
+    await store.create_account("acme")
+    try:
+        yield store
+    finally:
+        await engine.dispose()
+
+
+async def test_issued_key_authenticates_and_only_its_hash_is_stored(
+    store: AccountStore,
+) -> None:
+    token, key = await issue_key(
+        store, account="acme", prefix=PREFIX, secret=SECRET, name="ci", rpm=30
+    )
+    assert apikeys.is_well_formed(token, PREFIX)
+    assert key.hint == apikeys.key_hint(token, PREFIX)
+    assert (key.name, key.rpm, key.account_name, key.active) == ("ci", 30, "acme", True)
+    owner = await store.find_key_owner(apikeys.hash_key(token, SECRET))
+    assert owner is not None
+    assert owner.key_id == key.id
+    assert token not in repr(await store.list_keys())
+
+    principal = await Authenticator(store, prefix=PREFIX, secret=SECRET).authenticate(
+        f"Bearer {token}"
+    )
+    assert principal == Principal(key.id, key.account_id, 30)
+
+
+async def test_issue_key_for_unknown_account(store: AccountStore) -> None:
+    with pytest.raises(StoreNotFound):
+        await issue_key(store, account="nobody", prefix=PREFIX, secret=SECRET)
+
+
+async def test_rotate_key(store: AccountStore) -> None:
+    old_token, old = await issue_key(
+        store, account="acme", prefix=PREFIX, secret=SECRET, name="prod", rpm=99
+    )
+    new_token, new = await rotate_key(store, old.id, prefix=PREFIX, secret=SECRET)
+    assert new.id != old.id
+    assert new_token != old_token
+    assert (new.name, new.rpm, new.account_id) == ("prod", 99, old.account_id)
+    assert not (await store.get_key(old.id)).active
+    assert (await store.get_key(new.id)).active
+
+    fresh = Authenticator(store, prefix=PREFIX, secret=SECRET)
+    with pytest.raises(InvalidApiKey):
+        await fresh.authenticate(f"Bearer {old_token}")
+    assert (await fresh.authenticate(f"Bearer {new_token}")).key_id == new.id
+
+
+async def test_rotate_unknown_key(store: AccountStore) -> None:
+    with pytest.raises(StoreNotFound):
+        await rotate_key(store, "key_missing", prefix=PREFIX, secret=SECRET)

@@ -1,0 +1,196 @@
+"""errors.py: every API error's status, type and code, and the one envelope shape."""
+
+from __future__ import annotations
+
+import inspect
+
+import orjson
+import pytest
+
+from teegate import errors
+from teegate.errors import (
+    AttestationFailed,
+    ConfigError,
+    InsufficientBalance,
+    InternalError,
+    InvalidApiKey,
+    InvalidRequest,
+    MethodNotAllowed,
+    ModelNotConfidential,
+    ModelNotFound,
+    NotAvailable,
+    NotFound,
+    RateLimitExceeded,
+    RequestTooLarge,
+    ServiceUnavailable,
+    TeegateError,
+    UnsupportedCapability,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+# class, how to build one, status, type, code
+ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
+    (TeegateError, TeegateError("boom"), 500, "api_error", "internal_error"),
+    (
+        InvalidRequest,
+        InvalidRequest("bad", param="x"),
+        400,
+        "invalid_request_error",
+        "invalid_request_error",
+    ),
+    (
+        RequestTooLarge,
+        RequestTooLarge("too big"),
+        413,
+        "invalid_request_error",
+        "request_too_large",
+    ),
+    (
+        UnsupportedCapability,
+        UnsupportedCapability("no tools", param="tools"),
+        400,
+        "invalid_request_error",
+        "unsupported_capability",
+    ),
+    (
+        ModelNotConfidential,
+        ModelNotConfidential("not TEE"),
+        400,
+        "invalid_request_error",
+        "model_not_confidential",
+    ),
+    (InvalidApiKey, InvalidApiKey("nope"), 401, "authentication_error", "invalid_api_key"),
+    (
+        InsufficientBalance,
+        InsufficientBalance("poor"),
+        402,
+        "insufficient_quota",
+        "insufficient_balance",
+    ),
+    (NotFound, NotFound("gone"), 404, "invalid_request_error", "not_found"),
+    (ModelNotFound, ModelNotFound("m"), 404, "invalid_request_error", "model_not_found"),
+    (
+        MethodNotAllowed,
+        MethodNotAllowed("no"),
+        405,
+        "invalid_request_error",
+        "method_not_allowed",
+    ),
+    (
+        RateLimitExceeded,
+        RateLimitExceeded("slow down", retry_after_s=7),
+        429,
+        "rate_limit_error",
+        "rate_limit_exceeded",
+    ),
+    (InternalError, InternalError("oops"), 500, "api_error", "internal_error"),
+    (UpstreamError, UpstreamError("bad gateway"), 502, "api_error", "upstream_error"),
+    (NotAvailable, NotAvailable("no audio"), 503, "invalid_request_error", "not_available"),
+    (
+        ServiceUnavailable,
+        ServiceUnavailable("db down"),
+        503,
+        "api_error",
+        "service_unavailable",
+    ),
+    (UpstreamTimeout, UpstreamTimeout("slow"), 504, "api_error", "upstream_timeout"),
+]
+
+
+def test_the_table_covers_every_api_error_class() -> None:
+    defined = {
+        obj
+        for _, obj in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(obj, TeegateError) and obj.__module__ == errors.__name__
+    }
+    assert defined == {cls for cls, *_ in ERRORS}
+
+
+@pytest.mark.parametrize(
+    ("cls", "error", "status", "type_", "code"), ERRORS, ids=[row[0].__name__ for row in ERRORS]
+)
+def test_status_type_and_code(
+    cls: type[TeegateError], error: TeegateError, status: int, type_: str, code: str
+) -> None:
+    assert type(error) is cls
+    assert (error.status, error.type, error.error_code) == (status, type_, code)
+    envelope = error.envelope()
+    assert list(envelope) == ["error"]
+    assert envelope["error"] == {
+        "message": error.message,
+        "type": type_,
+        "code": code,
+        "param": error.param,
+        "status": status,
+    }
+    assert orjson.loads(error.body()) == envelope
+    assert str(error) == error.message
+
+
+@pytest.mark.parametrize(
+    ("cls", "error"),
+    [(row[0], row[1]) for row in ERRORS if row[0] is not RateLimitExceeded],
+    ids=[row[0].__name__ for row in ERRORS if row[0] is not RateLimitExceeded],
+)
+def test_only_rate_limit_adds_headers(cls: type[TeegateError], error: TeegateError) -> None:
+    assert error.headers() == {}
+
+
+def test_rate_limit_exceeded_carries_retry_after() -> None:
+    error = RateLimitExceeded("Rate limit reached: 10 requests per minute.", retry_after_s=42)
+    assert error.retry_after_s == 42
+    assert error.headers() == {"Retry-After": "42"}
+    assert error.envelope()["error"]["param"] is None
+
+
+def test_invalid_request_specific_code_and_param() -> None:
+    error = InvalidRequest("Invalid value for 'n'.", param="n", code="invalid_value")
+    assert error.envelope()["error"] == {
+        "message": "Invalid value for 'n'.",
+        "type": "invalid_request_error",
+        "code": "invalid_value",
+        "param": "n",
+        "status": 400,
+    }
+    # The class-level code is untouched by one instance's specific code.
+    assert InvalidRequest.code == "invalid_request_error"
+    assert InvalidRequest("plain").error_code == "invalid_request_error"
+
+
+def test_unsupported_capability_keeps_its_code_and_param() -> None:
+    error = UnsupportedCapability("no json_schema", param="response_format")
+    assert error.envelope()["error"]["code"] == "unsupported_capability"
+    assert error.envelope()["error"]["param"] == "response_format"
+
+
+def test_model_errors_point_at_the_model_param() -> None:
+    not_found = ModelNotFound("acme/NoSuchModel")
+    assert not_found.param == "model"
+    assert "acme/NoSuchModel" in not_found.message
+    not_confidential = ModelNotConfidential("Use 'x-TEE' instead.")
+    assert not_confidential.param == "model"
+    assert not_confidential.message == "Use 'x-TEE' instead."
+
+
+@pytest.mark.parametrize(
+    ("child", "parent"),
+    [
+        (RequestTooLarge, InvalidRequest),
+        (UnsupportedCapability, InvalidRequest),
+        (ModelNotConfidential, InvalidRequest),
+        (ModelNotFound, NotFound),
+        (InvalidRequest, TeegateError),
+        (UpstreamTimeout, TeegateError),
+    ],
+)
+def test_hierarchy(child: type[Exception], parent: type[Exception]) -> None:
+    assert issubclass(child, parent)
+
+
+def test_domain_errors_are_not_api_errors() -> None:
+    assert not issubclass(AttestationFailed, TeegateError)
+    assert not issubclass(ConfigError, TeegateError)
+    failed = AttestationFailed("tcb_status", "OutOfDate is not allowed")
+    assert (failed.check, failed.reason) == ("tcb_status", "OutOfDate is not allowed")
+    assert str(failed) == "tcb_status: OutOfDate is not allowed"
