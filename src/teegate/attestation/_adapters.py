@@ -1,0 +1,296 @@
+"""Attestation modes: how evidence is fetched from an upstream and what it must bind.
+
+An adapter turns one request with teegate's fresh nonce into `InstanceEvidence`:
+the quote, the report_data it must carry, GPU evidence, and the key it binds. It
+does no verification itself; `EvidenceVerifier` does the same checks for every mode.
+
+    attested-tls       GET {base}/v1/attestation/report?nonce=<hex>; report_data =
+                       SHA-256(TLS SPKI of the connection it came over) ‖ nonce
+    chutes             GET {api}/chutes/{chute_id}/evidence?nonce=<hex>, one entry per
+                       instance; report_data = SHA-256(nonce_hex + e2e pubkey b64) ‖
+                       SHA-256(instance certificate SPKI)
+    provider-asserted  no evidence: the upstream catalog's confidential_compute flag
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from teegate.attestation._binding import (
+    attested_tls_report_data,
+    certificate_der,
+    chutes_report_data,
+    spki_sha256,
+)
+from teegate.attestation._gpu import GpuEvidence
+from teegate.attestation._http import EvidenceHttpClient
+from teegate.errors import AttestationFailed
+
+__all__ = [
+    "AttestationMode",
+    "AttestedTlsAdapter",
+    "ChutesAdapter",
+    "EvidenceAdapter",
+    "EvidenceBatch",
+    "InstanceEvidence",
+    "ProviderAssertedAdapter",
+]
+
+AttestationMode = Literal["attested-tls", "chutes", "provider-asserted"]
+
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_MAX_INSTANCES = 256
+_MAX_GPU_ITEMS = 64
+_MAX_FIELD_CHARS = 256 * 1024
+
+
+@dataclass(frozen=True)
+class InstanceEvidence:
+    """What one TEE instance presented, and what its quote's report_data must be."""
+
+    instance_id: str | None
+    quote: bytes = field(repr=False)
+    expected_report_data: bytes = field(repr=False)
+    gpu: GpuEvidence | None = None
+    tls_spki_sha256: bytes | None = None
+    tls_cert_sha256: bytes | None = None
+    e2e_pubkey: str | None = None
+
+
+@dataclass(frozen=True)
+class EvidenceBatch:
+    """One fetch: evidence per instance, and instances that failed to give any.
+
+    `rejected` pairs an instance id with why its entry could not be used; such an
+    instance gets a failed verdict. `provider_asserted` is set only in that mode.
+    """
+
+    instances: tuple[InstanceEvidence, ...] = ()
+    rejected: tuple[tuple[str, AttestationFailed], ...] = ()
+    provider_asserted: bool | None = None
+
+
+class EvidenceAdapter(Protocol):
+    """Fetches an upstream's evidence for `nonce` (32 fresh bytes)."""
+
+    @property
+    def mode(self) -> AttestationMode: ...
+
+    async def fetch(self, nonce: bytes) -> EvidenceBatch: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AttestedTlsAdapter:
+    """attested-tls: the upstream's quote binds the TLS key it serves evidence with.
+
+    The evidence connection skips CA checks on purpose: trust comes from the quote
+    binding the key of the certificate this very connection presented, which the
+    gateway then pins for inference traffic.
+    """
+
+    def __init__(self, base_url: str, *, http: EvidenceHttpClient | None = None) -> None:
+        if not base_url.startswith("https://"):
+            raise ValueError(
+                "attested-tls needs an https:// upstream: the binding is to its TLS key"
+            )
+        self.base_url = base_url.rstrip("/")
+        self._http = http or EvidenceHttpClient(record_peer_certificate=True)
+
+    def __repr__(self) -> str:
+        return f"AttestedTlsAdapter({self.base_url!r})"
+
+    @property
+    def mode(self) -> AttestationMode:
+        return "attested-tls"
+
+    async def fetch(self, nonce: bytes) -> EvidenceBatch:
+        url = f"{self.base_url}/v1/attestation/report"
+        response = await self._http.get_json(url, params={"nonce": nonce.hex()})
+        if response.peer_certificate_der is None:
+            raise AttestationFailed("tls", "evidence did not arrive over TLS: nothing to bind")
+        body = _object(response.body, "attestation report")
+        cert = response.peer_certificate_der
+        spki = spki_sha256(cert)
+        evidence = InstanceEvidence(
+            instance_id=None,
+            quote=_quote_bytes(body.get("quote")),
+            expected_report_data=attested_tls_report_data(spki, nonce),
+            gpu=_gpu_evidence(body.get("gpu_evidence"), body.get("nvidia_token")),
+            tls_spki_sha256=spki,
+            tls_cert_sha256=hashlib.sha256(cert).digest(),
+        )
+        return EvidenceBatch(instances=(evidence,))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class ChutesAdapter:
+    """chutes: one quote per instance, bound to its certificate and its e2e public key.
+
+    The e2e key comes from the evidence entry (`e2e_pubkey`) or else from
+    `GET /e2e/instances/{chute_id}`; the verdict records the key that was verified,
+    and that key is the only one the gateway may encrypt to.
+    """
+
+    def __init__(
+        self,
+        chute_id: str,
+        *,
+        api_base: str = "https://api.chutes.ai",
+        api_key: str | None = None,
+        http: EvidenceHttpClient | None = None,
+    ) -> None:
+        self.chute_id = chute_id
+        self.api_base = api_base.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = http or EvidenceHttpClient(headers=headers)
+
+    def __repr__(self) -> str:
+        return f"ChutesAdapter({self.chute_id!r}, api_base={self.api_base!r})"
+
+    @property
+    def mode(self) -> AttestationMode:
+        return "chutes"
+
+    async def fetch(self, nonce: bytes) -> EvidenceBatch:
+        url = f"{self.api_base}/chutes/{self.chute_id}/evidence"
+        body = _object(
+            (await self._http.get_json(url, params={"nonce": nonce.hex()})).body, "evidence"
+        )
+        entries = _list(body.get("evidence", []), "evidence", _MAX_INSTANCES)
+        failed_ids = _list(
+            body.get("failed_instance_ids", []), "failed_instance_ids", _MAX_INSTANCES
+        )
+        pubkeys = await self._pubkeys(entries)
+        instances: list[InstanceEvidence] = []
+        rejected = [
+            (str(i), AttestationFailed("evidence_unavailable", "Chutes reports no evidence"))
+            for i in failed_ids
+        ]
+        for entry in entries:
+            try:
+                instances.append(_chutes_instance(entry, nonce, pubkeys))
+            except AttestationFailed as failure:
+                rejected.append((_instance_id(entry), failure))
+        return EvidenceBatch(instances=tuple(instances), rejected=tuple(rejected))
+
+    async def _pubkeys(self, entries: list[Any]) -> Mapping[str, str]:
+        """Instance id → e2e public key, fetched only if an entry lacks its own."""
+        if all(isinstance(e, Mapping) and e.get("e2e_pubkey") for e in entries):
+            return {}
+        url = f"{self.api_base}/e2e/instances/{self.chute_id}"
+        body = _object((await self._http.get_json(url)).body, "e2e instances")
+        items = _list(body.get("instances", []), "instances", _MAX_INSTANCES)
+        return {
+            str(i["instance_id"]): str(i["e2e_pubkey"])
+            for i in items
+            if isinstance(i, Mapping) and i.get("instance_id") and i.get("e2e_pubkey")
+        }
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class ProviderAssertedAdapter:
+    """provider-asserted: no hardware evidence, only what the upstream's catalog claims.
+
+    Never a default: it exists for upstreams the operator chose to trust on their
+    word, and every verdict it yields is labelled `provider-asserted`.
+    """
+
+    def __init__(self, confidential_compute: Callable[[], bool]) -> None:
+        self._flag = confidential_compute
+
+    def __repr__(self) -> str:
+        return "ProviderAssertedAdapter()"
+
+    @property
+    def mode(self) -> AttestationMode:
+        return "provider-asserted"
+
+    async def fetch(self, nonce: bytes) -> EvidenceBatch:
+        return EvidenceBatch(provider_asserted=self._flag() is True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+# ---- parsing evidence documents: malformed evidence is a rejection ----
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise AttestationFailed("evidence_format", f"{what} is not a JSON object")
+    return value
+
+
+def _list(value: Any, what: str, limit: int) -> list[Any]:
+    if not isinstance(value, list) or len(value) > limit:
+        raise AttestationFailed("evidence_format", f"{what} is not a list of at most {limit}")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_FIELD_CHARS:
+        raise AttestationFailed("evidence_format", f"{what} is missing or not a bounded string")
+    return value
+
+
+def _quote_bytes(value: Any) -> bytes:
+    """A quote given as hex or base64 text."""
+    text = _text(value, "quote").strip()
+    try:
+        if _HEX.fullmatch(text):
+            return bytes.fromhex(text)
+        return base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise AttestationFailed("evidence_format", "quote is neither hex nor base64") from exc
+
+
+def _gpu_evidence(evidence: Any, tokens: Any) -> GpuEvidence | None:
+    """GPU evidence as `{"arch", "evidence_list"}`, a bare list of items, and/or NRAS tokens."""
+    if evidence is None and tokens is None:
+        return None
+    arch = "HOPPER"
+    if isinstance(evidence, Mapping):
+        arch = str(evidence.get("arch") or arch)[:32]
+        evidence = evidence.get("evidence_list")
+    items = _list(evidence if evidence is not None else [], "gpu_evidence", _MAX_GPU_ITEMS)
+    if not all(isinstance(i, Mapping) for i in items):
+        raise AttestationFailed("evidence_format", "gpu_evidence items are not objects")
+    return GpuEvidence(evidence_list=tuple(items), arch=arch, tokens=tokens)
+
+
+def _instance_id(entry: Any) -> str:
+    value = entry.get("instance_id") if isinstance(entry, Mapping) else None
+    return str(value)[:128] if value else "unknown"
+
+
+def _chutes_instance(entry: Any, nonce: bytes, pubkeys: Mapping[str, str]) -> InstanceEvidence:
+    item = _object(entry, "evidence entry")
+    instance_id = _text(item.get("instance_id"), "instance_id")[:128]
+    pubkey = item.get("e2e_pubkey") or pubkeys.get(instance_id)
+    if not pubkey:
+        raise AttestationFailed("evidence_format", f"no e2e public key for instance {instance_id}")
+    try:
+        certificate = base64.b64decode(_text(item.get("certificate"), "certificate"), validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise AttestationFailed("evidence_format", "certificate is not base64") from exc
+    der = certificate_der(certificate)
+    return InstanceEvidence(
+        instance_id=instance_id,
+        quote=_quote_bytes(item.get("quote")),
+        expected_report_data=chutes_report_data(nonce, str(pubkey), der),
+        gpu=_gpu_evidence(item.get("gpu_evidence"), item.get("nvidia_token")),
+        tls_spki_sha256=spki_sha256(der),
+        tls_cert_sha256=hashlib.sha256(der).digest(),
+        e2e_pubkey=str(pubkey),
+    )

@@ -1,0 +1,49 @@
+"""The public surface of teegate.attestation: exactly what __all__ lists, nothing private."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import teegate.attestation as attestation
+
+SOURCE = Path(attestation.__file__).parent
+
+
+def test_all_names_exist_and_are_unique() -> None:
+    assert len(set(attestation.__all__)) == len(attestation.__all__)
+    for name in attestation.__all__:
+        assert hasattr(attestation, name), name
+        assert not name.startswith("_")
+
+
+def test_public_classes_and_functions_are_all_exported() -> None:
+    exported = set(attestation.__all__)
+    for module in SOURCE.glob("_*.py"):
+        if module.name == "__init__.py":
+            continue
+        tree = ast.parse(module.read_text())
+        for node in tree.body:
+            definition = isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            if definition and node.name in _module_all(tree):  # type: ignore[attr-defined]
+                assert node.name in exported, f"{module.name}: {node.name}"  # type: ignore[attr-defined]
+
+
+def test_domain_package_imports_no_web_framework_or_sql() -> None:
+    for module in SOURCE.glob("*.py"):
+        text = module.read_text()
+        for forbidden in ("starlette", "fastapi", "sqlalchemy"):
+            assert f"import {forbidden}" not in text and f"from {forbidden}" not in text, (
+                module.name
+            )
+        if module.name != "_http.py":
+            assert "import aiohttp" not in text, f"{module.name}: aiohttp belongs in _http.py"
+
+
+def _module_all(tree: ast.Module) -> set[str]:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            return {ast.literal_eval(e) for e in node.value.elts}  # type: ignore[attr-defined]
+    return set()
