@@ -15,8 +15,14 @@ import pytest
 
 from teegate import auth
 from teegate.app import create_app
-from teegate.config import Settings, UpstreamSettings, load_settings
-from teegate.devstack import DevstackConfig, build_app
+from teegate.config import AttestationSettings, Settings, UpstreamSettings, load_settings
+from teegate.devstack import (
+    DevstackConfig,
+    SimulatedAttestationServices,
+    SimulatedEnclave,
+    build_app,
+    build_services_app,
+)
 from teegate.store import AccountStore, create_engine, upgrade
 from tests.servers import ServerThread, serving
 
@@ -28,7 +34,8 @@ class Devstack:
     url: str
 
     def admin(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = httpx.request(method, f"{self.url}/admin/{path}", **kwargs)
+        # verify=False: admin calls must work while tls-key-swap presents a rogue key
+        response = httpx.request(method, f"{self.url}/admin/{path}", verify=False, **kwargs)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
@@ -60,8 +67,11 @@ class Gateway:
     def issue_key(self, account: str | None = None, **kwargs: Any) -> str:
         async def run(store: AccountStore) -> str:
             token, _ = await auth.issue_key(
-                store, account=account or self.account, prefix=self.settings.key_prefix,
-                secret=KEY_SECRET.encode(), **kwargs,
+                store,
+                account=account or self.account,
+                prefix=self.settings.key_prefix,
+                secret=KEY_SECRET.encode(),
+                **kwargs,
             )
             return token
 
@@ -79,18 +89,38 @@ def with_store(settings: Settings, action: Any) -> Any:
     return asyncio.run(run())
 
 
-def gateway_settings(data_dir: Path, upstream_url: str, **overrides: Any) -> Settings:
+def dev_attestation(services_url: str, root_ca_file: Path, **overrides: Any) -> AttestationSettings:
+    """Verify against the simulated PCS/NRAS and the test PKI's root (labelled simulated)."""
+    return AttestationSettings(
+        pccs_url=services_url,
+        nras_attest_url=f"{services_url}/v3/attest/gpu",
+        nras_jwks_url=f"{services_url}/.well-known/jwks.json",
+        nras_issuer=SimulatedAttestationServices.issuer,
+        dev_root_ca_file=root_ca_file,
+        **overrides,
+    )
+
+
+def gateway_settings(
+    data_dir: Path,
+    upstream_url: str,
+    *,
+    attestation: AttestationSettings | None = None,
+    **overrides: Any,
+) -> Settings:
+    """An https upstream is attested (attested-tls, `attestation` required); an http one
+    is provider-asserted."""
+    mode = "attested-tls" if upstream_url.startswith("https://") else "provider-asserted"
     values: dict[str, Any] = {
         "environment": "development",
         "data_dir": data_dir,
         "key_hash_secret": KEY_SECRET,
         "catalog_refresh_s": 0.3,
         "timeouts": {"connect_s": 2, "read_s": 2, "catalog_s": 2},
-        "upstreams": (
-            UpstreamSettings(name="devstack", base_url=upstream_url,
-                             attestation="provider-asserted"),
-        ),
+        "upstreams": (UpstreamSettings(name="devstack", base_url=upstream_url, attestation=mode),),
     }
+    if attestation is not None:
+        values["attestation"] = attestation
     values.update(overrides)
     return load_settings(None, **values)
 
@@ -112,20 +142,71 @@ def prepare_database(settings: Settings, account: str, credit_usd: str = "100") 
 
 
 @pytest.fixture(scope="session")
-def devstack() -> Iterator[Devstack]:
-    with serving(build_app(DevstackConfig(first_token_delay_s=0.3))) as server:
+def enclave() -> SimulatedEnclave:
+    return SimulatedEnclave()
+
+
+@pytest.fixture(scope="session")
+def enclave_files(enclave: SimulatedEnclave, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The enclave's TLS cert and key, and the dev root CA, in one directory."""
+    directory = tmp_path_factory.mktemp("enclave")
+    enclave.write_tls_files(directory)
+    (directory / "root-ca.der").write_bytes(enclave.root_ca_der)
+    return directory
+
+
+def serve_enclave(app: Any, enclave: SimulatedEnclave, files: Path) -> Any:
+    certfile, keyfile = enclave.write_tls_files(files)
+    return serving(
+        app,
+        ssl_certfile=str(certfile),
+        ssl_keyfile=str(keyfile),
+        ssl_context_factory=enclave.ssl_context_factory,
+    )
+
+
+@pytest.fixture(scope="session")
+def attestation_services(enclave: SimulatedEnclave) -> Iterator[Devstack]:
+    with serving(build_services_app(SimulatedAttestationServices(enclave))) as server:
+        yield Devstack(server.url)
+
+
+@pytest.fixture(scope="session")
+def devstack(enclave: SimulatedEnclave, enclave_files: Path) -> Iterator[Devstack]:
+    app = build_app(DevstackConfig(first_token_delay_s=0.3), enclave=enclave)
+    with serve_enclave(app, enclave, enclave_files) as server:
         yield Devstack(server.url)
 
 
 @pytest.fixture(autouse=True)
-def _clean_devstack(request: pytest.FixtureRequest) -> None:
+def _clean_devstack(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Faults are reset before and after each test that can set them: a session-scoped
+    gateway may be started by the next test before its own reset runs."""
+    names = []
     if "devstack" in request.fixturenames or "gateway" in request.fixturenames:
-        request.getfixturevalue("devstack").admin("POST", "reset")
+        names.append("devstack")
+    if "attestation_services" in request.fixturenames or "gateway" in request.fixturenames:
+        names.append("attestation_services")
+    servers = [request.getfixturevalue(name) for name in names]
+    for server in servers:
+        server.admin("POST", "reset")
+    yield
+    for server in servers:
+        server.admin("POST", "reset")
 
 
 @pytest.fixture(scope="session")
-def gateway(devstack: Devstack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    settings = gateway_settings(tmp_path_factory.mktemp("gateway"), devstack.url)
+def gateway(
+    devstack: Devstack,
+    attestation_services: Devstack,
+    enclave_files: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    """The gateway most tests use: attested-tls to the simulated enclave, real verifier."""
+    attestation = dev_attestation(attestation_services.url, enclave_files / "root-ca.der")
+    settings = gateway_settings(
+        tmp_path_factory.mktemp("gateway"), devstack.url, attestation=attestation
+    )
     key = prepare_database(settings, "acme")
     server = ServerThread(create_app(settings)).start()
     try:

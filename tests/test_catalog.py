@@ -22,6 +22,7 @@ from teegate.catalog import (
     parse_entry,
 )
 from teegate.catalog import _sync as sync_module
+from teegate.upstream import Listing
 
 MARKUP = Decimal("1.85")
 
@@ -287,11 +288,11 @@ class FakeSource:
         self.answer = answer
         self.calls = 0
 
-    async def list_models(self) -> list[dict[str, Any]]:
+    async def list_models(self) -> Listing:
         self.calls += 1
         if isinstance(self.answer, Exception):
             raise self.answer
-        return self.answer
+        return Listing(self.answer, trusted=True)
 
 
 class Clock:

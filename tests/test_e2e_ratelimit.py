@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -11,7 +12,13 @@ import pytest
 
 from teegate.app import create_app
 from teegate.ratelimit import LocalRateLimiter
-from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
+from tests.conftest import (
+    Devstack,
+    Gateway,
+    dev_attestation,
+    gateway_settings,
+    prepare_database,
+)
 from tests.servers import ServerThread
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
@@ -19,9 +26,17 @@ HELLO = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def limited(devstack: Devstack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def limited(
+    devstack: Devstack,
+    attestation_services: Devstack,
+    enclave_files: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
     """A gateway whose limiter clock sits one second before the end of a window."""
-    settings = gateway_settings(tmp_path_factory.mktemp("limited"), devstack.url)
+    attestation = dev_attestation(attestation_services.url, enclave_files / "root-ca.der")
+    settings = gateway_settings(
+        tmp_path_factory.mktemp("limited"), devstack.url, attestation=attestation
+    )
     prepare_database(settings, "limited")
     app = create_app(settings)
     server = ServerThread(app).start()
@@ -80,8 +95,9 @@ def test_headers_on_4xx_5xx_and_streams(gateway: Gateway, devstack: Devstack) ->
     failed = httpx.post(url, headers=auth, json={"model": R1, "messages": HELLO})
     assert failed.status_code == 502 and "x-ratelimit-remaining" in failed.headers
     devstack.set_faults()
-    with httpx.stream("POST", url, headers=auth,
-                      json={"model": R1, "messages": HELLO, "stream": True}) as stream:
+    with httpx.stream(
+        "POST", url, headers=auth, json={"model": R1, "messages": HELLO, "stream": True}
+    ) as stream:
         assert stream.status_code == 200
         assert "x-ratelimit-reset" in stream.headers
         assert stream.headers["content-type"].startswith("text/event-stream")

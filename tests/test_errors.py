@@ -26,6 +26,7 @@ from teegate.errors import (
     TeegateError,
     UnsupportedCapability,
     UpstreamError,
+    UpstreamKeyChanged,
     UpstreamTimeout,
 )
 
@@ -86,6 +87,7 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
     ),
     (InternalError, InternalError("oops"), 500, "api_error", "internal_error"),
     (UpstreamError, UpstreamError("bad gateway"), 502, "api_error", "upstream_error"),
+    (UpstreamKeyChanged, UpstreamKeyChanged("key changed"), 502, "api_error", "upstream_error"),
     (NotAvailable, NotAvailable("no audio"), 503, "invalid_request_error", "not_available"),
     (
         ServiceUnavailable,

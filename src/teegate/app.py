@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from sqlalchemy import text
@@ -23,16 +23,17 @@ from teegate.api import (
 )
 from teegate.assurance import UpstreamAssurance
 from teegate.auth import Authenticator
-from teegate.catalog import Catalog, CatalogSync
+from teegate.billing import Billing
+from teegate.catalog import Catalog
 from teegate.chat import ChatService
 from teegate.config import Settings, load_settings
 from teegate.errors import ConfigError, TeegateError
+from teegate.live import open_live_upstreams
 from teegate.logs import configure_logging
 from teegate.metrics import Metrics
 from teegate.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from teegate.readiness import Check, Readiness
-from teegate.store import AccountStore, create_engine, is_current
-from teegate.upstream import UpstreamClient
+from teegate.store import AccountStore, Ledger, create_engine, is_current
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -59,25 +60,20 @@ def create_app(settings: Settings) -> Starlette:
 @contextlib.asynccontextmanager
 async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterator[Gateway]:
     engine = create_engine(settings.resolved_database_url)
-    upstreams = {
-        u.name: UpstreamClient(u, settings.timeouts, pool_size=settings.upstream_pool_size)
-        for u in settings.upstreams
-    }
-    closers: list[Callable[[], Awaitable[None]]] = []
+    stack = contextlib.AsyncExitStack()
     try:
         if not await is_current(engine):
             raise ConfigError("the database schema is not current: run `teegate db upgrade`")
-        catalog = Catalog()
-        sync = CatalogSync(
-            catalog,
-            list(upstreams.values()),
-            markup=settings.markup,
-            interval_s=settings.catalog_refresh_s,
+        live = await stack.enter_async_context(open_live_upstreams(settings))
+        catalog, assurance = live.catalog, live.assurance
+        ledger = Ledger(engine)
+        billing = Billing(
+            ledger,
+            hold_ttl_s=settings.hold_ttl_s,
+            reaper_interval_s=settings.reaper_interval_s,
         )
-        await sync.sync_once()
-        assurance = UpstreamAssurance(settings.upstreams)
         limiter = _rate_limiter(settings)
-        closers.append(limiter.aclose)
+        stack.push_async_callback(limiter.aclose)
         gw = Gateway(
             settings=settings,
             authenticator=Authenticator(
@@ -86,22 +82,39 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
             limiter=limiter,
             catalog=catalog,
             attestation=assurance,
-            chat=ChatService(catalog, assurance, upstreams),
+            chat=ChatService(catalog, assurance, live.clients, meter=billing.meter),
+            billing=billing,
             metrics=metrics,
             readiness=Readiness(
                 {
                     "database": _database_check(engine),
                     "catalog": _catalog_check(catalog),
                     "ratelimit": _limiter_check(limiter),
+                    "attestation": _attestation_check(settings, assurance),
                 }
             ),
         )
-        async with _background(sync.run()):
-            yield gw
+        async with ledger.running():
+            await billing.reaper.reap_once()  # holds a crash left behind, before serving
+            async with _background(live.sync.run()), _background(billing.reaper.run()):
+                yield gw
     finally:
-        for close in [*closers, *(c.aclose for c in upstreams.values())]:
-            await close()
+        await stack.aclose()
         await engine.dispose()
+
+
+def _attestation_check(settings: Settings, assurance: UpstreamAssurance) -> Check:
+    async def check() -> str | None:
+        failing = {
+            u.name: status.reason
+            for u in settings.upstreams
+            if not (status := assurance.status(u.name)).passed
+        }
+        if failing and len(failing) == len(settings.upstreams):
+            return "no upstream is attested: " + "; ".join(f"{k}: {v}" for k, v in failing.items())
+        return None
+
+    return check
 
 
 def _database_check(engine: AsyncEngine) -> Check:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from teegate import auth
 from teegate.billing import MoneyError, nano_to_usd, usd_to_nano
-from teegate.config import Settings, UpstreamSettings, load_settings
+from teegate.config import AttestationSettings, Settings, UpstreamSettings, load_settings
 from teegate.errors import ConfigError
 from teegate.logs import configure_logging
 from teegate.store import AccountStore, StoreConflict, StoreNotFound, create_engine, upgrade
@@ -236,26 +236,68 @@ def keys_rotate(key_id: str, config: ConfigOption = None) -> None:
     print(token)
 
 
+@app.command("usage")
+def usage(
+    account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="From this date (YYYY-MM-DD or ISO 8601; UTC).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 1000,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Metered usage and charges: one record per request, newest first."""
+    from teegate.billing import UsageQuery, parse_since
+    from teegate.store import Ledger
+
+    settings = _settings(config)
+    try:
+        since_ms = parse_since(since) if since else None
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] --since: {exc}")
+        raise typer.Exit(2) from exc
+    query = UsageQuery(limit=limit, account_name=account, since_ms=since_ms)
+
+    async def run(store: AccountStore) -> Any:
+        if account is not None:
+            await store.get_account(account)  # an unknown name is an error, not an empty list
+        return await Ledger(store.engine).usage(query)
+
+    _print_usage(_with_store(settings, run), as_json)
+
+
+def _print_usage(records: Any, as_json: bool) -> None:
+    from teegate.billing import describe_generation
+
+    if as_json:
+        print(json.dumps([{"account": r.account, **describe_generation(r)} for r in records]))
+        return
+    table = Table(
+        "request", "account", "model", "prompt", "completion", "cost (USD)", "settled by",
+        "status", "started (UTC)",
+    )  # fmt: skip
+    for r in records:
+        row = describe_generation(r)
+        table.add_row(
+            r.request_id, r.account, r.model, str(r.prompt_tokens), str(r.completion_tokens),
+            row["total_cost"], r.settled_by, r.status, row["created_at"],
+        )  # fmt: skip
+    out.print(table)
+    total = nano_to_usd(sum(r.cost_nano for r in records))
+    out.print(f"{len(records)} requests, {total} USD")
+
+
 @app.command("models")
 def models(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """The catalog exactly as the gate sees it now."""
-    from teegate.assurance import UpstreamAssurance
-    from teegate.catalog import Catalog, CatalogSync, list_servable
-    from teegate.upstream import UpstreamClient
+    """The catalog exactly as the gate sees it now (attestation included)."""
+    from teegate.catalog import list_servable
+    from teegate.live import open_live_upstreams
 
     settings = _settings(config)
 
     async def run() -> list[dict[str, Any]]:
-        clients = [UpstreamClient(u, settings.timeouts) for u in settings.upstreams]
-        catalog = Catalog()
-        try:
-            await CatalogSync(
-                catalog, clients, markup=settings.markup, interval_s=settings.catalog_refresh_s
-            ).sync_once()
-        finally:
-            for client in clients:
-                await client.aclose()
-        return list_servable(catalog, UpstreamAssurance(settings.upstreams))
+        async with open_live_upstreams(settings) as live:
+            return list_servable(live.catalog, live.assurance)
 
     data = asyncio.run(run())
     if as_json:
@@ -274,6 +316,56 @@ def models(config: ConfigOption = None, as_json: JsonOption = False) -> None:
             m["attestation"]["mode"],
         )
     out.print(table)
+
+
+@app.command("attest")
+def attest(model: str, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Attest MODEL's upstreams now with a fresh nonce and show every check."""
+    from teegate.live import open_live_upstreams
+
+    settings = _settings(config)
+
+    async def run() -> list[dict[str, Any]]:
+        async with open_live_upstreams(settings) as live:
+            offers = live.catalog.servable(model)
+            if not offers:
+                err.print(f"[red]error:[/red] '{model}' is not a servable confidential model")
+                raise typer.Exit(1)
+            nonce = secrets.token_bytes(32)
+            return [
+                {
+                    "upstream": offer.upstream,
+                    "verdicts": await live.assurance.reports(offer.upstream, nonce),
+                }
+                for offer in offers
+            ]
+
+    results = asyncio.run(run())
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        _print_attestation(model, results)
+    passed = any(v["passed"] for r in results for v in r["verdicts"])
+    asserted = all(not r["verdicts"] for r in results)
+    if not (passed or asserted):
+        raise typer.Exit(1)
+
+
+def _print_attestation(model: str, results: list[dict[str, Any]]) -> None:
+    for result in results:
+        if not result["verdicts"]:
+            out.print(f"{model} on {result['upstream']}: provider-asserted (no evidence to check)")
+        for verdict in result["verdicts"]:
+            outcome = "[green]PASSED[/green]" if verdict["passed"] else "[red]FAILED[/red]"
+            out.print(
+                f"{model} on {result['upstream']} ({verdict['mode']}): {outcome}"
+                f" verdict {verdict['id']}, TCB {verdict['tcb_status']}"
+            )
+            for check in verdict["checks"]:
+                mark = "[green]ok[/green]  " if check["ok"] else "[red]FAIL[/red]"
+                out.print(f"  {mark} {check['name']}: {check['detail']}")
+            if not verdict["passed"]:
+                out.print(f"  reason: {verdict['reason']}")
 
 
 @app.command("serve")
@@ -308,60 +400,100 @@ def serve(
 @app.command("devstack")
 def devstack(
     port: Annotated[int, typer.Option("--port")] = 8081,
+    services_port: Annotated[int, typer.Option("--services-port")] = 8082,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     fault: Annotated[list[str] | None, typer.Option("--fault", help="Fault to switch on.")] = None,
+    services_fault: Annotated[
+        list[str] | None, typer.Option("--services-fault", help="PCS/NRAS fault to switch on.")
+    ] = None,
     chunk_delay_ms: Annotated[float, typer.Option("--chunk-delay-ms", min=0)] = 0.0,
     catalog: Annotated[Path | None, typer.Option("--catalog", exists=True, dir_okay=False)] = None,
+    tls_dir: Annotated[Path, typer.Option("--tls-dir")] = Path(".teegate/devstack-tls"),
     config: ConfigOption = None,
 ) -> None:
-    """Run the simulated confidential upstream alone."""
-    from teegate import servers
-    from teegate.devstack import FAULTS, DevstackConfig, build_app
+    """Run the simulated confidential upstream (TLS, attested) and its PCS/NRAS stand-ins."""
+    from teegate.devstack import FAULTS, SERVICES_FAULTS, DevstackConfig, serve_devstack
 
-    faults = frozenset(fault or ())
-    unknown = {f for f in faults if f.split("=", 1)[0] not in FAULTS}
-    if unknown:
-        err.print(f"[red]error:[/red] unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
-        raise typer.Exit(2)
+    faults = _known_faults(fault, FAULTS)
     cfg = DevstackConfig(faults=faults, chunk_delay_s=chunk_delay_ms / 1000)
     if catalog is not None:
         cfg = dataclasses.replace(cfg, catalog_path=catalog)
-    out.print(f"devstack (simulated confidential upstream) on http://{host}:{port}/v1")
-    servers.run_servers(servers.server(build_app(cfg), host=host, port=port))
+    out.print(
+        f"simulated enclave upstream on https://{host}:{port}/v1 (TLS key bound by its "
+        f"quotes); PCS/NRAS stand-ins on http://{host}:{services_port}; "
+        f"dev root CA in {tls_dir / 'root-ca.der'}"
+    )
+    serve_devstack(
+        cfg,
+        host=host,
+        port=port,
+        services_port=services_port,
+        tls_dir=tls_dir,
+        services_faults=_known_faults(services_fault, SERVICES_FAULTS),
+    )
+
+
+def _known_faults(names: list[str] | None, known: frozenset[str]) -> frozenset[str]:
+    faults = frozenset(names or ())
+    unknown = {f for f in faults if f.split("=", 1)[0] not in known}
+    if unknown:
+        err.print(f"[red]error:[/red] unknown fault(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise typer.Exit(2)
+    return faults
 
 
 @app.command("dev")
 def dev(
     port: Annotated[int, typer.Option("--port")] = 8080,
     devstack_port: Annotated[int, typer.Option("--devstack-port")] = 8081,
+    services_port: Annotated[int, typer.Option("--services-port")] = 8082,
     data_dir: Annotated[Path, typer.Option("--data-dir")] = Path(".teegate"),
     config: ConfigOption = None,
 ) -> None:
-    """The one-command demo: simulated upstream + gateway + a funded demo key."""
+    """The one-command demo: simulated enclave + attestation services + gateway + a funded key."""
     from teegate import servers
     from teegate.app import create_app
-    from teegate.devstack import DevstackConfig, build_app
+    from teegate.devstack import DevstackConfig, SimulatedEnclave, devstack_servers
 
-    settings = _settings(config, **_dev_overrides(data_dir, port, devstack_port))
+    enclave = SimulatedEnclave()
+    upstream, services = devstack_servers(
+        DevstackConfig(),
+        enclave=enclave,
+        host="127.0.0.1",
+        port=devstack_port,
+        services_port=services_port,
+        tls_dir=data_dir / "devstack-tls",
+    )
+    overrides = _dev_overrides(data_dir, port, devstack_port, services_port)
+    settings = _settings(config, **overrides)
     token = _with_store(settings, lambda store: _prepare_demo(store, settings))
     base_url = f"http://127.0.0.1:{port}/v1"
     _print_demo(base_url, token)
     servers.run_servers(
-        servers.server(build_app(DevstackConfig()), host="127.0.0.1", port=devstack_port),
-        servers.server(create_app(settings), host="127.0.0.1", port=port),
+        upstream, services, servers.server(create_app(settings), host="127.0.0.1", port=port)
     )
 
 
-def _dev_overrides(data_dir: Path, port: int, devstack_port: int) -> dict[str, Any]:
+def _dev_overrides(
+    data_dir: Path, port: int, devstack_port: int, services_port: int
+) -> dict[str, Any]:
+    from teegate.devstack import SimulatedAttestationServices
+
     data_dir.mkdir(parents=True, exist_ok=True)
     secret_file = data_dir / "key-hash-secret"
     if not secret_file.exists():
         secret_file.write_text(secrets.token_urlsafe(32))
         secret_file.chmod(0o600)
+    services = f"http://127.0.0.1:{services_port}"
     upstream = UpstreamSettings(
-        name="devstack",
-        base_url=f"http://127.0.0.1:{devstack_port}",
-        attestation="provider-asserted",
+        name="devstack", base_url=f"https://127.0.0.1:{devstack_port}", attestation="attested-tls"
+    )
+    attestation = AttestationSettings(
+        pccs_url=services,
+        nras_attest_url=f"{services}/v3/attest/gpu",
+        nras_jwks_url=f"{services}/.well-known/jwks.json",
+        nras_issuer=SimulatedAttestationServices.issuer,
+        dev_root_ca_file=data_dir / "devstack-tls" / "root-ca.der",
     )
     return {
         "environment": "development",
@@ -369,6 +501,7 @@ def _dev_overrides(data_dir: Path, port: int, devstack_port: int) -> dict[str, A
         "port": port,
         "key_hash_secret": secret_file.read_text().strip(),
         "upstreams": (upstream,),
+        "attestation": attestation,
     }
 
 
@@ -391,8 +524,8 @@ async def _prepare_demo(store: AccountStore, settings: Settings) -> str:
 
 def _print_demo(base_url: str, token: str) -> None:
     out.print(
-        "[bold]teegate dev[/bold]: gateway + simulated confidential upstream "
-        "(attestation: provider-asserted by the simulator)"
+        "[bold]teegate dev[/bold]: gateway + simulated TDX enclave upstream, attested with "
+        "dcap-qvl against a dev root CA (every verdict is labelled 'simulated')"
     )
     out.print(f"  base URL : {base_url}")
     out.print(f"  API key  : {token}  (demo account, shown once)")

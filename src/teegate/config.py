@@ -22,9 +22,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from teegate.attestation import NRAS_GPU_ATTEST_URL, NRAS_ISSUER, NRAS_JWKS_URL
 from teegate.errors import ConfigError
 
 _OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("teegate_overrides", default=None)
+
+INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 
 AttestationMode = Literal["attested-tls", "chutes", "provider-asserted"]
 Environment = Literal["production", "development"]
@@ -39,6 +42,30 @@ class UpstreamSettings(BaseModel):
     base_url: str = Field(pattern=r"^https?://")
     api_key_env: str | None = None
     attestation: AttestationMode = "attested-tls"
+    require_gpu: bool | None = None
+
+
+class AttestationSettings(BaseModel):
+    """What evidence must prove, and where collateral and GPU verdicts come from.
+
+    Production trusts Intel's root and NVIDIA's attestation service only; a dev
+    root CA is refused outside development, so test-PKI quotes can never pass
+    for hardware.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_tcb_statuses: tuple[str, ...] = ("UpToDate",)
+    measurements_file: Path | None = None
+    require_gpu: bool = True
+    verdict_ttl_s: int = Field(default=600, ge=2)
+    refresh_margin_s: int = Field(default=120, ge=1)
+    retry_interval_s: int = Field(default=15, ge=1)
+    pccs_url: str = Field(default=INTEL_PCS_URL, pattern=r"^https?://")
+    nras_attest_url: str = Field(default=NRAS_GPU_ATTEST_URL, pattern=r"^https?://")
+    nras_jwks_url: str = Field(default=NRAS_JWKS_URL, pattern=r"^https?://")
+    nras_issuer: str = NRAS_ISSUER
+    dev_root_ca_file: Path | None = None
 
 
 class RequestDefaults(BaseModel):
@@ -77,6 +104,7 @@ class Settings(BaseSettings):
     upstreams: tuple[UpstreamSettings, ...] = ()
     markup: Decimal = Field(default=Decimal("1.85"), gt=0)
     defaults: RequestDefaults = RequestDefaults()
+    attestation: AttestationSettings = AttestationSettings()
     timeouts: Timeouts = Timeouts()
     key_prefix: str = Field(default="vgpu_sk_", pattern=r"^[A-Za-z0-9_]{1,16}$")
     key_hash_secret: SecretStr | None = None
@@ -84,6 +112,10 @@ class Settings(BaseSettings):
     catalog_refresh_s: float = Field(default=60.0, gt=0)
     default_rpm: int = Field(default=1000, ge=1)
     upstream_pool_size: int = Field(default=256, ge=1)
+    # Billing: a hold left open this long (the gateway died mid-request) is posted
+    # at its held amount by the reaper, which runs at start-up and every interval.
+    hold_ttl_s: float = Field(default=3600.0, gt=0)
+    reaper_interval_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:
@@ -96,6 +128,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "workers/replicas: more than one gateway process needs redis_url, otherwise "
                 "each process would enforce its own rate limit and multiply it"
+            )
+        if self.environment == "production" and self.attestation.dev_root_ca_file is not None:
+            raise ValueError(
+                "attestation.dev_root_ca_file: a dev root CA is refused in production; "
+                "quotes must chain to Intel's root"
             )
         names = [u.name for u in self.upstreams]
         if len(names) != len(set(names)):

@@ -13,6 +13,8 @@
     ├── RateLimitExceeded             429 rate_limit_exceeded (+ Retry-After)
     ├── InternalError                 500 internal_error
     ├── UpstreamError                 502 upstream_error
+    │   └── UpstreamKeyChanged        the pinned TLS key was not presented: the gate
+    │                                 answers ModelNotConfidential and re-attests
     ├── NotAvailable                  503 not_available (unsupported modality)
     ├── ServiceUnavailable            503 service_unavailable (a dependency is down)
     └── UpstreamTimeout               504 upstream_timeout
@@ -145,6 +147,10 @@ class UpstreamError(TeegateError):
     status = 502
     type = "api_error"
     code = "upstream_error"
+
+
+class UpstreamKeyChanged(UpstreamError):
+    """The upstream presented a TLS key other than the one its attestation bound."""
 
 
 class NotAvailable(TeegateError):

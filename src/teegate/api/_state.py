@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from teegate.auth import Authenticator, Principal
+from teegate.billing import Billing
 from teegate.catalog import AttestationView, Catalog
 from teegate.chat import ChatService
 from teegate.config import Settings
@@ -26,6 +27,7 @@ class Gateway:
     chat: ChatService
     metrics: Metrics
     readiness: Readiness
+    billing: Billing
 
 
 def gateway(request: Request) -> Gateway:

@@ -55,6 +55,15 @@ def build_openapi() -> dict[str, Any]:
         "/healthz": {"get": _operation("Liveness", "alive", auth=False)},
         "/readyz": {"get": _operation("Readiness of each dependency", "ready", auth=False)},
         "/metrics": {"get": _operation("Prometheus metrics", "metrics", auth=False)},
+        "/v1/balance": {
+            "get": _operation("The caller's balance, holds and available credit", "USD strings")
+        },
+        "/v1/usage": {
+            "get": _operation("The caller's usage records, newest first (since, limit)", "list")
+        },
+        "/v1/generation": {
+            "get": _operation("One request's tokens and cost, by its X-Request-Id (id)", "record")
+        },
     }
     for path in UNAVAILABLE_PATHS:
         clean = path.replace("{rest:path}", "{rest}")

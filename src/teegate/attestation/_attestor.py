@@ -161,6 +161,8 @@ class Attestor:
             await config.adapter.aclose()
 
     async def _run(self, upstream: str) -> None:
+        if self.cache.verdicts(upstream):  # already attested (at start-up): wait until due
+            await asyncio.sleep(self.next_refresh_in_s(upstream))
         while True:
             try:
                 await self.refresh(upstream)

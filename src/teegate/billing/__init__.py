@@ -1,19 +1,92 @@
-"""Billing: exact money, prices and the two-phase ledger rules."""
+"""Billing: exact money, prices, estimates, holds and settlement, usage records.
 
+No web framework and no SQL here: storage is reached through `LedgerStore`.
+"""
+
+from teegate.billing._describe import describe_balance, describe_generation, iso_utc, parse_since
+from teegate.billing._estimate import (
+    MESSAGE_OVERHEAD_TOKENS,
+    REQUEST_OVERHEAD_TOKENS,
+    TOOL_OVERHEAD_TOKENS,
+    held_completion_tokens,
+    hold_amount_nano,
+    prompt_upper_bound,
+)
+from teegate.billing._invariant import InvariantViolation, invariant
+from teegate.billing._meter import HeldReservation, LedgerMeter, wall_ms
 from teegate.billing._money import (
     NANO_PER_USD,
     TOKENS_PER_PRICE_UNIT,
     MoneyError,
+    exact_int,
     marked_up_price,
     nano_to_usd,
     usd_to_nano,
 )
+from teegate.billing._pricing import Rates, cost_nano
+from teegate.billing._reaper import Reaper
+from teegate.billing._records import (
+    SETTLED_BY,
+    Balance,
+    Hold,
+    HoldState,
+    LedgerStore,
+    Placement,
+    SettledBy,
+    Settlement,
+    UsageQuery,
+    UsageRecord,
+)
+from teegate.billing._service import MAX_USAGE_PAGE, Billing
+from teegate.billing._settle import (
+    FALLBACK_BYTES_PER_TOKEN,
+    expired_settlement,
+    fallback_completion_tokens,
+    settlement_for,
+    void_settlement,
+)
 
 __all__ = [
+    "FALLBACK_BYTES_PER_TOKEN",
+    "MAX_USAGE_PAGE",
+    "MESSAGE_OVERHEAD_TOKENS",
     "NANO_PER_USD",
+    "REQUEST_OVERHEAD_TOKENS",
+    "SETTLED_BY",
     "TOKENS_PER_PRICE_UNIT",
+    "TOOL_OVERHEAD_TOKENS",
+    "Balance",
+    "Billing",
+    "HeldReservation",
+    "Hold",
+    "HoldState",
+    "InvariantViolation",
+    "LedgerMeter",
+    "LedgerStore",
     "MoneyError",
+    "Placement",
+    "Rates",
+    "Reaper",
+    "SettledBy",
+    "Settlement",
+    "UsageQuery",
+    "UsageRecord",
+    "cost_nano",
+    "describe_balance",
+    "describe_generation",
+    "exact_int",
+    "expired_settlement",
+    "fallback_completion_tokens",
+    "held_completion_tokens",
+    "hold_amount_nano",
+    "invariant",
+    "iso_utc",
     "marked_up_price",
     "nano_to_usd",
+    "parse_since",
+    "prompt_upper_bound",
+    "settlement_for",
     "usd_to_nano",
+    "void_settlement",
+    "wall_ms",
 ]

@@ -16,6 +16,17 @@ class MoneyError(ValueError):
     pass
 
 
+def exact_int(value: object, what: str) -> int:
+    """Amounts and token counts are exact integers: a float (or a bool) here is a bug.
+
+    Every function on the money path checks its inputs with this, so a float
+    that slips in anywhere fails loudly instead of rounding silently.
+    """
+    if type(value) is not int:
+        raise MoneyError(f"{what} must be an int, not {type(value).__name__}")
+    return value
+
+
 def usd_to_nano(amount: Decimal | str | int) -> int:
     """An exact USD amount as nano-USD; more precision than 1e-9 USD is refused."""
     if isinstance(amount, float):
@@ -34,6 +45,7 @@ def usd_to_nano(amount: Decimal | str | int) -> int:
 
 def nano_to_usd(nano: int) -> str:
     """A decimal string for display and JSON: 1_850_000 -> "0.00185"."""
+    exact_int(nano, "an amount in nano-USD")
     text = format(Decimal(nano).scaleb(-9), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")

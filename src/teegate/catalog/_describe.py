@@ -7,7 +7,7 @@ from typing import Any
 
 from teegate.billing import nano_to_usd
 from teegate.catalog._catalog import Catalog
-from teegate.catalog._gate import AttestationStatus, AttestationView
+from teegate.catalog._gate import AttestationStatus, AttestationView, offer_status
 from teegate.catalog._model import CatalogModel
 
 PRICE_UNIT = "USD per 1M tokens"
@@ -18,7 +18,7 @@ def describe_servable(
 ) -> dict[str, Any] | None:
     """The first offer whose attestation passes now; None when the gate would refuse."""
     for offer in catalog.servable(model_id):
-        status = attestation.status(offer.upstream)
+        status = offer_status(offer, attestation)
         if status.passed:
             return describe(offer, status)
     return None

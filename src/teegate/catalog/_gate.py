@@ -7,8 +7,8 @@ before a hold is placed or a byte goes upstream (fail closed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol
 
 from teegate.catalog._catalog import Catalog
 from teegate.catalog._model import CatalogModel
@@ -25,10 +25,19 @@ class AttestationStatus:
     reason: str = ""
     header: str = ""
     verified_at: int | None = None
+    tls_pin: bytes | None = field(default=None, repr=False)
 
 
 class AttestationView(Protocol):
     def status(self, upstream: str) -> AttestationStatus: ...
+
+    def distrust(self, upstream: str, reason: str) -> None:
+        """Drop the upstream's verdict now (its TLS key changed) and re-attest it."""
+        ...
+
+    async def reports(self, upstream: str, nonce: bytes | None) -> list[dict[str, Any]]:
+        """The evidence behind the verdicts, fresh for the client's nonce if given."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +64,7 @@ def admit(
         _refuse_capability(offers[0], needs)
     failures = []
     for offer in capable:
-        status = attestation.status(offer.upstream)
+        status = offer_status(offer, attestation)
         if status.passed:
             return Admitted(offer, status)
         failures.append(status.reason)
@@ -63,6 +72,17 @@ def admit(
         f"Model '{model_id}' is not Confidential Compute right now: its attestation "
         f"did not pass ({'; '.join(failures)})."
     )
+
+
+def offer_status(offer: CatalogModel, attestation: AttestationView) -> AttestationStatus:
+    """The upstream's attestation, and that its catalog was read over the attested
+    channel (an unauthenticated listing could carry a spoofed price)."""
+    status = attestation.status(offer.upstream)
+    if status.passed and not offer.trusted_listing:
+        return AttestationStatus(
+            False, status.mode, "the catalog has not been read over the attested channel yet"
+        )
+    return status
 
 
 def _refuse_unservable(catalog: Catalog, model_id: str) -> NoReturn:

@@ -32,13 +32,16 @@ class CatalogModel:
     created: int
     owned_by: str
     description: str
+    trusted_listing: bool = True
 
 
 class CatalogEntryError(ValueError):
     pass
 
 
-def parse_entry(entry: dict[str, Any], *, upstream: str, markup: Decimal) -> CatalogModel:
+def parse_entry(
+    entry: dict[str, Any], *, upstream: str, markup: Decimal, trusted: bool = True
+) -> CatalogModel:
     """Read one `/v1/models` entry; JSON numbers must arrive as Decimal (parse_float)."""
     if not isinstance(entry, dict):
         raise CatalogEntryError(f"catalog entry is a {type(entry).__name__}, not an object")
@@ -64,6 +67,7 @@ def parse_entry(entry: dict[str, Any], *, upstream: str, markup: Decimal) -> Cat
             created=int(entry.get("created") or 0),
             owned_by=str(entry.get("owned_by") or upstream),
             description=str(entry.get("description") or ""),
+            trusted_listing=trusted,
         )
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise CatalogEntryError(f"catalog entry {entry.get('id')!r}: {exc!r}") from exc

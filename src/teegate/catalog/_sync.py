@@ -20,12 +20,21 @@ from teegate.catalog._model import CatalogEntryError, CatalogModel, parse_entry
 
 log = structlog.get_logger("teegate.catalog")
 STALE_AFTER_INTERVALS = 3
+UNTRUSTED_RETRY_S = 1.0
+
+
+class CatalogListing(Protocol):
+    @property
+    def entries(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def trusted(self) -> bool: ...
 
 
 class CatalogSource(Protocol):
     name: str
 
-    async def list_models(self) -> list[dict[str, Any]]: ...
+    async def list_models(self) -> CatalogListing: ...
 
 
 class CatalogSync:
@@ -42,29 +51,47 @@ class CatalogSync:
         self._markup = markup
         self._interval_s = interval_s
         self._last_success: dict[str, float] = {}
+        self._untrusted: set[str] = set()
 
     async def sync_once(self) -> None:
         await asyncio.gather(*(self._sync_source(source) for source in self._sources))
 
     async def run(self) -> None:
+        """Every interval, all upstreams; every second, those read untrusted (so an
+        upstream that passes attestation becomes servable within a second)."""
+        next_full = time.monotonic() + self._interval_s
         while True:
-            await asyncio.sleep(self._interval_s)
-            await self.sync_once()
+            await asyncio.sleep(min(UNTRUSTED_RETRY_S, self._interval_s))
+            if time.monotonic() >= next_full:
+                next_full = time.monotonic() + self._interval_s
+                await self.sync_once()
+            elif self._untrusted:
+                untrusted = [s for s in self._sources if s.name in self._untrusted]
+                await asyncio.gather(*(self._sync_source(s) for s in untrusted))
 
     async def _sync_source(self, source: CatalogSource) -> None:
         try:
-            entries = await source.list_models()
+            listing = await source.list_models()
         except Exception as exc:
             self._on_failure(source.name, exc)
             return
-        self._catalog.replace(source.name, self._parse(source.name, entries))
+        models = self._parse(source.name, listing)
+        self._catalog.replace(source.name, models)
         self._last_success[source.name] = time.monotonic()
+        if listing.trusted:
+            self._untrusted.discard(source.name)
+        else:
+            self._untrusted.add(source.name)
 
-    def _parse(self, upstream: str, entries: list[dict[str, Any]]) -> list[CatalogModel]:
+    def _parse(self, upstream: str, listing: CatalogListing) -> list[CatalogModel]:
         models = []
-        for entry in entries:
+        for entry in listing.entries:
             try:
-                models.append(parse_entry(entry, upstream=upstream, markup=self._markup))
+                models.append(
+                    parse_entry(
+                        entry, upstream=upstream, markup=self._markup, trusted=listing.trusted
+                    )
+                )
             except CatalogEntryError as exc:
                 log.warning("catalog_entry_skipped", upstream=upstream, reason=str(exc))
         return models

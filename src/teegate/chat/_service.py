@@ -18,7 +18,13 @@ from teegate.auth import Principal
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
 from teegate.chat._outcome import Outcome, Status, Tally
 from teegate.chat._request import ChatRequest, check_against_model
-from teegate.errors import InternalError, TeegateError, UpstreamError
+from teegate.errors import (
+    InternalError,
+    ModelNotConfidential,
+    TeegateError,
+    UpstreamError,
+    UpstreamKeyChanged,
+)
 from teegate.upstream import UpstreamClient, UpstreamStream
 
 DONE = b"data: [DONE]\n\n"
@@ -81,9 +87,12 @@ class ChatService:
         reservation = await self._reserve(request_id, principal, admitted, request)
         client = self._upstreams[admitted.model.upstream]
         try:
-            body = await client.complete(orjson.dumps(request.body))
-        except BaseException:
+            body = await client.complete(
+                orjson.dumps(request.body), pin=admitted.attestation.tls_pin
+            )
+        except BaseException as exc:
             await _settle(reservation, Outcome("upstream_error"))
+            self._refuse_if_key_changed(admitted, exc)
             raise
         tally = Tally()
         tally.observe_response(body)
@@ -102,12 +111,26 @@ class ChatService:
             "include_usage": True,
         }
         try:
-            stream = await client.open_stream(orjson.dumps(upstream_body))
-        except BaseException:
+            stream = await client.open_stream(
+                orjson.dumps(upstream_body), pin=admitted.attestation.tls_pin
+            )
+        except BaseException as exc:
             await _settle(reservation, Outcome("upstream_error"))
+            self._refuse_if_key_changed(admitted, exc)
             raise
         chunks = _relay(stream, request.include_usage, reservation)
         return StreamedCompletion(admitted, chunks)
+
+    def _refuse_if_key_changed(self, admitted: Admitted, exc: BaseException) -> None:
+        """A key other than the attested one means the attestation no longer holds:
+        nothing was sent (the handshake failed), the verdict is dropped, and the
+        caller hears model_not_confidential while the upstream is re-attested."""
+        if isinstance(exc, UpstreamKeyChanged):
+            self._attestation.distrust(admitted.model.upstream, str(exc))
+            raise ModelNotConfidential(
+                f"Model '{admitted.model.id}' is not Confidential Compute right now: "
+                "its upstream's TLS key no longer matches its attestation."
+            ) from exc
 
     async def _reserve(
         self, request_id: str, principal: Principal, admitted: Admitted, request: ChatRequest

@@ -1,11 +1,13 @@
 """Admin endpoints for tests and the demo: counters and run-time fault switching.
 
 No auth, so they are served to loopback clients only (LoopbackOnlyMiddleware).
+Both the devstack app and the attestation services app mount them, each over
+its own faults and counters (`AdminTarget`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.middleware import Middleware
@@ -15,9 +17,24 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from teegate.devstack._errors import DevstackHttpError, invalid_request, json_response
-from teegate.devstack._faults import UnknownFaultError
+from teegate.devstack._faults import FaultState, UnknownFaultError
 from teegate.devstack._http import is_loopback
-from teegate.devstack._state import DevstackState
+
+
+class Counters(Protocol):
+    def reset(self) -> None: ...
+
+    def snapshot(self) -> dict[str, int]: ...
+
+
+class AdminTarget(Protocol):
+    """What the admin endpoints act on: a fault state and request counters."""
+
+    @property
+    def faults(self) -> FaultState: ...
+
+    @property
+    def stats(self) -> Counters: ...
 
 
 class LoopbackOnlyMiddleware:
@@ -34,7 +51,7 @@ class LoopbackOnlyMiddleware:
         await self.app(scope, receive, send)
 
 
-def admin_mount(state: DevstackState) -> Mount:
+def admin_mount(state: AdminTarget) -> Mount:
     api = _AdminApi(state)
     routes = [
         Route("/stats", api.stats, methods=["GET"]),
@@ -46,7 +63,7 @@ def admin_mount(state: DevstackState) -> Mount:
 
 
 class _AdminApi:
-    def __init__(self, state: DevstackState) -> None:
+    def __init__(self, state: AdminTarget) -> None:
         self._state = state
 
     async def stats(self, _request: Request) -> Response:

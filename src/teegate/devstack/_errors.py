@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -85,3 +87,32 @@ def simulated_server_error() -> DevstackHttpError:
         type_="server_error",
         code="internal_error",
     )
+
+
+def service_unavailable(what: str, fault: str) -> DevstackHttpError:
+    return DevstackHttpError(
+        503,
+        f"{what} is unavailable (devstack fault {fault}).",
+        type_="server_error",
+        code="service_unavailable",
+    )
+
+
+async def _devstack_error(_request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, DevstackHttpError):
+        raise exc
+    return exc.response()
+
+
+async def _http_exception(_request: Request, exc: Exception) -> Response:
+    """Unknown routes and wrong methods also answer in the OpenAI envelope."""
+    if not isinstance(exc, HTTPException):
+        raise exc
+    error = DevstackHttpError(exc.status_code, exc.detail, code=None)
+    response = error.response()
+    response.headers.update(exc.headers or {})
+    return response
+
+
+EXCEPTION_HANDLERS: Any = {DevstackHttpError: _devstack_error, HTTPException: _http_exception}
+"""Starlette exception handlers for every devstack app: errors in the OpenAI envelope."""

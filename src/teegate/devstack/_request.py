@@ -37,7 +37,7 @@ class ChatRequest:
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
-    body = _json_object(raw)
+    body = json_object(raw)
     output, schema = _response_format(body.get("response_format"))
     return ChatRequest(
         model=_model(body.get("model")),
@@ -51,7 +51,8 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     )
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object; anything else is a 400."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

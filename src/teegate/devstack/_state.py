@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from teegate.devstack._catalog import Catalog
 from teegate.devstack._config import DevstackConfig
-from teegate.devstack._faults import FaultState
+from teegate.devstack._faults import FAULTS, FaultState
 from teegate.devstack._stats import Stats
 
 
@@ -18,11 +18,13 @@ class DevstackState:
     stats: Stats
 
     @classmethod
-    def from_config(cls, config: DevstackConfig) -> DevstackState:
+    def from_config(
+        cls, config: DevstackConfig, *, known_faults: frozenset[str] = FAULTS
+    ) -> DevstackState:
         """Load the catalog now, so a bad catalog path fails at start-up."""
         return cls(
             config=config,
             catalog=Catalog.load(config.catalog_path),
-            faults=FaultState(config.faults),
+            faults=FaultState(config.faults, known=known_faults),
             stats=Stats(),
         )

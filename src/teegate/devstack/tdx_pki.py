@@ -639,13 +639,16 @@ def chutes_evidence_entry(
     e2e_pubkey_b64: str,
     certificate_pem: bytes,
     gpu_count: int = 1,
+    mr_td: bytes = DEFAULT_MR_TD,
+    debug: bool = False,
 ) -> dict[str, Any]:
     """One entry of Chutes' `GET /chutes/{id}/evidence`, bound as Chutes documents it."""
     first = hashlib.sha256((nonce.hex() + e2e_pubkey_b64).encode("utf-8")).digest()
     report_data = first + _spki_sha256(certificate_pem)
+    quote = pki.quote(report_data, mr_td=mr_td, debug=debug)
     return {
         "instance_id": instance_id,
-        "quote": base64.b64encode(pki.quote(report_data)).decode(),
+        "quote": base64.b64encode(quote).decode(),
         "certificate": base64.b64encode(certificate_pem).decode(),
         "gpu_evidence": fake_gpu_evidence(gpu_count),
     }

@@ -10,13 +10,17 @@ from teegate.store._accounts import (
     now_ms,
 )
 from teegate.store._database import create_engine
+from teegate.store._group import GroupCommitter
+from teegate.store._ledger import Ledger
 from teegate.store._migrate import is_current, upgrade
 
 __all__ = [
     "Account",
     "AccountStore",
     "ApiKey",
+    "GroupCommitter",
     "KeyOwner",
+    "Ledger",
     "StoreConflict",
     "StoreNotFound",
     "create_engine",

@@ -9,6 +9,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from teegate.store._outage import outage_as_unavailable
 from teegate.store._schema import accounts, api_keys, ledger_entries
 
 
@@ -165,7 +166,8 @@ class AccountStore:
         return await self.get_key(key_id)
 
     async def find_key_owner(self, key_hash: str) -> KeyOwner | None:
-        async with self.engine.connect() as conn:
+        """On the request path: an unreachable database answers 503, not 500."""
+        async with outage_as_unavailable(), self.engine.connect() as conn:
             row = (
                 await conn.execute(
                     select(

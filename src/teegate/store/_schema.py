@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -32,6 +34,8 @@ accounts = Table(
     Column("name", String(64), nullable=False, unique=True),
     Column("balance_nano", BigInteger, nullable=False, server_default="0"),
     Column("created_ms", BigInteger, nullable=False),
+    # the sum of open holds; available = balance_nano - held_nano, never negative
+    Column("held_nano", BigInteger, nullable=False, server_default="0"),
 )
 
 ledger_entries = Table(
@@ -57,4 +61,49 @@ api_keys = Table(
     Column("rpm", Integer, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("revoked_ms", BigInteger, nullable=True),
+)
+
+# A pending debit, placed before the upstream call. Its id is the request id:
+# the idempotency key that makes settlement exactly-once. State moves once,
+# from 'open' to 'posted', 'voided' or 'expired'; rows are kept as the audit trail.
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("key_id", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("prompt_price_nano", BigInteger, nullable=False),
+    Column("completion_price_nano", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("amount_nano", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("resolved_ms", BigInteger, nullable=True),
+    Index("ix_holds_state_expires_ms", "state", "expires_ms"),
+)
+
+# One row per settled request: tokens, cost, how it was settled and timings.
+# Never any prompt or completion text.
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("request_id", String(64), ForeignKey("holds.id"), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost_nano", BigInteger, nullable=False),
+    Column("held_nano", BigInteger, nullable=False),
+    Column("settled_by", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("capped", Boolean, nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("settled_ms", BigInteger, nullable=False),
+    Index("ix_usage_records_account_id_started_ms", "account_id", "started_ms"),
 )

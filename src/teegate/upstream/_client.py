@@ -10,19 +10,29 @@ import asyncio
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
 
 from teegate.config import Timeouts, UpstreamSettings
-from teegate.errors import UpstreamError, UpstreamTimeout
+from teegate.errors import UpstreamError, UpstreamKeyChanged, UpstreamTimeout
 from teegate.upstream._sse import SSEError, iter_sse_data
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_LINE_BYTES = 4 * 1024 * 1024
+MAX_PINNED_POOLS = 4
+UNAUTHENTICATED = b"unauthenticated: catalog only"
+
+
+class Listing(NamedTuple):
+    """An upstream's catalog entries, and whether they came over a trusted channel
+    (the attested pin, or a CA-verified one for provider-asserted upstreams)."""
+
+    entries: list[dict[str, Any]]
+    trusted: bool
 
 
 class UpstreamStream:
@@ -66,40 +76,74 @@ class UpstreamClient:
         self._headers = {"Content-Type": "application/json"}
         if settings.api_key_env:
             self._headers["Authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[bytes | None, aiohttp.ClientSession] = {}
+        self._closing: set[asyncio.Future[None]] = set()
+        self._requires_pin = settings.attestation == "attested-tls"
+        self.current_pin: Callable[[], bytes | None] = lambda: None
 
     def __repr__(self) -> str:
         return f"UpstreamClient(name={self.name!r}, base_url={self.base_url!r})"
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._pool_size, ssl=self._ssl, keepalive_timeout=30
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self._timeouts.connect_s, sock_read=self._timeouts.read_s
-                ),
-                read_bufsize=2**16,
-                max_line_size=MAX_LINE_BYTES,
-                max_field_size=MAX_LINE_BYTES,
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+    def session(self, pin: bytes | None = None) -> aiohttp.ClientSession:
+        """The pooled session for a TLS pin (SHA-256 of the attested certificate).
+
+        A pinned session checks the pin on every new connection instead of a CA
+        chain: the attestation, not a CA, vouches for the key. One pool per pin,
+        so a re-attested key never shares connections with the old one.
+        """
+        session = self._sessions.get(pin)
+        if session is None:
+            session = self._sessions[pin] = self._new_session(pin)
+        return session
+
+    def _new_session(self, pin: bytes | None) -> aiohttp.ClientSession:
+        verify: aiohttp.Fingerprint | ssl.SSLContext | bool = self._ssl
+        if pin == UNAUTHENTICATED:
+            verify = False
+        elif pin is not None:
+            verify = aiohttp.Fingerprint(pin)
+        if len(self._sessions) >= MAX_PINNED_POOLS:
+            oldest = next(iter(self._sessions))
+            self._closing.add(asyncio.ensure_future(self._sessions.pop(oldest).close()))
+        connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=verify, keepalive_timeout=30)
+        return aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=self._timeouts.connect_s, sock_read=self._timeouts.read_s
+            ),
+            read_bufsize=2**16,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=MAX_LINE_BYTES,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    def _pinned_session(self, pin: bytes | None) -> aiohttp.ClientSession:
+        """attested-tls traffic goes only over a pinned connection: no pin, no request."""
+        if self._requires_pin and pin is None:
+            raise UpstreamKeyChanged(f"upstream '{self.name}' has no attested TLS key to pin")
+        return self.session(pin)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def list_models(self) -> list[dict[str, Any]]:
-        """The upstream's catalog; numbers parse as Decimal so prices stay exact."""
+    async def list_models(self) -> Listing:
+        """The upstream's catalog; numbers parse as Decimal so prices stay exact.
+
+        An attested-tls upstream without a passing verdict has no key to pin; its
+        catalog is still read (so its models are known, and refused as not
+        confidential rather than unknown) but over an unauthenticated channel, and
+        marked untrusted: the gate serves none of it until re-read over the pin.
+        """
         timeout = aiohttp.ClientTimeout(total=self._timeouts.catalog_s)
         url = f"{self.base_url}/v1/models"
-        async with self._guard("catalog"), self.session.get(url, timeout=timeout) as resp:
+        pin = self.current_pin()
+        trusted = pin is not None or not self._requires_pin
+        session = self.session(pin) if trusted else self._unauthenticated_session()
+        async with self._guard("catalog"), session.get(url, timeout=timeout) as resp:
             self._raise_for_status(resp)
             body = await resp.read()
         try:
@@ -108,10 +152,16 @@ class UpstreamClient:
             raise UpstreamError(f"upstream '{self.name}' sent an unreadable catalog") from exc
         if not isinstance(data, list):
             raise UpstreamError(f"upstream '{self.name}' sent an unreadable catalog")
-        return data
+        return Listing(data, trusted)
 
-    async def complete(self, body: bytes) -> dict[str, Any]:
-        post = self.session.post(self._chat_url, data=body)
+    def _unauthenticated_session(self) -> aiohttp.ClientSession:
+        session = self._sessions.get(UNAUTHENTICATED)
+        if session is None:
+            session = self._sessions[UNAUTHENTICATED] = self._new_session(UNAUTHENTICATED)
+        return session
+
+    async def complete(self, body: bytes, *, pin: bytes | None = None) -> dict[str, Any]:
+        post = self._pinned_session(pin).post(self._chat_url, data=body)
         async with self._guard("completion"), post as resp:
             self._raise_for_status(resp)
             raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
@@ -125,9 +175,9 @@ class UpstreamClient:
             raise UpstreamError(f"upstream '{self.name}' sent a response that is not an object")
         return parsed
 
-    async def open_stream(self, body: bytes) -> UpstreamStream:
+    async def open_stream(self, body: bytes, *, pin: bytes | None = None) -> UpstreamStream:
         async with self._guard("stream"):
-            resp = await self.session.post(self._chat_url, data=body)
+            resp = await self._pinned_session(pin).post(self._chat_url, data=body)
             try:
                 self._raise_for_status(resp)
             except BaseException:
@@ -163,6 +213,10 @@ class _ErrorMapping:
         if issubclass(exc_type, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
             raise UpstreamTimeout(
                 f"upstream '{self._upstream}' did not answer the {self._what} in time"
+            ) from exc
+        if issubclass(exc_type, aiohttp.ServerFingerprintMismatch):
+            raise UpstreamKeyChanged(
+                f"upstream '{self._upstream}' presented a TLS key other than the attested one"
             ) from exc
         if issubclass(exc_type, aiohttp.ClientError):
             raise UpstreamError(

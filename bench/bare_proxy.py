@@ -1,0 +1,88 @@
+"""The floor: the least a Python proxy can do.
+
+Starlette + uvicorn (uvloop, httptools) + one aiohttp session that forwards
+the body as it is and relays the answer (streams byte for byte as they come).
+No auth, no limits, no parsing. Run: `python -m bench.bare_proxy --port P --upstream URL`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+def build_app(upstream: str) -> Starlette:
+    chat_url = upstream.rstrip("/") + "/v1/chat/completions"
+    sessions: list[aiohttp.ClientSession] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            sessions.append(session)
+            yield
+
+    async def chat(request: Request) -> Response:
+        body = await request.body()
+        response = await sessions[0].post(
+            chat_url, data=body, headers={"Content-Type": "application/json"}
+        )
+        content_type = response.headers.get("Content-Type", "application/json")
+        if content_type.startswith("text/event-stream"):
+            return StreamingResponse(_relay(response), media_type=content_type)
+        try:
+            data = await response.read()
+        finally:
+            response.release()
+        return Response(data, status_code=response.status, media_type=content_type)
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/healthz", healthz),
+        ],
+        lifespan=lifespan,
+    )
+
+
+async def _relay(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for data in response.content.iter_any():
+            yield data
+    finally:
+        if response.content.at_eof():
+            response.release()  # finished: the connection goes back to the pool
+        else:
+            response.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    args = parser.parse_args()
+    uvicorn.run(
+        build_app(args.upstream),
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

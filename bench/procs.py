@@ -1,0 +1,183 @@
+"""Starting, pinning, watching and stopping the servers the bench runs.
+
+Every server is started here, pinned to one CPU with taskset, in a session of
+its own so that it (and any worker it forks) can be stopped by its own id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import HOST, LOGS, log
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    *,
+    port: int,
+    cpu: int,
+    ready_path: str,
+    env: Mapping[str, str] | None = None,
+    ready_timeout_s: float = 60.0,
+) -> Server:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log_path = LOGS / f"{name}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            ["taskset", "-c", str(cpu), *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    server = Server(name, proc, port, log_path)
+    try:
+        _wait_ready(server, ready_path, ready_timeout_s)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@contextlib.contextmanager
+def running(
+    name: str,
+    argv: Sequence[str],
+    *,
+    port: int,
+    cpu: int,
+    ready_path: str,
+    env: Mapping[str, str] | None = None,
+    ready_timeout_s: float = 60.0,
+) -> Iterator[Server]:
+    server = start(
+        name,
+        argv,
+        port=port,
+        cpu=cpu,
+        ready_path=ready_path,
+        env=env,
+        ready_timeout_s=ready_timeout_s,
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _wait_ready(server: Server, path: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    url = server.url + path
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            tail = server.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} was not ready at {url} within {timeout_s:.0f} s")
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a server that forked workers is measured whole)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, ()))
+    return found
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of the process tree, in KiB (VmRSS from /proc/<pid>/status)."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the process tree (utime + stime from /proc/<pid>/stat)."""
+    ticks = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLK_TCK
+
+
+def describe(server: Server) -> str:
+    return f"{server.name} (pid {server.pid}, port {server.port})"
+
+
+def note_started(server: Server) -> None:
+    log(f"started {describe(server)}")

@@ -1,0 +1,425 @@
+"""Turns results.json into docs/performance.md (tables) and performance.png (plot)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import log
+
+BARE = "bare proxy"
+LITELLM = "LiteLLM"
+NGINX = "nginx (upstream alone)"
+SQLITE = "teegate (sqlite)"
+POSTGRES = "teegate (postgres)"
+UPSTREAM = "upstream alone"
+QUICK_NOTE = " (**--quick**: a short smoke run, figures indicative only)"
+PLOT_SCRIPT = Path(__file__).with_name("plot.py")
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _row(results: dict[str, Any], label: str, c: int) -> dict[str, Any] | None:
+    target = results["nonstream"].get(label)
+    if not target:
+        return None
+    return next((r for r in target["rows"] if r["connections"] == c), None)
+
+
+def _get(results: dict[str, Any], label: str, c: int, key: str) -> float | None:
+    row = _row(results, label, c)
+    return None if row is None else float(row[key])
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _stream(results: dict[str, Any], kind: str, label: str, key: str) -> float | None:
+    entry = results["streams"][kind].get(label)
+    return None if entry is None else float(entry[key])
+
+
+def _goal_rows(results: dict[str, Any]) -> list[list[str]]:
+    def check(value: float | None, ok: Callable[[float], bool]) -> str:
+        if value is None or math.isnan(value):
+            return "not measured"
+        return "met" if ok(value) else "**not met**"
+
+    vs_bare = _ratio(_get(results, SQLITE, 32, "rps"), _get(results, BARE, 32, "rps"))
+    vs_litellm = _ratio(_get(results, SQLITE, 32, "rps"), _get(results, LITELLM, 32, "rps"))
+    p50_add = _diff(_get(results, SQLITE, 1, "p50_ms"), _get(results, BARE, 1, "p50_ms"))
+    p99_add = _diff(_get(results, SQLITE, 1, "p99_ms"), _get(results, BARE, 1, "p99_ms"))
+    ttft_add = _diff(
+        _stream(results, "latency", SQLITE, "ttft_p50_ms"),
+        _stream(results, "latency", UPSTREAM, "ttft_p50_ms"),
+    )
+    gap_add = _diff(
+        _stream(results, "latency", SQLITE, "gap_p50_ms"),
+        _stream(results, "latency", UPSTREAM, "gap_p50_ms"),
+    )
+    rss = _stream(results, "hold", SQLITE, "rss_per_stream_kb")
+    cpu = _stream(results, "hold", SQLITE, "cpu_per_chunk_us")
+    pg = _ratio(_get(results, POSTGRES, 32, "rps"), _get(results, SQLITE, 32, "rps"))
+    return [
+        [
+            "c=32 throughput vs bare proxy",
+            "≥ 0.5x",
+            f"{_fmt(vs_bare)}x",
+            check(vs_bare, lambda v: v >= 0.5),
+        ],
+        [
+            "c=32 throughput vs LiteLLM",
+            "≥ 25x",
+            f"{_fmt(vs_litellm, 1)}x",
+            check(vs_litellm, lambda v: v >= 25),
+        ],
+        [
+            "c=1 p50 added over bare proxy",
+            "≤ 0.3 ms",
+            f"{_fmt(p50_add)} ms",
+            check(p50_add, lambda v: v <= 0.3),
+        ],
+        [
+            "c=1 p99 added over bare proxy",
+            "≤ 1 ms",
+            f"{_fmt(p99_add)} ms",
+            check(p99_add, lambda v: v <= 1),
+        ],
+        [
+            "stream TTFT p50 added over upstream",
+            "≤ 1 ms",
+            f"{_fmt(ttft_add)} ms",
+            check(ttft_add, lambda v: v <= 1),
+        ],
+        [
+            "inter-chunk gap p50 added over upstream",
+            "≤ 0.1 ms",
+            f"{_fmt(gap_add, 3)} ms",
+            check(gap_add, lambda v: v <= 0.1),
+        ],
+        [
+            "RSS per open stream",
+            "≤ 40 KB",
+            f"{_fmt(rss, 1)} KiB",
+            check(rss, lambda v: v * 1.024 <= 40),
+        ],
+        ["CPU per relayed chunk", "≤ 20 µs", f"{_fmt(cpu, 1)} µs", check(cpu, lambda v: v <= 20)],
+        [
+            "PostgreSQL vs SQLite (c=32 throughput)",
+            "≥ 0.7x",
+            f"{_fmt(pg)}x",
+            check(pg, lambda v: v >= 0.7),
+        ],
+    ]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _nonstream_tables(results: dict[str, Any]) -> list[str]:
+    labels = [
+        label for label in (NGINX, BARE, LITELLM, SQLITE, POSTGRES) if label in results["nonstream"]
+    ]
+    concurrencies = sorted(
+        {r["connections"] for t in results["nonstream"].values() for r in t["rows"]}
+    )
+    lines: list[str] = []
+
+    def err(label: str, c: int) -> str:
+        n = _get(results, label, c, "errors")
+        return f" ({n:.0f} errors)" if n else ""
+
+    header = ["c", *labels, "teegate / bare", "teegate / LiteLLM"]
+    rows = []
+    for c in concurrencies:
+        sqlite = _get(results, SQLITE, c, "rps")
+        rows.append(
+            [
+                str(c),
+                *(_fmt(_get(results, label, c, "rps"), 0) + err(label, c) for label in labels),
+                f"{_fmt(_ratio(sqlite, _get(results, BARE, c, 'rps')))}x",
+                f"{_fmt(_ratio(sqlite, _get(results, LITELLM, c, 'rps')), 1)}x",
+            ]
+        )
+    lines += ["**Throughput (req/s)**", "", *_table(header, rows)]
+    for key, name in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        header = ["c", *labels, "teegate - bare"]
+        rows = [
+            [
+                str(c),
+                *(_fmt(_get(results, label, c, key)) for label in labels),
+                _fmt(_diff(_get(results, SQLITE, c, key), _get(results, BARE, c, key))),
+            ]
+            for c in concurrencies
+        ]
+        lines += [f"**Latency {name} (ms)**", "", *_table(header, rows)]
+    return lines
+
+
+def _stream_tables(results: dict[str, Any]) -> list[str]:
+    cfg = results["streams"].get("config", {})
+    latency = results["streams"]["latency"]
+    base = latency.get(UPSTREAM)
+    lines = [
+        f"Paced upstream: the devstack, {cfg.get('chunks', '?')} chunks per stream, "
+        f"{cfg.get('latency_pace_ms', '?')} ms apart; {cfg.get('latency_streams', '?')} "
+        "streams one at a time per target. TTFT = request sent → first chunk with content; "
+        "gap = time between consecutive chunks at the client. *Added* = target - upstream alone.",
+        "",
+    ]
+    rows = []
+    for label, s in latency.items():
+        is_base = base is None or label == UPSTREAM
+
+        def added(key: str, s: dict[str, Any] = s, is_base: bool = is_base) -> str:
+            return "-" if is_base or base is None else _fmt(s[key] - base[key], 3)
+
+        rows.append(
+            [
+                label,
+                _fmt(s["ttft_p50_ms"]),
+                _fmt(s["ttft_p99_ms"]),
+                added("ttft_p50_ms"),
+                _fmt(s["gap_p50_ms"], 3),
+                _fmt(s["gap_p99_ms"], 3),
+                added("gap_p50_ms"),
+                added("gap_p99_ms"),
+                f"{s['streams']} / {s['errors']}",
+            ]
+        )
+    lines += _table(
+        [
+            "",
+            "TTFT p50 ms",
+            "TTFT p99 ms",
+            "TTFT p50 added",
+            "gap p50 ms",
+            "gap p99 ms",
+            "gap p50 added",
+            "gap p99 added",
+            "streams / errors",
+        ],
+        rows,
+    )
+    hold = results["streams"]["hold"]
+    lines += [
+        f"{cfg.get('hold_streams', '?')} concurrent streams in one worker "
+        f"(upstream paced {cfg.get('hold_pace_ms', '?')} ms per chunk). Once every stream has "
+        f"its first chunk, RSS (VmRSS) and CPU (utime + stime of the proxy process) are "
+        f"measured over {cfg.get('hold_window_s', '?')} s. RSS per stream = (peak RSS - RSS "
+        "after warm-up) / open streams; CPU per chunk = CPU time / chunks the clients received "
+        "in the window.",
+        "",
+    ]
+    rows = [
+        [
+            label,
+            f"{h['opened']} / {h['target_streams']}",
+            _fmt(h["open_s"], 1),
+            _fmt(h["rss_idle_mb"], 1),
+            _fmt(h["rss_open_mb"], 1),
+            _fmt(h["rss_per_stream_kb"], 1),
+            _fmt(h["chunks_per_s"], 0),
+            _fmt(h["cpu_per_chunk_us"], 1),
+            f"{100 * h['cpu_share']:.0f}%",
+        ]
+        for label, h in hold.items()
+    ]
+    lines += _table(
+        [
+            "",
+            "open / asked",
+            "open took s",
+            "RSS idle MiB",
+            "RSS open MiB",
+            "KiB per stream",
+            "chunks/s",
+            "µs CPU per chunk",
+            "CPU use",
+        ],
+        rows,
+    )
+    return lines
+
+
+def _store_table(results: dict[str, Any]) -> list[str]:
+    if POSTGRES not in results["nonstream"]:
+        return ["PostgreSQL was not run.", ""]
+    rows = []
+    for r in results["nonstream"][SQLITE]["rows"]:
+        c = r["connections"]
+        pg = _row(results, POSTGRES, c)
+        if pg is None:
+            continue
+        rows.append(
+            [
+                str(c),
+                _fmt(r["rps"], 0),
+                _fmt(pg["rps"], 0),
+                f"{_fmt(_ratio(pg['rps'], r['rps']))}x",
+                _fmt(r["p50_ms"]),
+                _fmt(pg["p50_ms"]),
+                _fmt(r["p99_ms"]),
+                _fmt(pg["p99_ms"]),
+            ]
+        )
+    return _table(
+        [
+            "c",
+            "SQLite req/s",
+            "PostgreSQL req/s",
+            "PG / SQLite",
+            "SQLite p50 ms",
+            "PG p50 ms",
+            "SQLite p99 ms",
+            "PG p99 ms",
+        ],
+        rows,
+    )
+
+
+def _profile_section(results: dict[str, Any]) -> list[str]:
+    prof = results.get("profile")
+    if not prof:
+        return ["No profile in this run.", ""]
+    lines = [
+        f"teegate (SQLite) under wrk c=32 while py-spy samples it (non-blocking, 250 Hz): "
+        f"{_fmt(prof['rps'], 0)} req/s, **{_fmt(prof['cpu_per_request_us'], 0)} µs of CPU per "
+        f"request** (utime + stime / requests): {_fmt(prof['loop_cpu_per_request_us'], 0)} µs "
+        f"on the event-loop thread, the rest on {prof['helper_threads']} helper thread(s) "
+        f"(aiosqlite runs each connection on a thread of its own). The process used "
+        f"{100 * prof['cpu_share']:.0f}% of its core: below 100% means requests wait (on the "
+        "store, on thread hand-offs) rather than on CPU.",
+        "",
+        f"The tables fold the event-loop thread's {prof['samples']} samples; µs per request = "
+        "its CPU per request times the share of samples. Raw collapsed stacks (all threads): "
+        "`bench/.work/profile-teegate.txt`, readable by speedscope or flamegraph.pl.",
+        "",
+        "By the package of the innermost Python frame (self time):",
+        "",
+    ]
+    lines += _table(
+        ["package", "% of samples", "µs / request"],
+        [[a, _fmt(p, 1), _fmt(us, 1)] for a, p, us in prof["by_area"]],
+    )
+    lines += ["teegate functions by inclusive time:", ""]
+    lines += _table(
+        ["function", "% of samples", "µs / request"],
+        [[f"`{f}`", _fmt(p, 1), _fmt(us, 1)] for f, p, us in prof["top_teegate"]],
+    )
+    lines += ["Hottest functions by self time:", ""]
+    lines += _table(
+        ["function", "% of samples", "µs / request"],
+        [[f"`{f}`", _fmt(p, 1), _fmt(us, 1)] for f, p, us in prof["top_self"]],
+    )
+    return lines
+
+
+def render(results: dict[str, Any], plot_name: str | None) -> str:
+    meta = results["meta"]
+    plan = meta["plan"]
+    lines = [
+        "# Performance",
+        "",
+        "teegate against the floor (a bare Python passthrough proxy) and against what users "
+        "would otherwise pick (LiteLLM proxy), in one run on one machine, same upstream. "
+        "Reproduce with `bench/run` (setup included; `bench/README.md`). Figures are one run's; "
+        "the targets are reported, never asserted.",
+        "",
+        f"- Run: {meta['date']}{QUICK_NOTE if meta['quick'] else ''}, "
+        f"{_fmt(meta.get('wall_s'), 0)} s wall",
+        f"- Machine: {meta['cores']} cores ({meta['cpu']}), Linux {meta['kernel']}, "
+        f"Python {meta['python']}",
+        f"- teegate {meta['teegate_commit']}, attestation mode `{meta['attestation']}`; "
+        f"LiteLLM {meta['litellm'] or 'not run'}; nginx {meta['nginx']}; {meta['wrk']}",
+        "",
+    ]
+    if results.get("notes"):
+        lines += [f"> {note}" for note in results["notes"]] + [""]
+    if plot_name:
+        lines += [f"![teegate vs bare proxy vs LiteLLM]({plot_name})", ""]
+    lines += ["## Targets", "", *_table(["", "target", "measured", ""], _goal_rows(results))]
+    lines += [
+        "## Non-stream chat completions",
+        "",
+        f"wrk, closed loop, 1 thread, c connections, {plan['warmup_s']:.0f} s warm-up then "
+        f"{plan['duration_s']:.0f} s measured per point; upstream = nginx answering a fixed "
+        "`chat.completion` with usage. Errors = socket errors, timeouts and non-2xx answers.",
+        "",
+        *_nonstream_tables(results),
+        "## Streams",
+        "",
+        *_stream_tables(results),
+        "## Store: SQLite vs PostgreSQL",
+        "",
+        "The same non-stream runs, teegate on SQLite (WAL, file under bench/.work) and on "
+        "PostgreSQL (127.0.0.1:5432, database `teegate_bench`, recreated each run).",
+        "",
+        *_store_table(results),
+        "## Profile: teegate's hot path",
+        "",
+        *_profile_section(results),
+        "## Method",
+        "",
+        "- One worker per proxy, pinned with taskset to CPU 0 alone; nginx, the devstack, wrk "
+        "and the stream load generator share CPU 1. PostgreSQL is a system service on both "
+        "cores.",
+        "- teegate runs as `teegate serve --config <generated TOML>` with every feature that is "
+        "wired on: API-key auth, per-key rate limit (local), the gate (catalog + attestation "
+        "verdict, mode above), the billing hold before and the settle after the upstream "
+        "call, the usage record, access logs (to a file) and metrics. One account with "
+        "1,000,000 USD of credit, one key with rpm 100,000,000.",
+        "- bare proxy: `bench/bare_proxy.py`, Starlette + uvicorn (uvloop, httptools) + one "
+        "aiohttp session forwarding the body and relaying the answer byte for byte. No "
+        "auth, no parsing.",
+        "- LiteLLM: `litellm --config` in its own venv, one model, a master key (it refuses to "
+        "start without one), no database, one worker.",
+        "- Every request body: one user message, `max_tokens` 1024, same model id everywhere.",
+        "- Streams: `bench/streams.py` (asyncio + aiohttp on uvloop). The 2,000-stream window "
+        "starts once every stream has its first chunk; the streams are then closed by the "
+        "client.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], out: Path, tools_python: Path | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    plot_name: str | None = "performance.png"
+    png = out / "performance.png"
+    if tools_python is None:
+        plot_name = None
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as tmp:
+            json.dump(results, tmp)
+        done = subprocess.run(
+            [str(tools_python), str(PLOT_SCRIPT), tmp.name, str(png)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        Path(tmp.name).unlink(missing_ok=True)
+        if done.returncode != 0:
+            log(f"plot failed: {done.stderr[-1000:]}")
+            plot_name = None
+    (out / "performance.md").write_text(render(results, plot_name))

@@ -1,0 +1,357 @@
+"""The bench, end to end: set up, run every server side by side, write the report.
+
+    bench/run                 full run, writes docs/performance.md and docs/performance.png
+    bench/run --quick         the CI smoke run (< 2 min), writes bench/.work/quick/
+    bench/run --report-only   rewrite the report from the last results.json
+
+The proxy under test always runs alone on CPU 0 with one worker; nginx, the
+devstack, wrk and the stream load generator share CPU 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import install, procs, report, streams, targets
+from bench.common import (
+    HARNESS_CPU,
+    LITELLM_VERSION,
+    REPO,
+    STREAM_COMPLETION_TOKENS,
+    WORK,
+    chat_body,
+    log,
+)
+from bench.profile import profile_teegate
+from bench.wrk import run_wrk
+
+ATTESTATION_MODES = ("provider-asserted", "attested-tls")
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    concurrencies: tuple[int, ...]
+    duration_s: float
+    warmup_s: float
+    latency_streams: int
+    stream_pace_ms: float
+    hold_streams: int
+    hold_pace_ms: float
+    hold_window_s: float
+    profile_s: float
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(True, (1, 32), 2, 1, 3, 5, 200, 250, 2, 3)
+        return cls(False, (1, 8, 32, 128), 10, 2, 20, 5, 2000, 250, 8, 15)
+
+
+@dataclass(frozen=True)
+class Tools:
+    nginx: str
+    wrk: str
+    litellm: Path | None
+    tools_python: Path | None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bench/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="short CI smoke run")
+    parser.add_argument("--out", type=Path, help="folder for performance.md/.png")
+    parser.add_argument(
+        "--litellm",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="auto: full runs install it; --quick uses it only if installed",
+    )
+    parser.add_argument(
+        "--attestation",
+        choices=ATTESTATION_MODES,
+        default="provider-asserted",
+        help="teegate's upstream attestation mode (attested-tls needs an "
+        "upstream that serves attestation evidence)",
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL runs")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from the last results.json"
+    )
+    args = parser.parse_args(argv)
+
+    plan = Plan.for_mode(args.quick)
+    out = args.out or (WORK / "quick" if args.quick else REPO / "docs")
+    results_path = (WORK / "quick" if args.quick else WORK) / "results.json"
+    if args.report_only:
+        report.write(json.loads(results_path.read_text()), out, install.ensure_tools())
+        return 0
+
+    started = time.monotonic()
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {HARNESS_CPU})
+    WORK.mkdir(parents=True, exist_ok=True)
+    tools = _setup(args)
+    results: dict[str, Any] = {
+        "meta": _meta(plan, tools, args.attestation),
+        "notes": [],
+        "nonstream": {},
+        "streams": {"latency": {}, "hold": {}},
+        "profile": None,
+    }
+    if tools.litellm is None:
+        results["notes"].append(
+            "LiteLLM skipped (--quick without an installed LiteLLM venv, or --litellm no)."
+        )
+    use_postgres = not args.no_postgres and targets.postgres_available()
+    if not use_postgres:
+        results["notes"].append("PostgreSQL runs skipped (--no-postgres or not reachable).")
+
+    stores = [targets.prepare_store("sqlite", args.attestation)]
+    if use_postgres:
+        stores.append(targets.prepare_store("postgres", args.attestation))
+
+    _nonstream_phase(plan, tools, stores, args.attestation, results, not args.no_profile)
+    _stream_phase(plan, tools, stores[0], args.attestation, results)
+
+    results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=2))
+    report.write(results, out, tools.tools_python)
+    log(f"done in {results['meta']['wall_s']:.0f} s: {out / 'performance.md'}")
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> Tools:
+    nginx, wrk = install.ensure_apt_packages()
+    litellm: Path | None = None
+    if args.litellm == "yes" or (args.litellm == "auto" and not args.quick):
+        litellm = install.ensure_litellm()
+    elif args.litellm == "auto" and install.litellm_venv_ready():
+        litellm = WORK / "litellm-venv" / "bin" / "litellm"
+    if litellm is None and args.litellm != "no":
+        log("LiteLLM is not installed: --quick skips it (a full run installs it)")
+    tools_python = install.ensure_tools()
+    return Tools(nginx, wrk, litellm, tools_python)
+
+
+# --- non-stream --------------------------------------------------------------------------
+
+
+def _nonstream_phase(
+    plan: Plan,
+    tools: Tools,
+    stores: list[targets.TeegateStore],
+    attestation: str,
+    results: dict[str, Any],
+    profile: bool,
+) -> None:
+    body = chat_body(stream=False)
+    with _server(targets.nginx(tools.nginx)) as nginx:
+        upstream = nginx.url
+        _nonstream_target(plan, tools, "nginx (upstream alone)", nginx, "", body, results)
+        with _server(targets.bare(upstream)) as server:
+            _nonstream_target(plan, tools, "bare proxy", server, "", body, results)
+        if tools.litellm is not None:
+            with _server(targets.litellm(tools.litellm, upstream)) as server:
+                _nonstream_target(
+                    plan, tools, "LiteLLM", server, targets.LITELLM_MASTER_KEY, body, results
+                )
+        for store in stores:
+            with _server(targets.teegate(store, upstream, attestation)) as server:
+                label = f"teegate ({store.name})"
+                _nonstream_target(plan, tools, label, server, store.key, body, results)
+                if profile and store.name == "sqlite":
+                    results["profile"] = _profile(plan, tools, server, store.key, body)
+
+
+def _nonstream_target(
+    plan: Plan,
+    tools: Tools,
+    label: str,
+    server: procs.Server,
+    auth: str,
+    body: bytes,
+    results: dict[str, Any],
+) -> None:
+    url = f"{server.url}/v1/chat/completions"
+    rows = []
+    for c in plan.concurrencies:
+        run_wrk(tools.wrk, url, body, connections=c, duration_s=plan.warmup_s, auth=auth)
+        result = run_wrk(tools.wrk, url, body, connections=c, duration_s=plan.duration_s, auth=auth)
+        log(
+            f"{label:24} c={c:<4} {result.rps:9.0f} req/s  p50 {result.p50_ms:8.2f} ms  "
+            f"p99 {result.p99_ms:8.2f} ms  errors {result.errors}"
+        )
+        rows.append(result.as_dict())
+    results["nonstream"][label] = {"rows": rows, "rss_mb": procs.rss_kb(server.pid) / 1024}
+
+
+def _profile(
+    plan: Plan, tools: Tools, server: procs.Server, auth: str, body: bytes
+) -> dict[str, Any] | None:
+    assert tools.tools_python is not None
+    py_spy = tools.tools_python.parent / "py-spy"
+    try:
+        prof = profile_teegate(
+            py_spy,
+            tools.wrk,
+            f"{server.url}/v1/chat/completions",
+            body,
+            pid=server.pid,
+            auth=auth,
+            connections=32,
+            duration_s=plan.profile_s,
+        )
+    except (RuntimeError, OSError) as exc:
+        log(f"profile skipped: {exc}")
+        return None
+    log(f"profile: {prof.samples} samples, {prof.cpu_per_request_us:.0f} µs CPU per request")
+    return prof.as_dict()
+
+
+# --- streams -----------------------------------------------------------------------------
+
+
+def _stream_phase(
+    plan: Plan,
+    tools: Tools,
+    store: targets.TeegateStore,
+    attestation: str,
+    results: dict[str, Any],
+) -> None:
+    body = chat_body(stream=True)
+    latency = results["streams"]["latency"]
+    hold = results["streams"]["hold"]
+    results["streams"]["config"] = {
+        "chunks": STREAM_COMPLETION_TOKENS + 2,
+        "latency_pace_ms": plan.stream_pace_ms,
+        "latency_streams": plan.latency_streams,
+        "hold_streams": plan.hold_streams,
+        "hold_pace_ms": plan.hold_pace_ms,
+        "hold_window_s": plan.hold_window_s,
+    }
+    proxies = _stream_proxies(tools, store, attestation)
+
+    ds = targets.devstack(plan.stream_pace_ms, STREAM_COMPLETION_TOKENS)
+    with _server(ds):
+        stats = streams.run(
+            streams.latency_run(f"{ds.url}/v1/chat/completions", body, streams=plan.latency_streams)
+        )
+        latency["upstream alone"] = stats.as_dict()
+        _log_latency("upstream alone", stats)
+        for label, start, auth in proxies:
+            with _server(start(ds.url)) as server:
+                stats = streams.run(
+                    streams.latency_run(
+                        f"{server.url}/v1/chat/completions",
+                        body,
+                        auth=auth,
+                        streams=plan.latency_streams,
+                    )
+                )
+                latency[label] = stats.as_dict()
+                _log_latency(label, stats)
+
+    with _server(targets.devstack(plan.hold_pace_ms, STREAM_COMPLETION_TOKENS)) as ds:
+        for label, start, auth in proxies:
+            with _server(start(ds.url)) as server:
+                held = streams.run(
+                    streams.hold_run(
+                        f"{server.url}/v1/chat/completions",
+                        body,
+                        pid=server.pid,
+                        auth=auth,
+                        streams=plan.hold_streams,
+                        window_s=plan.hold_window_s,
+                    )
+                )
+                hold[label] = held.as_dict()
+                log(
+                    f"{label:24} {held.opened}/{held.target_streams} open in "
+                    f"{held.open_s:.1f} s: {held.rss_per_stream_kb:.1f} KiB/stream, "
+                    f"{held.cpu_per_chunk_us:.1f} µs CPU/chunk ({held.chunks_per_s:.0f} "
+                    f"chunks/s, CPU {100 * held.cpu_share:.0f}%)"
+                )
+
+
+def _stream_proxies(
+    tools: Tools, store: targets.TeegateStore, attestation: str
+) -> list[tuple[str, Callable[[str], procs.Server], str]]:
+    proxies: list[tuple[str, Callable[[str], procs.Server], str]] = [
+        ("bare proxy", targets.bare, ""),
+    ]
+    litellm = tools.litellm
+    if litellm is not None:
+        proxies.append(
+            ("LiteLLM", lambda up: targets.litellm(litellm, up), targets.LITELLM_MASTER_KEY)
+        )
+    proxies.append(
+        (f"teegate ({store.name})", lambda up: targets.teegate(store, up, attestation), store.key)
+    )
+    return proxies
+
+
+def _log_latency(label: str, stats: streams.LatencyStats) -> None:
+    log(
+        f"{label:24} TTFT p50 {stats.ttft_p50_ms:7.2f} ms  gap p50 {stats.gap_p50_ms:6.3f} ms "
+        f"p99 {stats.gap_p99_ms:6.3f} ms  ({stats.streams} streams, {stats.errors} errors)"
+    )
+
+
+@contextlib.contextmanager
+def _server(server: procs.Server) -> Iterator[procs.Server]:
+    procs.note_started(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- what ran where ----------------------------------------------------------------------
+
+
+def _meta(plan: Plan, tools: Tools, attestation: str) -> dict[str, Any]:
+    def output(*argv: str) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        except OSError:
+            return "?"
+        return (done.stdout + done.stderr).strip()
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    commit = output("git", "-C", str(REPO), "rev-parse", "--short", "HEAD")
+    dirty = output("git", "-C", str(REPO), "status", "--porcelain", "--", "src")
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "quick": plan.quick,
+        "plan": plan.__dict__,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "teegate_commit": commit + (" + uncommitted changes in src/" if dirty else ""),
+        "attestation": attestation,
+        "nginx": output(tools.nginx, "-v").removeprefix("nginx version: "),
+        "wrk": output(tools.wrk, "-v").splitlines()[0] if tools.wrk else "?",
+        "litellm": LITELLM_VERSION if tools.litellm else None,
+    }

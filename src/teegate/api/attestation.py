@@ -1,0 +1,63 @@
+"""GET /v1/attestation/report: the evidence behind a model's current verdict."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from teegate.api._responses import json_response
+from teegate.api._state import authorize, gateway
+from teegate.errors import InvalidRequest, ModelNotFound
+
+NONCE_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+VERIFY_DOC = "docs/attestation.md"
+
+
+async def attestation_report(request: Request) -> Response:
+    await authorize(request)
+    gw = gateway(request)
+    model_id = request.query_params.get("model")
+    if not model_id:
+        raise InvalidRequest(
+            "Missing required parameter: 'model'.",
+            param="model",
+            code="missing_required_parameter",
+        )
+    nonce = _nonce(request.query_params.get("nonce"))
+    offers = gw.catalog.servable(model_id)
+    if not offers:
+        raise ModelNotFound(model_id)
+    upstreams = []
+    for offer in offers:
+        status = gw.attestation.status(offer.upstream)
+        upstreams.append(
+            {
+                "upstream": offer.upstream,
+                "mode": status.mode,
+                "passed": status.passed,
+                "reason": status.reason or None,
+                "verdicts": await gw.attestation.reports(offer.upstream, nonce),
+            }
+        )
+    body = {
+        "object": "attestation.report",
+        "model": model_id,
+        "nonce": nonce.hex() if nonce else None,
+        "upstreams": upstreams,
+        "how_to_verify": VERIFY_DOC,
+    }
+    return json_response(body, headers=request.state.ratelimit_headers)
+
+
+def _nonce(value: str | None) -> bytes | None:
+    if value is None:
+        return None
+    if not NONCE_HEX.match(value):
+        raise InvalidRequest(
+            "'nonce' must be 64 hexadecimal characters (32 random bytes).",
+            param="nonce",
+            code="invalid_value",
+        )
+    return bytes.fromhex(value)

@@ -1,0 +1,87 @@
+"""The hold's estimate: an upper bound on what a request can cost before it runs.
+
+Byte-level BPE tokenizers (every model teegate serves) never emit a token
+shorter than one byte, so the UTF-8 bytes of the text a model reads bound its
+prompt tokens from above. What the bytes do not cover, the chat template's
+own tokens (role markers, turn separators, the tool preamble), is covered by
+fixed overheads per request, per message and per tool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from teegate.billing._money import exact_int
+from teegate.billing._pricing import Rates, cost_nano
+
+REQUEST_OVERHEAD_TOKENS = 16
+"""The template's start, the assistant turn it opens, and any default system text."""
+
+MESSAGE_OVERHEAD_TOKENS = 8
+"""Role markers and separators around each message."""
+
+TOOL_OVERHEAD_TOKENS = 32
+"""The framing a template wraps around each tool definition."""
+
+SKIPPED_MESSAGE_KEYS = frozenset({"role"})
+"""Keys whose value is rendered as template tokens, already in MESSAGE_OVERHEAD_TOKENS."""
+
+
+def prompt_upper_bound(body: Mapping[str, Any]) -> int:
+    """Tokens the prompt can be at most: text bytes plus template overheads."""
+    messages = body.get("messages") or ()
+    total = REQUEST_OVERHEAD_TOKENS
+    for message in messages:
+        total += MESSAGE_OVERHEAD_TOKENS + _message_bytes(message)
+    tools = body.get("tools") or ()
+    if tools:
+        total += TOOL_OVERHEAD_TOKENS * len(tools) + len(orjson.dumps(tools))
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        total += len(orjson.dumps(response_format))
+    return total
+
+
+def held_completion_tokens(max_output_tokens: int, choices: int) -> int:
+    """Every choice may use the whole output budget."""
+    exact_int(max_output_tokens, "max_output_tokens")
+    exact_int(choices, "choices")
+    return max_output_tokens * choices
+
+
+def hold_amount_nano(prompt_tokens: int, completion_tokens: int, rates: Rates) -> int:
+    """The hold is the cost rule applied to the estimate: no separate arithmetic to drift."""
+    return cost_nano(prompt_tokens, completion_tokens, rates)
+
+
+def _message_bytes(message: object) -> int:
+    """UTF-8 bytes of what a message carries: text as is, structure (tool calls) as JSON."""
+    if not isinstance(message, dict):
+        return _value_bytes(message)
+    total = 0
+    for key, value in message.items():
+        if key in SKIPPED_MESSAGE_KEYS:
+            continue
+        if key == "content" and isinstance(value, list):
+            total += sum(_part_bytes(part) for part in value)
+        else:
+            total += _value_bytes(value)
+    return total
+
+
+def _part_bytes(part: object) -> int:
+    """A text part is read as its text; any other part (an image URL) as its JSON."""
+    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+        return len(part["text"].encode())
+    return _value_bytes(part)
+
+
+def _value_bytes(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value.encode())
+    return len(orjson.dumps(value))

@@ -1,0 +1,16 @@
+"""Invariants that must hold whatever the input: a violation is a bug, never a user error.
+
+A bare `assert` vanishes under `python -O`; money code cannot afford that.
+"""
+
+from __future__ import annotations
+
+
+class InvariantViolation(RuntimeError):
+    """State that the code's own rules say cannot exist."""
+
+
+def invariant(condition: bool, message: str) -> None:
+    """Raise InvariantViolation unless `condition` holds; `message` names ids, never content."""
+    if not condition:
+        raise InvariantViolation(message)

@@ -1,0 +1,151 @@
+"""The Meter the chat service calls: hold before the upstream call, settle after it.
+
+This is `teegate.chat.Meter` implemented over a LedgerStore. Amounts are
+decided here; the store only applies them, each in one atomic write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from teegate.billing._estimate import (
+    held_completion_tokens,
+    hold_amount_nano,
+    prompt_upper_bound,
+)
+from teegate.billing._invariant import invariant
+from teegate.billing._money import nano_to_usd
+from teegate.billing._pricing import Rates
+from teegate.billing._records import Hold, LedgerStore, Placement
+from teegate.billing._settle import settlement_for, void_settlement
+from teegate.errors import InsufficientBalance
+
+if TYPE_CHECKING:
+    from teegate.chat import Outcome, Ticket
+
+log = structlog.get_logger("teegate.billing")
+
+Clock = Callable[[], int]
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def seconds_to_ms(seconds: float) -> int:
+    """Durations come from settings as seconds; the ledger keeps integer milliseconds."""
+    return max(1, round(seconds * 1000))
+
+
+class LedgerMeter:
+    """Holds a conservative estimate per request; its reservation settles the actual cost."""
+
+    def __init__(self, store: LedgerStore, *, hold_ttl_s: float, clock: Clock = wall_ms) -> None:
+        self._store = store
+        self._ttl_ms = seconds_to_ms(hold_ttl_s)
+        self._clock = clock
+        self._voiding: set[asyncio.Task[None]] = set()
+
+    async def reserve(self, ticket: Ticket) -> HeldReservation:
+        """Place the hold or refuse with 402; nothing has gone upstream either way."""
+        hold = self.hold_for(ticket)
+        placement = await self._place(hold)
+        if not placement.placed:
+            raise InsufficientBalance(
+                f"Insufficient balance: this request needs {nano_to_usd(hold.amount_nano)} USD "
+                f"held against your balance (its prompt and max_tokens at the model's price), "
+                f"but {nano_to_usd(max(placement.available_nano, 0))} USD is available. "
+                "Add credit or lower max_tokens."
+            )
+        return HeldReservation(hold, self._store, self._clock)
+
+    def hold_for(self, ticket: Ticket) -> Hold:
+        """The hold a ticket needs, priced at the catalog's marked-up price right now."""
+        price = ticket.admitted.model.price
+        rates = Rates(price.prompt, price.completion)
+        request = ticket.request
+        prompt = prompt_upper_bound(request.body)
+        completion = held_completion_tokens(request.max_output_tokens(), request.choices())
+        created = self._clock()
+        return Hold(
+            request_id=ticket.request_id,
+            account_id=ticket.principal.account_id,
+            key_id=ticket.principal.key_id,
+            model=ticket.admitted.model.id,
+            stream=request.stream,
+            rates=rates,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            amount_nano=hold_amount_nano(prompt, completion, rates),
+            created_ms=created,
+            expires_ms=created + self._ttl_ms,
+        )
+
+    async def _place(self, hold: Hold) -> Placement:
+        """Placing runs to completion even if the caller is cancelled meanwhile.
+
+        A hold committed for a caller that has gone would otherwise stay open
+        until the reaper posted it in full; instead it is voided at once.
+        """
+        placing = asyncio.ensure_future(self._store.place_hold(hold))
+        try:
+            return await asyncio.shield(placing)
+        except asyncio.CancelledError:
+            placing.add_done_callback(lambda done: self._void_if_placed(hold, done))
+            raise
+
+    def _void_if_placed(self, hold: Hold, done: asyncio.Future[Placement]) -> None:
+        if done.cancelled() or done.exception() is not None or not done.result().placed:
+            return
+        task = asyncio.ensure_future(self._void(hold))
+        self._voiding.add(task)
+        task.add_done_callback(self._voiding.discard)
+
+    async def _void(self, hold: Hold) -> None:
+        try:
+            await self._store.settle(void_settlement(hold, "client_gone", self._clock()))
+        except Exception as exc:  # the reaper is the safety net; say so
+            log.error("void_failed", request_id=hold.request_id, error=type(exc).__name__)
+
+
+class HeldReservation:
+    """One request's hold; `settle` resolves it once, from what was delivered."""
+
+    def __init__(self, hold: Hold, store: LedgerStore, clock: Clock) -> None:
+        self.hold = hold
+        self._store = store
+        self._clock = clock
+        self._settled = False
+
+    def __repr__(self) -> str:
+        return f"HeldReservation(request_id={self.hold.request_id!r})"
+
+    async def settle(self, outcome: Outcome) -> None:
+        if self._settled:
+            log.warning("settle_repeated", request_id=self.hold.request_id)
+            return
+        self._settled = True
+        tally = outcome.tally
+        settlement = settlement_for(
+            self.hold,
+            status=outcome.status,
+            usage=tally.usage,
+            output_bytes=tally.output_bytes,
+            now_ms=self._clock(),
+        )
+        if settlement.capped:
+            log.warning(
+                "settlement_capped",
+                request_id=self.hold.request_id,
+                account_id=self.hold.account_id,
+                held_nano=self.hold.amount_nano,
+            )
+        resolved = await self._store.settle(settlement)
+        if not resolved:
+            log.warning("hold_already_resolved", request_id=self.hold.request_id)
+        invariant(settlement.cost_nano <= self.hold.amount_nano, "settled above the hold")

@@ -1,0 +1,42 @@
+"""Billing as the gateway uses it: the meter, the reaper and the client-facing reads."""
+
+from __future__ import annotations
+
+from teegate.billing._meter import Clock, LedgerMeter, wall_ms
+from teegate.billing._reaper import Reaper
+from teegate.billing._records import Balance, LedgerStore, UsageQuery, UsageRecord
+
+MAX_USAGE_PAGE = 1000
+
+
+class Billing:
+    """One object for app wiring; each read is scoped to the caller's own account."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        hold_ttl_s: float,
+        reaper_interval_s: float,
+        clock: Clock = wall_ms,
+    ) -> None:
+        self._store = store
+        self.meter = LedgerMeter(store, hold_ttl_s=hold_ttl_s, clock=clock)
+        self.reaper = Reaper(
+            store, hold_ttl_s=hold_ttl_s, interval_s=reaper_interval_s, clock=clock
+        )
+
+    async def balance(self, account_id: int) -> Balance:
+        found = await self._store.balance(account_id)
+        return found or Balance(account_id, 0, 0)
+
+    async def usage(
+        self, account_id: int, *, since_ms: int | None, limit: int
+    ) -> list[UsageRecord]:
+        query = UsageQuery(
+            limit=min(limit, MAX_USAGE_PAGE), account_id=account_id, since_ms=since_ms
+        )
+        return await self._store.usage(query)
+
+    async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
+        return await self._store.generation(account_id, request_id)

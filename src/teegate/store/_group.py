@@ -1,0 +1,171 @@
+"""Group commit: concurrent ledger writes share one transaction.
+
+One writer task drains a bounded queue into batches; a batch is one
+transaction (one fsync on SQLite, one commit round trip on PostgreSQL), and
+each write in it still gets its own result. Under load this turns N commits
+into N / batch; idle, a write waits for nothing but its own transaction.
+
+Writes in a batch run ordered by their lock key (the account id), so two
+writers never take account rows in opposite orders. If a batch fails for a
+reason other than an outage, its writes are retried one transaction each, so
+one bad write cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from teegate.billing import invariant
+from teegate.errors import ServiceUnavailable
+from teegate.store._outage import UNAVAILABLE_MESSAGE, is_outage, is_retryable, unavailable
+
+T = TypeVar("T")
+Write = Callable[[AsyncConnection], Awaitable[Any]]
+
+log = structlog.get_logger("teegate.store")
+
+DEFAULT_MAX_BATCH = 256
+"""Writes per transaction: large enough to amortise a commit, small enough to keep
+one transaction's locks short."""
+
+DEFAULT_MAX_QUEUE = 8192
+"""Writes waiting for the writer; beyond this, submitters wait (backpressure)."""
+
+MAX_ATTEMPTS = 3
+"""Tries for one write retried alone after losing a deadlock or serialization race."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    lock_key: int
+    write: Write
+    done: asyncio.Future[Any]
+
+
+_STOP = object()
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        invariant(max_batch > 0 and max_queue > 0, "group commit bounds must be positive")
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue(max_queue)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.transactions = 0
+        self.writes = 0
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[GroupCommitter]:
+        """The writer runs inside this block; leaving it commits what was queued first."""
+        invariant(self._task is None, "the group committer is already running")
+        self._task = asyncio.create_task(self._drain())
+        try:
+            yield self
+        finally:
+            self._closing = True
+            if not self._task.done():
+                await self._queue.put(_STOP)
+            await self._task
+            self._fail_leftovers([])  # a write that raced the close is refused, not lost
+
+    async def submit(self, lock_key: int, write: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Queue one write and wait for the transaction that carries it to commit."""
+        if self._task is None or self._closing or self._task.done():
+            raise ServiceUnavailable(UNAVAILABLE_MESSAGE)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(lock_key, write, done))
+        return cast(T, await done)
+
+    async def _drain(self) -> None:
+        pending: list[_Pending] = []
+        try:
+            while True:
+                pending, stop = await self._next_batch()
+                if pending:
+                    await self._commit(pending)
+                pending = []
+                if stop:
+                    return
+        finally:
+            self._fail_leftovers(pending)
+
+    async def _next_batch(self) -> tuple[list[_Pending], bool]:
+        first = await self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [cast(_Pending, first)]
+        while len(batch) < self._max_batch and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is _STOP:
+                return batch, True
+            batch.append(cast(_Pending, item))
+        return batch, False
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        batch.sort(key=lambda p: p.lock_key)
+        try:
+            async with self._engine.begin() as conn:
+                results = [await p.write(conn) for p in batch]
+        except Exception as exc:
+            if is_outage(exc):
+                for p in batch:
+                    _fail(p, unavailable(exc))
+                return
+            log.warning("batch_retried_alone", writes=len(batch), error=type(exc).__name__)
+            await self._one_by_one(batch)
+            return
+        self.transactions += 1
+        self.writes += len(batch)
+        for p, result in zip(batch, results, strict=True):
+            _resolve(p, result)
+
+    async def _one_by_one(self, batch: list[_Pending]) -> None:
+        for p in batch:
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    async with self._engine.begin() as conn:
+                        result = await p.write(conn)
+                except Exception as exc:
+                    if is_retryable(exc) and attempt < MAX_ATTEMPTS:
+                        continue
+                    _fail(p, unavailable(exc) if is_outage(exc) else exc)
+                    break
+                self.transactions += 1
+                self.writes += 1
+                _resolve(p, result)
+                break
+
+    def _fail_leftovers(self, pending: list[_Pending]) -> None:
+        """If the writer stops early (cancelled), no submitter waits forever."""
+        leftovers = list(pending)
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not _STOP:
+                leftovers.append(cast(_Pending, item))
+        for p in leftovers:
+            _fail(p, ServiceUnavailable(UNAVAILABLE_MESSAGE))
+
+
+def _resolve(pending: _Pending, result: Any) -> None:
+    if not pending.done.done():
+        pending.done.set_result(result)
+
+
+def _fail(pending: _Pending, exc: BaseException) -> None:
+    if not pending.done.done():
+        pending.done.set_exception(exc)

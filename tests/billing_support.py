@@ -1,0 +1,177 @@
+"""Helpers for the billing tests: a database per engine, and the ledger's invariants.
+
+PostgreSQL tests get a database of their own (created and dropped here), so a
+gateway built from a plain URL, in-process or in a subprocess, is isolated too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from teegate.store._schema import accounts, holds, ledger_entries, usage_records
+from tests.conftest import postgres_url
+
+ENGINES = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=pytest.mark.skipif(
+            postgres_url() is None,
+            reason="set TEEGATE_TEST_POSTGRES_URL to run the billing tests on PostgreSQL",
+        ),
+    ),
+]
+
+
+@contextmanager
+def database_url(kind: str, directory: Path) -> Iterator[str]:
+    """A fresh, empty database of `kind` for one test or module; dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{directory / 'billing.db'}"
+        return
+    base = postgres_url()
+    if base is None:
+        pytest.skip("TEEGATE_TEST_POSTGRES_URL is not set")
+    name = f"teegate_billing_{secrets.token_hex(6)}"
+    asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """One account's books, read straight from the tables."""
+
+    balance_nano: int
+    held_nano: int
+    entries_sum: int
+    credits_nano: int
+    debits_nano: int
+    usage_cost_nano: int
+    usage_records: int
+    open_holds: int
+    open_held_nano: int
+    holds: int
+
+    def check(self) -> None:
+        """The invariants every test ends on, whatever happened in between."""
+        assert self.balance_nano == self.entries_sum, "balance is not the sum of its entries"
+        assert self.usage_cost_nano == self.debits_nano, "usage costs != ledger debits"
+        assert self.held_nano == self.open_held_nano, "held != the sum of open holds"
+        assert 0 <= self.held_nano <= self.balance_nano, "overdraft beyond open holds"
+        assert self.usage_records == self.holds - self.open_holds, "a hold resolved twice/never"
+
+
+async def ledger_state(engine: AsyncEngine, account_id: int) -> LedgerState:
+    def total(column: object, *where: object) -> object:
+        return select(func.coalesce(func.sum(column), 0)).where(*where).scalar_subquery()
+
+    entries = ledger_entries.c
+    query = select(
+        accounts.c.balance_nano,
+        accounts.c.held_nano,
+        total(entries.amount_nano, entries.account_id == account_id).label("entries_sum"),
+        total(entries.amount_nano, entries.account_id == account_id, entries.kind == "credit")
+        .label("credits"),
+        total(-entries.amount_nano, entries.account_id == account_id, entries.kind == "debit")
+        .label("debits"),
+        total(usage_records.c.cost_nano, usage_records.c.account_id == account_id).label("cost"),
+        select(func.count()).where(usage_records.c.account_id == account_id)
+        .scalar_subquery().label("records"),
+        select(func.count()).where(holds.c.account_id == account_id, holds.c.state == "open")
+        .scalar_subquery().label("open"),
+        total(holds.c.amount_nano, holds.c.account_id == account_id, holds.c.state == "open")
+        .label("open_held"),
+        select(func.count()).where(holds.c.account_id == account_id)
+        .scalar_subquery().label("holds"),
+    ).where(accounts.c.id == account_id)  # fmt: skip
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).one()
+    return LedgerState(*(int(v) for v in row))
+
+
+async def _books(url: str, account: str) -> LedgerState:
+    from teegate.store import AccountStore, create_engine
+
+    engine = create_engine(url)
+    try:
+        found = await AccountStore(engine).get_account(account)
+        return await ledger_state(engine, found.id)
+    finally:
+        await engine.dispose()
+
+
+def books(url: str, account: str) -> LedgerState:
+    """An account's books, read from a synchronous test."""
+    return asyncio.run(_books(url, account))
+
+
+class TcpProxy:
+    """A loopback TCP forwarder whose `cut()` is a database outage: every connection
+    drops and new ones are refused."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import threading
+
+        self._target = (target_host, target_port)
+        self._loop = asyncio.new_event_loop()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
+
+    async def _start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        async def cut() -> None:
+            assert self._server is not None
+            self._server.close()
+            for writer in self._writers:
+                writer.transport.abort()
+
+        asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.transport.abort()

@@ -1,0 +1,138 @@
+"""kill -9 of the gateway mid-stream: the hold it placed is durable, and after a
+restart with a short hold TTL the reaper posts it once, at its held amount."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from teegate.billing import nano_to_usd
+from teegate.devstack import DevstackConfig, build_app
+from tests.billing_support import ENGINES, LedgerState, books, database_url
+from tests.conftest import KEY_SECRET, gateway_settings, prepare_database
+from tests.servers import free_port, serving
+
+TEEGATE = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "teegate"
+V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
+
+CONFIG = """\
+environment = "development"
+port = {port}
+data_dir = "{data_dir}"
+database_url = "{database_url}"
+key_hash_secret = "{secret}"
+reaper_interval_s = 0.2
+
+[timeouts]
+connect_s = 2
+read_s = 30
+catalog_s = 2
+
+[[upstreams]]
+name = "devstack"
+base_url = "{upstream}"
+attestation = "provider-asserted"
+"""
+
+
+@contextmanager
+def gateway_process(config: Path, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`teegate serve --config FILE` as a real process, up once /healthz answers."""
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [str(TEEGATE), "serve", "--config", str(config)],
+            env={**os.environ, **env}, stdout=sink, stderr=sink,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        assert process.poll() is None, "the gateway exited at start-up"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the gateway never became healthy"
+        time.sleep(0.05)
+
+
+def wait_for(url: str, predicate: object, timeout_s: float = 10) -> LedgerState:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = books(url, "crash")
+        if predicate(state):  # type: ignore[operator]
+            return state
+        assert time.monotonic() < deadline, f"books never reached the expected state: {state}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def stream_a_little(base_url: str, key: str) -> Iterator[None]:
+    """Start a long stream, read a few events of it, and leave it running."""
+    body = {"model": V3, "messages": [{"role": "user", "content": "a long one"}],
+            "max_tokens": 400, "stream": True}  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}"}
+    url = f"{base_url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert sum(1 for _, line in zip(range(8), lines, strict=False) if line.startswith("data:"))
+        yield
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_kill_9_mid_stream_then_the_reaper_settles_the_hold_once(
+    engine: str, tmp_path: Path
+) -> None:
+    slow = DevstackConfig(chunk_delay_s=0.05, completion_tokens=400)  # a 20 s stream
+    with database_url(engine, tmp_path) as url, serving(build_app(slow)) as upstream:
+        key = prepare_database(gateway_settings(tmp_path, upstream.url, database_url=url),
+                               "crash", credit_usd="10")  # fmt: skip
+        port = free_port()
+        config = tmp_path / "teegate.toml"
+        config.write_text(CONFIG.format(port=port, data_dir=tmp_path, database_url=url,
+                                        secret=KEY_SECRET, upstream=upstream.url))  # fmt: skip
+        base_url = f"http://127.0.0.1:{port}"
+        initial = books(url, "crash")
+
+        with gateway_process(config, tmp_path / "first.log") as first:
+            wait_healthy(base_url, first)
+            with stream_a_little(base_url, key):
+                first.send_signal(signal.SIGKILL)
+                assert first.wait(timeout=10) == -signal.SIGKILL
+        stranded = books(url, "crash")
+        assert (stranded.open_holds, stranded.balance_nano) == (1, initial.balance_nano)
+        assert stranded.held_nano > 0  # the hold was durable before the upstream call
+        stranded.check()
+
+        with gateway_process(config, tmp_path / "second.log", TEEGATE_HOLD_TTL_S="1") as second:
+            wait_healthy(base_url, second)
+            reaped = wait_for(url, lambda s: s.open_holds == 0)
+            time.sleep(0.5)  # more reaper passes: nothing may be counted twice
+            after = books(url, "crash")
+            headers = {"Authorization": f"Bearer {key}"}
+            usage = httpx.get(f"{base_url}/v1/usage", headers=headers).json()["data"]
+        assert after == reaped
+        after.check()
+        assert after.held_nano == 0
+        assert after.balance_nano == initial.balance_nano - stranded.held_nano
+        assert after.debits_nano == after.usage_cost_nano == stranded.held_nano
+        [record] = usage
+        assert (record["settled_by"], record["status"]) == ("expired-hold", "expired")
+        assert record["total_cost"] == record["held"] == nano_to_usd(stranded.held_nano)

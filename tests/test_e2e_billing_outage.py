@@ -1,0 +1,50 @@
+"""A PostgreSQL outage fails closed: requests are refused with 503
+`service_unavailable` and nothing reaches the upstream."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import openai
+import pytest
+from sqlalchemy.engine import make_url
+
+from teegate.app import create_app
+from teegate.auth import KEY_CACHE_TTL_S
+from teegate.devstack import DevstackConfig, build_app
+from tests.billing_support import ENGINES, TcpProxy, database_url
+from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
+from tests.servers import serving
+
+V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
+
+
+@pytest.mark.parametrize("engine", [p for p in ENGINES if p != "sqlite"])
+def test_a_database_outage_is_503_before_any_upstream_call(engine: str, tmp_path: Path) -> None:
+    with database_url(engine, tmp_path) as url, serving(build_app(DevstackConfig())) as upstream:
+        direct = make_url(url)
+        proxy = TcpProxy(direct.host or "127.0.0.1", direct.port or 5432)
+        try:
+            proxied = direct.set(host="127.0.0.1", port=proxy.port)
+            settings = gateway_settings(tmp_path, upstream.url,
+                                        database_url=proxied.render_as_string(False))  # fmt: skip
+            key = prepare_database(settings, "acme")
+            devstack = Devstack(upstream.url)
+            with serving(create_app(settings)) as server:
+                client = Gateway(server.url, settings, key, "acme").client()
+                messages = [{"role": "user", "content": "hello"}]
+                assert client.chat.completions.create(model=V3, messages=messages).choices
+                before = devstack.chat_requests()
+                proxy.cut()
+                for wait_s in (0, KEY_CACHE_TTL_S + 0.1):  # the key cached, then looked up
+                    time.sleep(wait_s)
+                    with pytest.raises(openai.APIStatusError) as info:
+                        client.chat.completions.create(model=V3, messages=messages)  # type: ignore[arg-type]
+                    assert (info.value.status_code, info.value.code) == (
+                        503, "service_unavailable",
+                    )  # fmt: skip
+                    assert info.value.message.endswith("billing is unavailable")
+                assert devstack.chat_requests() == before
+        finally:
+            proxy.close()
