@@ -167,12 +167,32 @@ def rss_kb(pid: int) -> int:
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of the process tree (utime + stime from /proc/<pid>/stat)."""
-    ticks = 0
-    for p in tree(pid):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
+    return sum(_one_cpu_s(p) for p in tree(pid))
+
+
+def _one_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy in processes, stolen by the hypervisor): CPU seconds since boot, all cores.
+
+    Interrupt time is left out: loopback traffic is accounted there, not to a process.
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = fields
+    return (user + nice + system) / CLK_TCK, steal / CLK_TCK
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process, its live descendants and its reaped children."""
+    times = os.times()
+    live = sum(_one_cpu_s(p) for p in tree(os.getpid()) if p != os.getpid())
+    return times.user + times.system + times.children_user + times.children_system + live
 
 
 def describe(server: Server) -> str:

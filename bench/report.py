@@ -349,6 +349,9 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
         f"{_fmt(meta.get('wall_s'), 0)} s wall",
         f"- Machine: {meta['cores']} cores ({meta['cpu']}), Linux {meta['kernel']}, "
         f"Python {meta['python']}",
+        f"- CPU used by other processes during the run: "
+        f"{_fmt(100 * meta.get('other_cpu_share', math.nan), 0)}% of the machine "
+        f"(hypervisor steal {_fmt(100 * meta.get('steal_share', math.nan), 0)}%)",
         f"- teegate {meta['teegate_commit']}, attestation mode `{meta['attestation']}`; "
         f"LiteLLM {meta['litellm'] or 'not run'}; nginx {meta['nginx']}; {meta['wrk']}",
         "",

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -99,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         report.write(json.loads(results_path.read_text()), out, install.ensure_tools())
         return 0
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so every server started gets stopped
     started = time.monotonic()
+    (busy0, steal0), own0 = procs.machine_cpu_s(), procs.own_cpu_s()
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {HARNESS_CPU})
     WORK.mkdir(parents=True, exist_ok=True)
@@ -126,12 +129,31 @@ def main(argv: list[str] | None = None) -> int:
     _nonstream_phase(plan, tools, stores, args.attestation, results, not args.no_profile)
     _stream_phase(plan, tools, stores[0], args.attestation, results)
 
-    results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
+    wall = time.monotonic() - started
+    (busy1, steal1), own1 = procs.machine_cpu_s(), procs.own_cpu_s()
+    capacity = wall * (os.cpu_count() or 1)
+    results["meta"]["wall_s"] = round(wall, 1)
+    results["meta"]["other_cpu_share"] = round(max(0.0, busy1 - busy0 - own1 + own0) / capacity, 3)
+    results["meta"]["steal_share"] = round((steal1 - steal0) / capacity, 3)
+    if results["meta"]["steal_share"] > 0.02:
+        results["notes"].append(
+            f"The hypervisor stole {100 * results['meta']['steal_share']:.0f}% of the CPU time."
+        )
+    if results["meta"]["other_cpu_share"] > 0.05:
+        results["notes"].append(
+            f"Other processes (PostgreSQL's own work included) kept "
+            f"{100 * results['meta']['other_cpu_share']:.0f}% of the machine's CPU busy during "
+            "this run: figures are noisier than on an idle machine."
+        )
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results, indent=2))
     report.write(results, out, tools.tools_python)
     log(f"done in {results['meta']['wall_s']:.0f} s: {out / 'performance.md'}")
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _setup(args: argparse.Namespace) -> Tools:

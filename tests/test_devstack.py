@@ -164,14 +164,28 @@ def wait_until_idle(http: httpx.Client, within_s: float) -> float:
 
 def test_public_api_is_exactly_what_the_gateway_imports() -> None:
     assert teegate.devstack.__all__ == [
-        "FAULTS", "SERVICES_FAULTS", "DevstackConfig", "SimulatedAttestationServices",
-        "SimulatedEnclave", "build_app", "build_services_app", "devstack_servers",
+        "FAULTS",
+        "SERVICES_FAULTS",
+        "DevstackConfig",
+        "SimulatedAttestationServices",
+        "SimulatedEnclave",
+        "build_app",
+        "build_services_app",
+        "devstack_servers",
         "serve_devstack",
     ]
     expected = {"drop-mid-stream", "no-usage", "slow-first-token", "http-500"}
     expected |= {"garbage-sse", "hang", "flag-off"}
-    expected |= {"attest-replay", "attest-unbound", "tls-key-swap", "attest-debug",
-                 "attest-wrong-mrtd", "attest-tampered", "attest-down", "attest-no-gpu"}
+    expected |= {
+        "attest-replay",
+        "attest-unbound",
+        "tls-key-swap",
+        "attest-debug",
+        "attest-wrong-mrtd",
+        "attest-tampered",
+        "attest-down",
+        "attest-no-gpu",
+    }
     assert expected == FAULTS
 
 

@@ -92,9 +92,11 @@ def test_stream_matches_non_stream_and_hides_usage_unless_asked(gateway: Gateway
     assert all(c.usage is None for c in chunks)
     assert chunks[-1].choices[0].finish_reason == "stop"
 
-    asked = list(client.chat.completions.create(
-        model=V3, messages=HELLO, stream=True, stream_options={"include_usage": True}
-    ))
+    asked = list(
+        client.chat.completions.create(
+            model=V3, messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert asked[-1].choices == []
     assert asked[-1].usage is not None
     assert asked[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
@@ -125,7 +127,8 @@ def test_json_mode_and_json_schema(gateway: Gateway) -> None:
     assert isinstance(json.loads(completion.choices[0].message.content or ""), dict)
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     structured = client.chat.completions.create(
-        model=V3, messages=HELLO,
+        model=V3,
+        messages=HELLO,
         response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
     )
     assert isinstance(json.loads(structured.choices[0].message.content or "")["n"], int)
@@ -135,7 +138,8 @@ def test_reasoning_model_streams_reasoning(gateway: Gateway) -> None:
     chunks = list(gateway.client().chat.completions.create(model=R1, messages=HELLO, stream=True))
     reasoning = "".join(
         (c.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
-        for c in chunks if c.choices
+        for c in chunks
+        if c.choices
     )
     assert reasoning
 
@@ -145,11 +149,14 @@ def test_async_sdk_concurrent_requests(gateway: Gateway) -> None:
 
     async def run() -> list[str]:
         client = gateway.async_client()
-        results = await asyncio.gather(*(
-            client.chat.completions.create(
-                model=V3, messages=[{"role": "user", "content": f"question {i}"}]
-            ) for i in range(20)
-        ))
+        results = await asyncio.gather(
+            *(
+                client.chat.completions.create(
+                    model=V3, messages=[{"role": "user", "content": f"question {i}"}]
+                )
+                for i in range(20)
+            )
+        )
         await client.close()
         return [r.choices[0].message.content or "" for r in results]
 

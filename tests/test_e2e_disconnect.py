@@ -21,7 +21,8 @@ def paced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, D
     config = DevstackConfig(chunk_delay_s=0.05, completion_tokens=400)
     with serving(build_app(config)) as upstream:
         settings = gateway_settings(
-            tmp_path_factory.mktemp("paced"), upstream.url,
+            tmp_path_factory.mktemp("paced"),
+            upstream.url,
             timeouts={"connect_s": 2, "read_s": 30, "catalog_s": 2},
         )
         key = prepare_database(settings, "paced")
@@ -50,8 +51,9 @@ def chat_body(stream: bool) -> dict[str, object]:
 def test_client_leaving_mid_stream_cancels_upstream(paced: tuple[Gateway, Devstack]) -> None:
     gateway, devstack = paced
     headers = {"Authorization": f"Bearer {gateway.key}"}
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=chat_body(True),
-                      headers=headers) as response:
+    with httpx.stream(
+        "POST", f"{gateway.url}/v1/chat/completions", json=chat_body(True), headers=headers
+    ) as response:
         assert response.status_code == 200
         lines = response.iter_lines()
         received = [next(lines) for _ in range(6)]
@@ -68,8 +70,12 @@ def test_client_leaving_while_upstream_hangs_cancels_upstream(
     devstack.set_faults("hang")
     try:
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{gateway.url}/v1/chat/completions", json=chat_body(stream),
-                       headers={"Authorization": f"Bearer {gateway.key}"}, timeout=0.5)
+            httpx.post(
+                f"{gateway.url}/v1/chat/completions",
+                json=chat_body(stream),
+                headers={"Authorization": f"Bearer {gateway.key}"},
+                timeout=0.5,
+            )
         wait_until_idle(devstack)
     finally:
         devstack.set_faults()

@@ -26,45 +26,125 @@ def envelope_of(exc: openai.APIStatusError) -> dict[str, Any]:
 
 
 REFUSALS = [
-    pytest.param({"model": "nope/nothing"}, openai.NotFoundError, "model_not_found", "model",
-                 "does not exist", id="unknown-model"),
-    pytest.param({"model": "deepseek-ai/DeepSeek-V3"}, openai.BadRequestError,
-                 "model_not_confidential", "model",
-                 "Use 'deepseek-ai/DeepSeek-V3-0324-TEE' instead.", id="non-tee-model"),
-    pytest.param({"model": "Qwen/Qwen3-32B"}, openai.BadRequestError, "model_not_confidential",
-                 "model", "Use 'Qwen/Qwen3-32B-TEE' instead.", id="non-tee-qwen"),
-    pytest.param({"model": PLAIN, "tools": [TOOL]}, openai.BadRequestError,
-                 "unsupported_capability", "tools", "does not support tools", id="tools"),
-    pytest.param({"model": PLAIN, "response_format": {"type": "json_object"}},
-                 openai.BadRequestError, "unsupported_capability", "response_format",
-                 "json_mode", id="json-mode"),
-    pytest.param({"model": "deepseek-ai/DeepSeek-R1-0528-TEE",
-                  "response_format": {"type": "json_schema",
-                                      "json_schema": {"name": "x", "schema": {}}}},
-                 openai.BadRequestError, "unsupported_capability", "response_format",
-                 "structured_outputs", id="structured-outputs"),
-    pytest.param({"model": R1, "temperature": 2.5}, openai.BadRequestError, "invalid_value",
-                 "temperature", "between 0 and 2", id="temperature"),
-    pytest.param({"model": R1, "top_p": 1.5}, openai.BadRequestError, "invalid_value", "top_p",
-                 "between 0 and 1", id="top_p"),
-    pytest.param({"model": R1, "max_tokens": 70000}, openai.BadRequestError, "invalid_value",
-                 "max_tokens", "at most 65536", id="max-tokens-over-model"),
-    pytest.param({"model": R1, "max_tokens": 0}, openai.BadRequestError, "invalid_value",
-                 "max_tokens", "at least 1", id="max-tokens-zero"),
-    pytest.param({"model": R1, "messages": []}, openai.BadRequestError, "empty_array",
-                 "messages", "at least one", id="no-messages"),
-    pytest.param({"model": R1, "messages": [{"role": "robot", "content": "x"}]},
-                 openai.BadRequestError, "invalid_value", "messages[0].role", "expected one of",
-                 id="bad-role"),
-    pytest.param({"model": R1, "messages": [{"role": "user"}]}, openai.BadRequestError,
-                 "missing_required_parameter", "messages[0].content", "Missing", id="no-content"),
+    pytest.param(
+        {"model": "nope/nothing"},
+        openai.NotFoundError,
+        "model_not_found",
+        "model",
+        "does not exist",
+        id="unknown-model",
+    ),
+    pytest.param(
+        {"model": "deepseek-ai/DeepSeek-V3"},
+        openai.BadRequestError,
+        "model_not_confidential",
+        "model",
+        "Use 'deepseek-ai/DeepSeek-V3-0324-TEE' instead.",
+        id="non-tee-model",
+    ),
+    pytest.param(
+        {"model": "Qwen/Qwen3-32B"},
+        openai.BadRequestError,
+        "model_not_confidential",
+        "model",
+        "Use 'Qwen/Qwen3-32B-TEE' instead.",
+        id="non-tee-qwen",
+    ),
+    pytest.param(
+        {"model": PLAIN, "tools": [TOOL]},
+        openai.BadRequestError,
+        "unsupported_capability",
+        "tools",
+        "does not support tools",
+        id="tools",
+    ),
+    pytest.param(
+        {"model": PLAIN, "response_format": {"type": "json_object"}},
+        openai.BadRequestError,
+        "unsupported_capability",
+        "response_format",
+        "json_mode",
+        id="json-mode",
+    ),
+    pytest.param(
+        {
+            "model": "deepseek-ai/DeepSeek-R1-0528-TEE",
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+        },
+        openai.BadRequestError,
+        "unsupported_capability",
+        "response_format",
+        "structured_outputs",
+        id="structured-outputs",
+    ),
+    pytest.param(
+        {"model": R1, "temperature": 2.5},
+        openai.BadRequestError,
+        "invalid_value",
+        "temperature",
+        "between 0 and 2",
+        id="temperature",
+    ),
+    pytest.param(
+        {"model": R1, "top_p": 1.5},
+        openai.BadRequestError,
+        "invalid_value",
+        "top_p",
+        "between 0 and 1",
+        id="top_p",
+    ),
+    pytest.param(
+        {"model": R1, "max_tokens": 70000},
+        openai.BadRequestError,
+        "invalid_value",
+        "max_tokens",
+        "at most 65536",
+        id="max-tokens-over-model",
+    ),
+    pytest.param(
+        {"model": R1, "max_tokens": 0},
+        openai.BadRequestError,
+        "invalid_value",
+        "max_tokens",
+        "at least 1",
+        id="max-tokens-zero",
+    ),
+    pytest.param(
+        {"model": R1, "messages": []},
+        openai.BadRequestError,
+        "empty_array",
+        "messages",
+        "at least one",
+        id="no-messages",
+    ),
+    pytest.param(
+        {"model": R1, "messages": [{"role": "robot", "content": "x"}]},
+        openai.BadRequestError,
+        "invalid_value",
+        "messages[0].role",
+        "expected one of",
+        id="bad-role",
+    ),
+    pytest.param(
+        {"model": R1, "messages": [{"role": "user"}]},
+        openai.BadRequestError,
+        "missing_required_parameter",
+        "messages[0].content",
+        "Missing",
+        id="no-content",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("fields", "error", "code", "param", "message"), REFUSALS)
 def test_refusals_are_enveloped_and_never_reach_upstream(
-    gateway: Gateway, devstack: Devstack, fields: dict[str, Any], error: type[Exception],
-    code: str, param: str, message: str,
+    gateway: Gateway,
+    devstack: Devstack,
+    fields: dict[str, Any],
+    error: type[Exception],
+    code: str,
+    param: str,
+    message: str,
 ) -> None:
     request: dict[str, Any] = {"messages": HELLO, **fields}
     before = devstack.chat_requests()
@@ -90,7 +170,8 @@ def test_bad_keys_are_401(gateway: Gateway, devstack: Devstack, api_key: str, me
     before = devstack.chat_requests()
     with pytest.raises(openai.AuthenticationError) as info:
         gateway.client(api_key=api_key or "x").chat.completions.create(
-            model=R1, messages=HELLO,
+            model=R1,
+            messages=HELLO,
             extra_headers={"Authorization": ""} if not api_key else None,
         )
     assert envelope_of(info.value)["code"] == "invalid_api_key"
@@ -125,16 +206,24 @@ def test_malformed_json_wrong_content_type_and_oversized_body(
     gateway: Gateway, devstack: Devstack
 ) -> None:
     before = devstack.chat_requests()
-    bad_json = raw_post(gateway, "/v1/chat/completions", content=b"{not json",
-                        headers={"Content-Type": "application/json"})
+    bad_json = raw_post(
+        gateway,
+        "/v1/chat/completions",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert bad_json.status_code == 400
     assert bad_json.json()["error"]["code"] == "invalid_json"
     form = raw_post(gateway, "/v1/chat/completions", data={"model": R1})
     assert form.status_code == 400
     assert form.json()["error"]["code"] == "unsupported_content_type"
     limit = gateway.settings.max_body_bytes
-    huge = raw_post(gateway, "/v1/chat/completions", content=b"x" * (limit + 1),
-                    headers={"Content-Type": "application/json"})
+    huge = raw_post(
+        gateway,
+        "/v1/chat/completions",
+        content=b"x" * (limit + 1),
+        headers={"Content-Type": "application/json"},
+    )
     assert huge.status_code == 413
     assert huge.json()["error"]["code"] == "request_too_large"
 
@@ -142,8 +231,12 @@ def test_malformed_json_wrong_content_type_and_oversized_body(
         for _ in range(limit // 65536 + 2):
             yield b" " * 65536
 
-    streamed = raw_post(gateway, "/v1/chat/completions", content=chunked(),
-                        headers={"Content-Type": "application/json"})
+    streamed = raw_post(
+        gateway,
+        "/v1/chat/completions",
+        content=chunked(),
+        headers={"Content-Type": "application/json"},
+    )
     assert streamed.status_code == 413
     assert devstack.chat_requests() == before
 
@@ -159,9 +252,17 @@ def test_unknown_route_and_wrong_method(gateway: Gateway) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/embeddings", "/v1/images/generations", "/v1/audio/speech", "/v1/audio/transcriptions",
-     "/v1/videos", "/v1/video/generations", "/v1/moderations", "/v1/fine_tuning/jobs",
-     "/v1/fine-tuning/jobs"],
+    [
+        "/v1/embeddings",
+        "/v1/images/generations",
+        "/v1/audio/speech",
+        "/v1/audio/transcriptions",
+        "/v1/videos",
+        "/v1/video/generations",
+        "/v1/moderations",
+        "/v1/fine_tuning/jobs",
+        "/v1/fine-tuning/jobs",
+    ],
 )
 def test_other_modalities_are_503_not_available(gateway: Gateway, path: str) -> None:
     response = raw_post(gateway, path, json={"model": "x", "input": "y"})

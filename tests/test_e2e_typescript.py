@@ -20,8 +20,13 @@ def test_typescript_sdk_chat_and_stream(gateway: Gateway) -> None:
         pytest.fail("node and tests/ts/node_modules are required: run `npm ci --prefix tests/ts`")
     env = {**os.environ, "TEEGATE_BASE_URL": f"{gateway.url}/v1", "TEEGATE_API_KEY": gateway.key}
     result = subprocess.run(
-        [node, "--test", "chat.test.mjs"], cwd=TS_DIR, env=env, capture_output=True, text=True,
-        timeout=120, check=False,
+        [node, "--test", "chat.test.mjs"],
+        cwd=TS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# pass 3" in result.stdout

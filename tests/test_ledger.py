@@ -288,3 +288,23 @@ async def test_writes_outside_the_running_block_are_refused(engine: AsyncEngine)
     ledger = Ledger(engine)
     with pytest.raises(ServiceUnavailable):
         await ledger.place_hold(a_hold(1, "req_1"))
+
+
+def test_db_upgrade_command_migrates_either_engine(url: str) -> None:
+    from typer.testing import CliRunner
+
+    from teegate.cli import app
+    from teegate.store import is_current
+
+    env = {"TEEGATE_DATABASE_URL": url, "TEEGATE_ENVIRONMENT": "development"}
+    result = CliRunner().invoke(app, ["db", "upgrade"], env=env)
+    assert result.exit_code == 0, result.output
+
+    async def current() -> bool:
+        engine = create_engine(url)
+        try:
+            return await is_current(engine)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(current())

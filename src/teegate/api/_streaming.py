@@ -7,10 +7,12 @@ keep it generating) until a timeout. Here a watcher cancels the relay at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 
 import anyio
 from starlette.types import Receive, Scope, Send
+
+from teegate.chat import StreamedCompletion
 
 SSE_HEADERS = {
     "content-type": "text/event-stream; charset=utf-8",
@@ -20,8 +22,9 @@ SSE_HEADERS = {
 
 
 class SSEResponse:
-    def __init__(self, chunks: AsyncGenerator[bytes, None], headers: Mapping[str, str]) -> None:
-        self._chunks = chunks
+    def __init__(self, streamed: StreamedCompletion, headers: Mapping[str, str]) -> None:
+        self._streamed = streamed
+        self._chunks = streamed.chunks
         self._headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1"))
             for k, v in {**SSE_HEADERS, **headers}.items()
@@ -40,7 +43,7 @@ class SSEResponse:
             pass  # the client went away mid-write
         finally:
             with anyio.CancelScope(shield=True):
-                await self._chunks.aclose()
+                await self._streamed.aclose()
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

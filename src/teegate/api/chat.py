@@ -29,7 +29,12 @@ async def create_chat_completion(request: Request) -> Response | SSEResponse:
     request_id: str = request.state.request_id
     if chat.stream:
         streamed = await _unless_client_leaves(request, gw.chat.stream(principal, chat, request_id))
-        return SSEResponse(streamed.chunks, _headers(request, streamed.admitted))
+        try:
+            headers = _headers(request, streamed.admitted)
+        except BaseException:
+            await streamed.aclose()
+            raise
+        return SSEResponse(streamed, headers)
     completion = await _unless_client_leaves(request, gw.chat.complete(principal, chat, request_id))
     return Response(
         orjson.dumps(completion.body),

@@ -54,6 +54,7 @@ class LedgerMeter:
     async def reserve(self, ticket: Ticket) -> HeldReservation:
         """Place the hold or refuse with 402; nothing has gone upstream either way."""
         hold = self.hold_for(ticket)
+        invariant(hold.amount_nano >= 0, f"hold {hold.request_id}: negative amount")
         placement = await self._place(hold)
         if not placement.placed:
             raise InsufficientBalance(
@@ -146,6 +147,5 @@ class HeldReservation:
                 held_nano=self.hold.amount_nano,
             )
         resolved = await self._store.settle(settlement)
-        if not resolved:
+        if not resolved:  # the reaper got there first: the pre-charge stands
             log.warning("hold_already_resolved", request_id=self.hold.request_id)
-        invariant(settlement.cost_nano <= self.hold.amount_nano, "settled above the hold")

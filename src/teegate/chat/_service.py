@@ -56,10 +56,23 @@ class Completion:
     body: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamedCompletion:
+    """A relay that settles exactly once, whether it ran to the end, was cut short,
+    or was never started at all (an async generator's `finally` only runs if it began)."""
+
     admitted: Admitted
     chunks: AsyncGenerator[bytes, None]
+    _stream: UpstreamStream
+    _reservation: Reservation | None
+    started: list[bool]
+
+    async def aclose(self) -> None:
+        await self.chunks.aclose()
+        if not self.started[0]:
+            self.started[0] = True
+            self._stream.close()
+            await _settle(self._reservation, Outcome("client_gone"))
 
 
 class ChatService:
@@ -118,8 +131,9 @@ class ChatService:
             await _settle(reservation, Outcome("upstream_error"))
             self._refuse_if_key_changed(admitted, exc)
             raise
-        chunks = _relay(stream, request.include_usage, reservation)
-        return StreamedCompletion(admitted, chunks)
+        started = [False]
+        chunks = _relay(stream, request.include_usage, reservation, started)
+        return StreamedCompletion(admitted, chunks, stream, reservation, started)
 
     def _refuse_if_key_changed(self, admitted: Admitted, exc: BaseException) -> None:
         """A key other than the attested one means the attestation no longer holds:
@@ -141,9 +155,13 @@ class ChatService:
 
 
 async def _relay(
-    stream: UpstreamStream, include_usage: bool, reservation: Reservation | None
+    stream: UpstreamStream,
+    include_usage: bool,
+    reservation: Reservation | None,
+    started: list[bool],
 ) -> AsyncGenerator[bytes, None]:
     """Forward each event as it arrives; keep the usage chunk unless it was asked for."""
+    started[0] = True
     tally = Tally()
     status: Status = "client_gone"
     try:
