@@ -101,6 +101,21 @@ def dev_attestation(services_url: str, root_ca_file: Path, **overrides: Any) -> 
     )
 
 
+def attested_settings(
+    data_dir: Path,
+    devstack: Devstack,
+    services: Devstack,
+    enclave_files: Path,
+    **attestation: Any,
+) -> Settings:
+    """Settings for a gateway that attests the session's simulated enclave."""
+    return gateway_settings(
+        data_dir,
+        devstack.url,
+        attestation=dev_attestation(services.url, enclave_files / "root-ca.der", **attestation),
+    )
+
+
 def gateway_settings(
     data_dir: Path,
     upstream_url: str,
@@ -203,9 +218,8 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     """The gateway most tests use: attested-tls to the simulated enclave, real verifier."""
-    attestation = dev_attestation(attestation_services.url, enclave_files / "root-ca.der")
-    settings = gateway_settings(
-        tmp_path_factory.mktemp("gateway"), devstack.url, attestation=attestation
+    settings = attested_settings(
+        tmp_path_factory.mktemp("gateway"), devstack, attestation_services, enclave_files
     )
     key = prepare_database(settings, "acme")
     server = ServerThread(create_app(settings)).start()

@@ -23,6 +23,7 @@ from teegate.catalog import (
 )
 from teegate.catalog import _sync as sync_module
 from teegate.upstream import Listing
+from tests.factories import catalog_model
 
 MARKUP = Decimal("1.85")
 
@@ -41,24 +42,12 @@ def entry(model_id: str, *, confidential: bool = True, **extra: Any) -> dict[str
 
 def model(
     model_id: str,
-    *,
     upstream: str = "up",
+    *,
     confidential: bool = True,
     tags: frozenset[str] = frozenset(),
 ) -> CatalogModel:
-    return CatalogModel(
-        id=model_id,
-        upstream=upstream,
-        confidential=confidential,
-        context_length=8192,
-        max_output_length=4096,
-        tags=tags,
-        price=Price(1, 2),
-        upstream_price=Price(1, 2),
-        created=0,
-        owned_by=upstream,
-        description="",
-    )
+    return catalog_model(model_id, upstream, confidential=confidential, tags=tags)
 
 
 # parse_entry ---------------------------------------------------------------

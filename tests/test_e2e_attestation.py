@@ -24,6 +24,7 @@ from tests.conftest import (
     KEY_SECRET,
     Devstack,
     Gateway,
+    attested_settings,
     dev_attestation,
     gateway_settings,
     prepare_database,
@@ -47,12 +48,12 @@ def start_gateway(
 
     @contextmanager
     def start(upstreams: tuple[str, ...] | None = None, **attestation: Any) -> Iterator[Gateway]:
-        settings = gateway_settings(
+        settings = attested_settings(
             tmp_path_factory.mktemp("attested"),
-            devstack.url,
-            attestation=dev_attestation(
-                attestation_services.url, enclave_files / "root-ca.der", **attestation
-            ),
+            devstack,
+            attestation_services,
+            enclave_files,
+            **attestation,
         )
         if upstreams:
             names = [f"up{i}" for i in range(len(upstreams))]

@@ -15,8 +15,7 @@ from teegate.ratelimit import LocalRateLimiter
 from tests.conftest import (
     Devstack,
     Gateway,
-    dev_attestation,
-    gateway_settings,
+    attested_settings,
     prepare_database,
 )
 from tests.servers import ServerThread
@@ -33,9 +32,8 @@ def limited(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     """A gateway whose limiter clock sits one second before the end of a window."""
-    attestation = dev_attestation(attestation_services.url, enclave_files / "root-ca.der")
-    settings = gateway_settings(
-        tmp_path_factory.mktemp("limited"), devstack.url, attestation=attestation
+    settings = attested_settings(
+        tmp_path_factory.mktemp("limited"), devstack, attestation_services, enclave_files
     )
     prepare_database(settings, "limited")
     app = create_app(settings)

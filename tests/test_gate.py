@@ -10,10 +10,10 @@ from teegate.catalog import (
     Capabilities,
     Catalog,
     CatalogModel,
-    Price,
     admit,
 )
 from teegate.errors import ModelNotConfidential, ModelNotFound, UnsupportedCapability
+from tests.factories import catalog_model
 
 ALL_TAGS = frozenset({"tools", "json_mode", "structured_outputs", "reasoning"})
 NO_NEEDS = Capabilities()
@@ -21,24 +21,12 @@ NO_NEEDS = Capabilities()
 
 def model(
     model_id: str,
-    upstream: str,
+    upstream: str = "up",
     *,
     confidential: bool = True,
     tags: frozenset[str] = ALL_TAGS,
 ) -> CatalogModel:
-    return CatalogModel(
-        id=model_id,
-        upstream=upstream,
-        confidential=confidential,
-        context_length=8192,
-        max_output_length=4096,
-        tags=tags,
-        price=Price(1, 2),
-        upstream_price=Price(1, 2),
-        created=0,
-        owned_by=upstream,
-        description="",
-    )
+    return catalog_model(model_id, upstream, confidential=confidential, tags=tags)
 
 
 def passing(upstream: str) -> AttestationStatus:

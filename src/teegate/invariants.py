@@ -1,12 +1,17 @@
-"""Invariants that hold even under `python -O` (a bare assert would vanish there)."""
+"""Invariants that must hold whatever the input: a violation is a bug, never a user error.
+
+A bare `assert` vanishes under `python -O`; money and attestation code cannot
+afford that.
+"""
 
 from __future__ import annotations
 
 
-class InvariantViolation(AssertionError):
-    pass
+class InvariantViolation(RuntimeError):
+    """State that the code's own rules say cannot exist."""
 
 
 def invariant(condition: bool, message: str) -> None:
+    """Raise InvariantViolation unless `condition` holds; `message` names ids, never content."""
     if not condition:
         raise InvariantViolation(message)

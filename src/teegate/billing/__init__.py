@@ -12,7 +12,7 @@ from teegate.billing._estimate import (
     hold_amount_nano,
     prompt_upper_bound,
 )
-from teegate.billing._invariant import InvariantViolation, invariant
+from teegate.invariants import InvariantViolation, invariant
 from teegate.billing._meter import HeldReservation, LedgerMeter, wall_ms
 from teegate.billing._money import (
     NANO_PER_USD,

@@ -18,7 +18,7 @@ from teegate.billing._estimate import (
     hold_amount_nano,
     prompt_upper_bound,
 )
-from teegate.billing._invariant import invariant
+from teegate.invariants import invariant
 from teegate.billing._money import nano_to_usd
 from teegate.billing._pricing import Rates
 from teegate.billing._records import Hold, LedgerStore, Placement

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from teegate.billing._invariant import invariant
+from teegate.invariants import invariant
 from teegate.billing._money import exact_int
 from teegate.billing._pricing import Rates, cost_nano
 
