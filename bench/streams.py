@@ -64,6 +64,8 @@ class LatencyStats:
     streams: int
     errors: int
     chunks_per_stream: float
+    headers_p50_ms: float
+    """Request sent -> response headers: what the proxy does before it relays anything."""
     ttft_p50_ms: float
     ttft_p99_ms: float
     gap_p50_ms: float
@@ -76,6 +78,7 @@ class LatencyStats:
 
 @dataclass
 class _Timing:
+    headers_s: float = math.nan
     ttft_s: float = math.nan
     arrivals: list[float] = field(default_factory=list)
     done: bool = False
@@ -85,6 +88,7 @@ async def _one_stream(session: aiohttp.ClientSession, url: str, auth: str, body:
     timing = _Timing()
     started = time.perf_counter()
     async with session.post(url, data=body, headers=_headers(auth)) as response:
+        timing.headers_s = time.perf_counter() - started
         if response.status != 200:
             await response.read()
             raise RuntimeError(f"HTTP {response.status}")
@@ -148,6 +152,7 @@ async def latency_run(
         streams=len(timings),
         errors=errors,
         chunks_per_stream=chunks / len(timings) if timings else 0.0,
+        headers_p50_ms=percentile([t.headers_s * 1000 for t in timings], 50),
         ttft_p50_ms=percentile(ttfts, 50),
         ttft_p99_ms=percentile(ttfts, 99),
         gap_p50_ms=percentile(gaps, 50),

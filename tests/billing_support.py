@@ -129,7 +129,7 @@ def books(url: str, account: str) -> LedgerState:
 
 class TcpProxy:
     """A loopback TCP forwarder whose `cut()` is a database outage: every connection
-    drops and new ones are refused."""
+    drops and new ones are refused, until `restore()`."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         import threading
@@ -142,9 +142,13 @@ class TcpProxy:
         self._thread.start()
         self.port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
 
-    async def _start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def _start(self, port: int = 0) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", port)
         return int(self._server.sockets[0].getsockname()[1])
+
+    def restore(self) -> None:
+        """The database is back: listen again on the same port."""
+        asyncio.run_coroutine_threadsafe(self._start(self.port), self._loop).result(5)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self._target)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from sqlalchemy.engine import make_url
@@ -13,7 +14,7 @@ from sqlalchemy.engine import make_url
 from teegate.app import create_app
 from teegate.auth import KEY_CACHE_TTL_S
 from teegate.devstack import DevstackConfig, build_app
-from tests.billing_support import ENGINES, TcpProxy, database_url
+from tests.billing_support import ENGINES, TcpProxy, books, database_url
 from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
 from tests.servers import serving
 
@@ -46,5 +47,23 @@ def test_a_database_outage_is_503_before_any_upstream_call(engine: str, tmp_path
                     )  # fmt: skip
                     assert info.value.message.endswith("billing is unavailable")
                 assert devstack.chat_requests() == before
+                ready = httpx.get(f"{server.url}/readyz")
+                assert ready.status_code == 503 and ready.json()["checks"]["database"] != "ok"
+
+                proxy.restore()  # recovery without a restart
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        completion = client.chat.completions.create(model=V3, messages=messages)  # type: ignore[arg-type]
+                        break
+                    except openai.APIStatusError as exc:
+                        assert exc.status_code == 503
+                        assert time.monotonic() < deadline, "never recovered"
+                        time.sleep(0.2)
+                assert completion.choices
+                assert httpx.get(f"{server.url}/readyz").status_code == 200
+            state = books(url, "acme")
+            state.check()
+            assert state.open_holds == 0
         finally:
             proxy.close()
