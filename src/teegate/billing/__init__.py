@@ -12,7 +12,6 @@ from teegate.billing._estimate import (
     hold_amount_nano,
     prompt_upper_bound,
 )
-from teegate.invariants import InvariantViolation, invariant
 from teegate.billing._meter import HeldReservation, LedgerMeter, wall_ms
 from teegate.billing._money import (
     NANO_PER_USD,
@@ -45,6 +44,7 @@ from teegate.billing._settle import (
     settlement_for,
     void_settlement,
 )
+from teegate.invariants import InvariantViolation, invariant
 
 __all__ = [
     "FALLBACK_BYTES_PER_TOKEN",

@@ -18,12 +18,12 @@ from teegate.billing._estimate import (
     hold_amount_nano,
     prompt_upper_bound,
 )
-from teegate.invariants import invariant
 from teegate.billing._money import nano_to_usd
 from teegate.billing._pricing import Rates
 from teegate.billing._records import Hold, LedgerStore, Placement
 from teegate.billing._settle import settlement_for, void_settlement
 from teegate.errors import InsufficientBalance
+from teegate.invariants import invariant
 
 if TYPE_CHECKING:
     from teegate.chat import Outcome, Ticket

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from teegate.invariants import invariant
 from teegate.billing._money import exact_int
 from teegate.billing._pricing import Rates, cost_nano
+from teegate.invariants import invariant
 
 SettledBy = Literal["usage", "fallback", "expired-hold", "void"]
 HoldState = Literal["open", "posted", "voided", "expired"]
