@@ -290,3 +290,60 @@ def test_failover_between_upstreams_without_a_failed_request(
             for _ in range(5):
                 assert client.chat.completions.create(model=R1, messages=HELLO).choices
             assert devstack.chat_requests() == first_before
+
+
+def write_attested_config(path: Path, devstack: Devstack, services: Devstack, root: Path) -> Path:
+    path.write_text(
+        f'environment = "development"\nkey_hash_secret = "{KEY_SECRET}"\n'
+        f'data_dir = "{path.parent}"\n'
+        f'[[upstreams]]\nname = "devstack"\nbase_url = "{devstack.url}"\n'
+        f'attestation = "attested-tls"\n'
+        f'[attestation]\npccs_url = "{services.url}"\n'
+        f'nras_attest_url = "{services.url}/v3/attest/gpu"\n'
+        f'nras_jwks_url = "{services.url}/.well-known/jwks.json"\n'
+        f'nras_issuer = "{dev_attestation(services.url, root).nras_issuer}"\n'
+        f'dev_root_ca_file = "{root}"\n'
+    )
+    return path
+
+
+def test_attest_and_models_commands(
+    devstack: Devstack, attestation_services: Devstack, enclave_files: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    teegate = str(Path(sys.executable).with_name("teegate"))
+    config = write_attested_config(
+        tmp_path / "teegate.toml", devstack, attestation_services, enclave_files / "root-ca.der"
+    )
+    passed = subprocess.run(
+        [teegate, "attest", R1, "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert passed.returncode == 0, passed.stderr
+    (result,) = json.loads(passed.stdout)
+    (verdict,) = result["verdicts"]
+    assert verdict["passed"] and verdict["mode"] == "simulated"
+    listed = subprocess.run(
+        [teegate, "models", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert R1 in {m["id"] for m in json.loads(listed.stdout)}
+
+    devstack.set_faults("attest-debug")
+    failed = subprocess.run(
+        [teegate, "attest", R1, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert failed.returncode == 1
+    assert "debug" in failed.stdout + failed.stderr
