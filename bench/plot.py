@@ -34,8 +34,12 @@ def _nonstream(ax_rps: Any, ax_lat: Any, results: dict[str, Any]) -> None:
         ax_rps.plot(cs, [r["rps"] for r in rows], "o-", label=label, color=color)
         ax_lat.plot(cs, [r["p50_ms"] for r in rows], "o-", label=f"{label} p50", color=color)
         ax_lat.plot(cs, [r["p99_ms"] for r in rows], "x--", color=color, alpha=0.6)
+    concurrencies = sorted(
+        {r["connections"] for t in results["nonstream"].values() for r in t["rows"]}
+    )
     for ax in (ax_rps, ax_lat):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(concurrencies, [str(c) for c in concurrencies])
         ax.set_yscale("log")
         ax.set_xlabel("concurrent connections")
         ax.grid(True, which="both", alpha=0.3)

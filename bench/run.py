@@ -37,6 +37,14 @@ from bench.profile import profile_teegate
 from bench.wrk import run_wrk
 
 ATTESTATION_MODES = ("provider-asserted", "attested-tls")
+ATTESTED_TLS_NOT_WIRED = (
+    "--attestation attested-tls: the bench upstreams (nginx, the paced devstack) serve plain "
+    "HTTP and no TDX evidence yet. To flip it: run the devstack with TLS and its PCS/NRAS "
+    "stand-ins (teegate.devstack.serve_devstack), let nginx serve the devstack's TLS key and "
+    "proxy /v1/attestation/report to it, give teegate's TOML an [attestation] table (pccs_url, "
+    "nras_*, dev_root_ca_file) and the bare proxy and LiteLLM the dev root CA; "
+    "targets.teegate_config already writes the mode. See bench/README.md."
+)
 
 
 @dataclass(frozen=True)
@@ -50,13 +58,14 @@ class Plan:
     hold_streams: int
     hold_pace_ms: float
     hold_window_s: float
+    hold_open_bound_s: float
     profile_s: float
 
     @classmethod
     def for_mode(cls, quick: bool) -> Plan:
         if quick:
-            return cls(True, (1, 32), 2, 1, 3, 5, 200, 250, 2, 3)
-        return cls(False, (1, 8, 32, 128), 10, 2, 20, 5, 2000, 250, 8, 15)
+            return cls(True, (1, 32), 2, 1, 3, 5, 200, 250, 2, 10, 3)
+        return cls(False, (1, 8, 32, 128), 10, 2, 20, 5, 2000, 250, 8, 60, 15)
 
 
 @dataclass(frozen=True)
@@ -83,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         "--attestation",
         choices=ATTESTATION_MODES,
         default="provider-asserted",
-        help="teegate's upstream attestation mode (attested-tls needs an "
-        "upstream that serves attestation evidence)",
+        help="teegate's upstream attestation mode; attested-tls is the switch for when the "
+        "bench upstreams serve TDX evidence bound to their TLS key (not wired yet)",
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL runs")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
@@ -93,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    if args.attestation != "provider-asserted":
+        parser.error(ATTESTED_TLS_NOT_WIRED)
     plan = Plan.for_mode(args.quick)
     out = args.out or (WORK / "quick" if args.quick else REPO / "docs")
     results_path = (WORK / "quick" if args.quick else WORK) / "results.json"
@@ -298,6 +309,7 @@ def _stream_phase(
                         auth=auth,
                         streams=plan.hold_streams,
                         window_s=plan.hold_window_s,
+                        open_bound_s=plan.hold_open_bound_s,
                     )
                 )
                 hold[label] = held.as_dict()
