@@ -12,6 +12,10 @@ from teegate.metrics import Metrics
 
 log = structlog.get_logger("teegate.access")
 
+SLOW_REQUEST_S = 1.0
+"""Failed and slow requests are logged one line each; the rest are counted in
+metrics only: a log line per request would cost more than the gateway itself."""
+
 
 def new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
@@ -43,15 +47,17 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             route = _route_label(scope)
-            self.metrics.requests.labels(route, str(status)).inc()
-            log.info(
-                "request",
-                request_id=request_id,
-                method=scope["method"],
-                route=route,
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
+            self.metrics.count_request(route, status)
+            duration_s = time.perf_counter() - started
+            if status >= 400 or duration_s >= SLOW_REQUEST_S:
+                log.info(
+                    "request",
+                    request_id=request_id,
+                    method=scope["method"],
+                    route=route,
+                    status=status,
+                    duration_ms=round(duration_s * 1000, 3),
+                )
 
 
 def _route_label(scope: Scope) -> str:

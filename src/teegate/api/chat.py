@@ -19,6 +19,7 @@ from teegate.chat import parse_chat_request
 from teegate.errors import UpstreamError
 
 T = TypeVar("T")
+WATCH_AFTER_S = 0.05
 
 
 async def create_chat_completion(request: Request) -> Response | SSEResponse:
@@ -52,10 +53,14 @@ def _headers(request: Request, admitted: Admitted) -> dict[str, str]:
 async def _unless_client_leaves(request: Request, call: Awaitable[T]) -> T:
     """Run the upstream call, cancelling it if the client disconnects first.
 
-    A stream's call ends when the upstream has answered with headers; from then
-    on SSEResponse watches for the disconnect.
+    The disconnect watcher (a second task) is only started once the call has run
+    for WATCH_AFTER_S: a fast answer costs no watcher at all. A stream's call ends
+    when the upstream has answered with headers; from then on SSEResponse watches.
     """
     task = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait((task,), timeout=WATCH_AFTER_S)
+    if done:
+        return task.result()
     watcher = asyncio.ensure_future(until_disconnect(request.receive))
     try:
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)

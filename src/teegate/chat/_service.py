@@ -168,6 +168,7 @@ async def _relay(
         async for data in stream.events():
             if data == b"[DONE]":
                 status = "ok"
+                stream.release()
                 yield DONE
                 return
             chunk = _parse_chunk(data)

@@ -58,6 +58,11 @@ class UpstreamStream:
         upstream should stop generating for a client that is gone."""
         self._response.close()
 
+    def release(self) -> None:
+        """A stream read to its end hands its connection back to the pool (no new
+        TLS handshake for the next request); aiohttp closes it if bytes remain."""
+        self._response.release()
+
 
 class UpstreamClient:
     def __init__(
