@@ -228,8 +228,14 @@ class Verdicts:
     def __init__(self, statuses: dict[str, AttestationStatus]) -> None:
         self.statuses = statuses
 
-    def status(self, upstream: str) -> AttestationStatus:
-        return self.statuses[upstream]
+    def status(self, offer: CatalogModel) -> AttestationStatus:
+        return self.statuses[offer.upstream]
+
+    def distrust(self, upstream: str, reason: str) -> None:
+        raise AssertionError("describing never distrusts")
+
+    async def reports(self, offer: CatalogModel, nonce: bytes | None) -> list[dict[str, Any]]:
+        return []
 
 
 def test_describe() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from teegate.catalog import (
@@ -44,9 +46,16 @@ class Verdicts:
         self.passed = passed
         self.asked: list[str] = []
 
-    def status(self, upstream: str) -> AttestationStatus:
+    def status(self, offer: CatalogModel) -> AttestationStatus:
+        upstream = offer.upstream
         self.asked.append(upstream)
         return passing(upstream) if self.passed.get(upstream, False) else failing(upstream)
+
+    def distrust(self, upstream: str, reason: str) -> None:
+        raise AssertionError("the gate never distrusts")
+
+    async def reports(self, offer: CatalogModel, nonce: bytes | None) -> list[dict[str, Any]]:
+        return []
 
 
 @pytest.fixture

@@ -104,11 +104,13 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
 
 
 def _attestation_check(settings: Settings, assurance: UpstreamAssurance) -> Check:
+    """Not ready when no upstream is attested (a chutes upstream: none of its chutes)."""
+
     async def check() -> str | None:
         failing = {
             u.name: status.reason
             for u in settings.upstreams
-            if not (status := assurance.status(u.name)).passed
+            if not (status := assurance.upstream_status(u.name)).passed
         }
         if failing and len(failing) == len(settings.upstreams):
             return "no upstream is attested: " + "; ".join(f"{k}: {v}" for k, v in failing.items())

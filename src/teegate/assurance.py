@@ -1,14 +1,22 @@
-"""Attestation status per upstream, as the gate reads it on every request.
+"""Attestation status per catalog offer, as the gate reads it on every request.
 
 Hardware modes pass only on a fresh passing verdict from the attestor's cache
 (a dict read, no I/O); anything else fails closed with the reason.
-`provider-asserted` upstreams pass on the catalog flag alone, which the gate
-has already checked, and are labelled so everywhere.
+`attested-tls` upstreams are attested as a whole (attestor key: the upstream's
+name). `chutes` upstreams are attested per chute: one attestation for every chute
+id their catalog lists (key `<upstream>#<chute_id>`), added as the catalog lists
+it and removed when the catalog stops listing it; an offer passes on a fresh
+passing verdict of at least one instance of its chute. Chutes traffic is
+CA-verified TLS only, not bound to the attested instance (no end-to-end
+encryption), and says so. `provider-asserted` upstreams pass on the catalog
+flag alone, which the gate has already checked, and are labelled so everywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,16 +27,17 @@ from teegate.attestation import (
     AttestationPolicy,
     AttestedTlsAdapter,
     Attestor,
-    EvidenceAdapter,
+    ChutesAdapter,
+    EvidenceHttpClient,
     EvidenceVerifier,
     MeasurementAllowList,
     NvidiaRemoteAttestationService,
     PccsCollateralProvider,
     UpstreamAttestation,
 )
-from teegate.catalog import AttestationStatus
+from teegate.catalog import AttestationStatus, CatalogModel
 from teegate.config import AttestationSettings, Settings, UpstreamSettings
-from teegate.errors import AttestationFailed, ConfigError
+from teegate.errors import AttestationFailed
 
 log = structlog.get_logger("teegate.assurance")
 
@@ -37,50 +46,122 @@ PROVIDER_ASSERTED = AttestationStatus(
     mode="provider-asserted",
     header="mode=provider-asserted; verdict=none; verified_at=none; tcb=unverified",
 )
+#: Appended to a chute's `X-TEE-Attestation`: the evidence is Chutes', and requests
+#: go over CA-verified TLS, not bound to the attested instance's key.
+CHUTES_HEADER_SUFFIX = "; evidence=chutes; channel=unbound"
+#: At most this many chutes are attested per upstream (each has its own refresh loop).
+MAX_CHUTES_PER_UPSTREAM = 1024
+
+
+def chute_key(upstream: str, chute_id: str) -> str:
+    """The attestor key of one chute (upstream names cannot contain '#')."""
+    return f"{upstream}#{chute_id}"
 
 
 class UpstreamAssurance:
     def __init__(self, upstreams: Iterable[UpstreamSettings], attestor: Attestor | None) -> None:
+        upstreams = tuple(upstreams)
         self._asserted = {u.name for u in upstreams if u.attestation == "provider-asserted"}
+        self._chutes = {u.name for u in upstreams if u.attestation == "chutes"}
         self._attestor = attestor
         self._refreshing: set[asyncio.Task[object]] = set()
 
     def __repr__(self) -> str:
-        return f"UpstreamAssurance(provider_asserted={sorted(self._asserted)})"
+        return (
+            f"UpstreamAssurance(provider_asserted={sorted(self._asserted)}, "
+            f"chutes={sorted(self._chutes)})"
+        )
 
-    def status(self, upstream: str) -> AttestationStatus:
+    def status(self, offer: CatalogModel) -> AttestationStatus:
+        """The request path: the offer's upstream's verdict, or its chute's."""
+        upstream = offer.upstream
+        if upstream in self._chutes:
+            if offer.chute_id is None:
+                reason = f"{upstream} lists '{offer.id}' without a chute_id to attest"
+                return AttestationStatus(False, "failed", reason)
+            return self._verdict_status(chute_key(upstream, offer.chute_id), chutes=True)
         if upstream in self._asserted:
             return PROVIDER_ASSERTED
+        return self._verdict_status(upstream)
+
+    def upstream_status(self, upstream: str) -> AttestationStatus:
+        """The upstream as a whole (readiness, the TLS pin): a chutes upstream passes
+        when any chute of it does."""
+        if upstream in self._asserted:
+            return PROVIDER_ASSERTED
+        if upstream not in self._chutes:
+            return self._verdict_status(upstream)
+        keys = self._chute_keys(upstream)
+        failures = []
+        for key in keys:
+            status = self._verdict_status(key, chutes=True)
+            if status.passed:
+                return status
+            failures.append(f"{key}: {status.reason}")
+        if not failures:
+            return AttestationStatus(False, "failed", f"no chute of {upstream} is attested")
+        more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+        return AttestationStatus(False, "failed", "; ".join(failures[:3]) + more)
+
+    def _verdict_status(self, key: str, *, chutes: bool = False) -> AttestationStatus:
         if self._attestor is None:
-            return AttestationStatus(False, "unknown", f"{upstream} is not attested")
+            return AttestationStatus(False, "unknown", f"{key} is not attested")
         try:
-            verdict = self._attestor.cache.require(upstream)
+            verdict = self._attestor.cache.require(key)
         except AttestationFailed as failure:
             return AttestationStatus(False, "failed", f"{failure.check}: {failure.reason}")
+        if chutes:  # the instance certificate is Chutes', not this connection's: no pin
+            return AttestationStatus(
+                passed=True,
+                mode=verdict.mode,
+                header=verdict.header_value() + CHUTES_HEADER_SUFFIX,
+                verified_at=verdict.verified_at_s,
+                channel="unbound",
+            )
         return AttestationStatus(
             passed=True,
             mode=verdict.mode,
             header=verdict.header_value(),
             verified_at=verdict.verified_at_s,
             tls_pin=verdict.tls_cert_sha256,
+            channel="pinned",
         )
 
-    async def reports(self, upstream: str, nonce: bytes | None) -> list[dict[str, Any]]:
-        """The evidence behind the upstream's verdicts, for a client to re-verify.
+    def _chute_keys(self, upstream: str) -> list[str]:
+        prefix = chute_key(upstream, "")
+        keys = self._attestor.upstreams if self._attestor else ()
+        return sorted(k for k in keys if k.startswith(prefix))
 
-        With the client's nonce the upstream is attested afresh for this answer
-        (never cached: a nonce teegate did not draw proves nothing to teegate).
+    def _key(self, offer: CatalogModel) -> str | None:
+        """The attestor key behind an offer; None when nothing is attested for it."""
+        if self._attestor is None or offer.upstream in self._asserted:
+            return None
+        if offer.upstream in self._chutes:
+            if offer.chute_id is None:
+                return None
+            key = chute_key(offer.upstream, offer.chute_id)
+        else:
+            key = offer.upstream
+        return key if key in self._attestor.upstreams else None
+
+    async def reports(self, offer: CatalogModel, nonce: bytes | None) -> list[dict[str, Any]]:
+        """The evidence behind the offer's verdicts, for a client to re-verify.
+
+        With the client's nonce the upstream (or chute) is attested afresh for this
+        answer (never cached: a nonce teegate did not draw proves nothing to teegate).
         """
-        if self._attestor is None or upstream in self._asserted:
+        key = self._key(offer)
+        if self._attestor is None or key is None:
             return []
         if nonce is None:
-            verdicts = self._attestor.cache.verdicts(upstream)
+            verdicts = self._attestor.cache.verdicts(key)
         else:
-            verdicts = await self._attestor.attest(upstream, nonce=nonce)
+            verdicts = await self._attestor.attest(key, nonce=nonce)
         return [verdict.to_report() for verdict in verdicts]
 
     def distrust(self, upstream: str, reason: str) -> None:
-        if self._attestor is None or upstream in self._asserted:
+        """attested-tls only: the pinned key changed (chutes traffic is not pinned)."""
+        if self._attestor is None or upstream in self._asserted or upstream in self._chutes:
             return
         log.warning("attestation_distrusted", upstream=upstream, reason=reason)
         self._attestor.cache.replace(upstream, ())
@@ -90,16 +171,94 @@ class UpstreamAssurance:
         task.add_done_callback(self._refreshing.discard)
 
 
+class ChuteAttestations:
+    """One attestation per chute of each `chutes` upstream, following its catalog.
+
+    `follow` is called with every listing of the upstream's catalog: a chute id new
+    to it gets its own `ChutesAdapter` and refresh loop; a chute id no longer
+    listed is removed (loop stopped, adapter closed, verdicts dropped).
+    """
+
+    def __init__(
+        self, attestor: Attestor, config: AttestationSettings, upstreams: Iterable[UpstreamSettings]
+    ) -> None:
+        self._attestor = attestor
+        self._config = config
+        self._upstreams = {u.name: u for u in upstreams if u.attestation == "chutes"}
+        self._ssl = {
+            name: evidence_ssl_context(u)
+            for name, u in self._upstreams.items()
+            if u.evidence_ca_file is not None
+        }
+        self._followed: dict[str, frozenset[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"ChuteAttestations(upstreams={sorted(self._upstreams)})"
+
+    @property
+    def upstreams(self) -> frozenset[str]:
+        return frozenset(self._upstreams)
+
+    def chute_ids(self, upstream: str) -> frozenset[str]:
+        return self._followed.get(upstream, frozenset())
+
+    async def follow(self, upstream: str, chute_ids: Iterable[str]) -> None:
+        settings = self._upstreams[upstream]
+        wanted = frozenset(sorted(set(chute_ids))[:MAX_CHUTES_PER_UPSTREAM])
+        current = self._followed.get(upstream, frozenset())
+        self._followed[upstream] = wanted
+        for chute_id in sorted(wanted - current):
+            self._attestor.add(
+                UpstreamAttestation(
+                    chute_key(upstream, chute_id),
+                    self._adapter(settings, chute_id),
+                    _policy(self._config, settings),
+                )
+            )
+        for chute_id in sorted(current - wanted):
+            await self._attestor.remove(chute_key(upstream, chute_id))
+        if wanted != current:
+            log.info(
+                "attestation.chutes_followed",
+                upstream=upstream,
+                chutes=len(wanted),
+                added=len(wanted - current),
+                removed=len(current - wanted),
+            )
+
+    def _adapter(self, settings: UpstreamSettings, chute_id: str) -> ChutesAdapter:
+        api_key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        http = EvidenceHttpClient(ssl_context=self._ssl.get(settings.name), headers=headers)
+        return ChutesAdapter(chute_id, api_base=settings.evidence_url, http=http)
+
+
+def evidence_ssl_context(upstream: UpstreamSettings) -> ssl.SSLContext | None:
+    """Development only (refused in production): trust `evidence_ca_file` instead of
+    the system CAs, for the Chutes API and for the upstream's inference traffic."""
+    if upstream.evidence_ca_file is None:
+        return None
+    return ssl.create_default_context(cafile=str(upstream.evidence_ca_file))
+
+
 @dataclass(frozen=True)
 class AttestationRuntime:
-    """The attestor and the verifier it owns, built from settings and closed together."""
+    """The attestor, the verifier it owns and the chutes it follows, closed together."""
 
     attestor: Attestor
     verifier: EvidenceVerifier
+    chutes: ChuteAttestations
+
+    async def attest_pending(self) -> None:
+        """A first verdict for every attestation that has none yet."""
+        cache = self.attestor.cache
+        pending = [u for u in self.attestor.upstreams if not cache.verdicts(u)]
+        await asyncio.gather(*(self.attestor.refresh(u) for u in pending))
 
     async def start(self) -> None:
-        """First verdicts before serving, then background refresh with fresh nonces."""
-        await asyncio.gather(*(self.attestor.refresh(u) for u in self.attestor.upstreams))
+        """First verdicts before serving, then background refresh with fresh nonces
+        (chutes added later start their loop, attesting at once, as they are added)."""
+        await self.attest_pending()
         self.attestor.start()
 
     async def aclose(self) -> None:
@@ -123,18 +282,13 @@ def build_attestation(settings: Settings) -> AttestationRuntime | None:
             issuer=config.nras_issuer,
         ),
     )
-    upstreams = [UpstreamAttestation(u.name, _adapter(u), _policy(config, u)) for u in attested]
-    return AttestationRuntime(Attestor(verifier, upstreams), verifier)
-
-
-def _adapter(upstream: UpstreamSettings) -> EvidenceAdapter:
-    if upstream.attestation == "attested-tls":
-        return AttestedTlsAdapter(upstream.base_url)
-    raise ConfigError(
-        f"upstreams.{upstream.name}.attestation: '{upstream.attestation}' evidence is verified "
-        "(teegate.attestation.ChutesAdapter) but per-chute routing is not wired yet; "
-        "use attested-tls or provider-asserted"
-    )
+    upstreams = [
+        UpstreamAttestation(u.name, AttestedTlsAdapter(u.base_url), _policy(config, u))
+        for u in attested
+        if u.attestation == "attested-tls"
+    ]
+    attestor = Attestor(verifier, upstreams)
+    return AttestationRuntime(attestor, verifier, ChuteAttestations(attestor, config, attested))
 
 
 def _policy(config: AttestationSettings, upstream: UpstreamSettings) -> AttestationPolicy:

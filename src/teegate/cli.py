@@ -332,10 +332,14 @@ def attest(model: str, config: ConfigOption = None, as_json: JsonOption = False)
                 err.print(f"[red]error:[/red] '{model}' is not a servable confidential model")
                 raise typer.Exit(1)
             nonce = secrets.token_bytes(32)
+            modes = {u.name: u.attestation for u in settings.upstreams}
             return [
                 {
                     "upstream": offer.upstream,
-                    "verdicts": await live.assurance.reports(offer.upstream, nonce),
+                    "attestation": modes[offer.upstream],
+                    "chute_id": offer.chute_id,
+                    "channel": live.assurance.status(offer).channel or None,
+                    "verdicts": await live.assurance.reports(offer, nonce),
                 }
                 for offer in offers
             ]
@@ -346,19 +350,24 @@ def attest(model: str, config: ConfigOption = None, as_json: JsonOption = False)
     else:
         _print_attestation(model, results)
     passed = any(v["passed"] for r in results for v in r["verdicts"])
-    asserted = all(not r["verdicts"] for r in results)
+    asserted = all(r["attestation"] == "provider-asserted" for r in results)
     if not (passed or asserted):
         raise typer.Exit(1)
 
 
 def _print_attestation(model: str, results: list[dict[str, Any]]) -> None:
     for result in results:
-        if not result["verdicts"]:
-            out.print(f"{model} on {result['upstream']}: provider-asserted (no evidence to check)")
+        where = result["upstream"]
+        if result["chute_id"] is not None and result["attestation"] == "chutes":
+            where += f" (chute {result['chute_id']}; channel not bound: no e2e encryption)"
+        if result["attestation"] == "provider-asserted":
+            out.print(f"{model} on {where}: provider-asserted (no evidence to check)")
+        elif not result["verdicts"]:
+            out.print(f"{model} on {where}: [red]FAILED[/red] nothing attested for this offer")
         for verdict in result["verdicts"]:
             outcome = "[green]PASSED[/green]" if verdict["passed"] else "[red]FAILED[/red]"
             out.print(
-                f"{model} on {result['upstream']} ({verdict['mode']}): {outcome}"
+                f"{model} on {where} ({verdict['mode']}): {outcome}"
                 f" verdict {verdict['id']}, TCB {verdict['tcb_status']}"
             )
             for check in verdict["checks"]:

@@ -14,7 +14,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -28,6 +36,7 @@ from teegate.errors import ConfigError
 _OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("teegate_overrides", default=None)
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
+CHUTES_API_URL = "https://api.chutes.ai"
 
 AttestationMode = Literal["attested-tls", "chutes", "provider-asserted"]
 Environment = Literal["production", "development"]
@@ -43,6 +52,19 @@ class UpstreamSettings(BaseModel):
     api_key_env: str | None = None
     attestation: AttestationMode = "attested-tls"
     require_gpu: bool | None = None
+    # chutes: where per-chute evidence is fetched (with the `api_key_env` key), and,
+    # in development only, a PEM CA bundle trusted instead of the system CAs for that
+    # API and for this upstream's inference traffic (the devstack's self-signed cert).
+    evidence_url: str = Field(default=CHUTES_API_URL, pattern=r"^https?://")
+    evidence_ca_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> UpstreamSettings:
+        if self.evidence_ca_file is not None and self.attestation != "chutes":
+            raise ValueError(
+                "evidence_ca_file: only a 'chutes' upstream fetches evidence over CA-verified TLS"
+            )
+        return self
 
 
 class AttestationSettings(BaseModel):
@@ -134,6 +156,12 @@ class Settings(BaseSettings):
                 "attestation.dev_root_ca_file: a dev root CA is refused in production; "
                 "quotes must chain to Intel's root"
             )
+        for upstream in self.upstreams:
+            if self.environment == "production" and upstream.evidence_ca_file is not None:
+                raise ValueError(
+                    f"upstreams.{upstream.name}.evidence_ca_file: refused in production; "
+                    "the Chutes API and its inference traffic are verified against system CAs"
+                )
         names = [u.name for u in self.upstreams]
         if len(names) != len(set(names)):
             raise ValueError("upstreams: names must be unique")

@@ -31,14 +31,16 @@ async def attestation_report(request: Request) -> Response:
         raise ModelNotFound(model_id)
     upstreams = []
     for offer in offers:
-        status = gw.attestation.status(offer.upstream)
+        status = gw.attestation.status(offer)
         upstreams.append(
             {
                 "upstream": offer.upstream,
+                "chute_id": offer.chute_id,
                 "mode": status.mode,
+                "channel": status.channel or None,
                 "passed": status.passed,
                 "reason": status.reason or None,
-                "verdicts": await gw.attestation.reports(offer.upstream, nonce),
+                "verdicts": await gw.attestation.reports(offer, nonce),
             }
         )
     body = {

@@ -62,13 +62,17 @@ class Attestor:
         if len(self._upstreams) != len(upstreams):
             raise ConfigError("attestation: an upstream is configured twice")
         for u in upstreams:
-            needs_gpu = u.policy.require_gpu and u.adapter.mode != "provider-asserted"
-            if needs_gpu and not verifier.has_gpu_service:
-                raise ConfigError(f"{u.upstream}: require_gpu needs a GPU attestation service")
+            self._check_gpu_service(u)
         self.cache = cache or VerdictCache(clock=clock)
         self._clock = clock
         self._nonce_factory = nonce_factory
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running = False
+
+    def _check_gpu_service(self, u: UpstreamAttestation) -> None:
+        needs_gpu = u.policy.require_gpu and u.adapter.mode != "provider-asserted"
+        if needs_gpu and not self._verifier.has_gpu_service:
+            raise ConfigError(f"{u.upstream}: require_gpu needs a GPU attestation service")
 
     def __repr__(self) -> str:
         return f"Attestor(upstreams={sorted(self._upstreams)}, running={bool(self._tasks)})"
@@ -76,6 +80,29 @@ class Attestor:
     @property
     def upstreams(self) -> tuple[str, ...]:
         return tuple(self._upstreams)
+
+    # ---- attestations added and removed while running (one per chute, as listed) ----
+
+    def add(self, attestation: UpstreamAttestation) -> None:
+        """Attest one more upstream from now on. If the attestor is running, its loop
+        starts at once (attesting right away); until its first verdict the cache refuses it."""
+        if attestation.upstream in self._upstreams:
+            raise ConfigError(f"attestation: {attestation.upstream} is already attested")
+        self._check_gpu_service(attestation)
+        self._upstreams[attestation.upstream] = attestation
+        if self._running:
+            self._start_loop(attestation.upstream)
+
+    async def remove(self, upstream: str) -> None:
+        """Stop attesting `upstream`: its loop ends, its adapter closes, its verdicts go."""
+        config = self._upstreams.pop(upstream, None)
+        task = self._tasks.pop(upstream, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.cache.forget(upstream)
+        if config is not None:
+            await config.adapter.aclose()
 
     # ---- one round ----
 
@@ -144,14 +171,19 @@ class Attestor:
 
     def start(self) -> None:
         """Start one refresh loop per upstream (idempotent). Call from a running loop."""
+        self._running = True
         for upstream in self._upstreams:
-            if upstream not in self._tasks or self._tasks[upstream].done():
-                self._tasks[upstream] = asyncio.create_task(
-                    self._run(upstream), name=f"attest:{upstream}"
-                )
+            self._start_loop(upstream)
+
+    def _start_loop(self, upstream: str) -> None:
+        if upstream not in self._tasks or self._tasks[upstream].done():
+            self._tasks[upstream] = asyncio.create_task(
+                self._run(upstream), name=f"attest:{upstream}"
+            )
 
     async def aclose(self) -> None:
         """Stop the loops and close the adapters' HTTP sessions."""
+        self._running = False
         tasks = list(self._tasks.values())
         self._tasks.clear()
         for task in tasks:

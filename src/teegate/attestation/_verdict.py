@@ -170,6 +170,10 @@ class VerdictCache:
         best = max(passing, key=lambda v: v.expires_at_s) if passing else None
         self._entries[upstream] = _Entry(tuple(verdicts), best)
 
+    def forget(self, upstream: str) -> None:
+        """Drop everything about the upstream (it is no longer attested at all)."""
+        self._entries.pop(upstream, None)
+
     def note_failure(self, upstream: str, failure: AttestationFailed) -> None:
         """Remember why a refresh could not run; the current verdicts stay until stale."""
         entry = self._entries.get(upstream, _Entry((), None))

@@ -26,17 +26,23 @@ class AttestationStatus:
     header: str = ""
     verified_at: int | None = None
     tls_pin: bytes | None = field(default=None, repr=False)
+    # How inference traffic is tied to the attested TEE: "pinned" (attested-tls),
+    # "unbound" (chutes: CA-verified TLS only, no end-to-end encryption to the
+    # attested key), "" when there is no evidence (provider-asserted, failures).
+    channel: str = ""
 
 
 class AttestationView(Protocol):
-    def status(self, upstream: str) -> AttestationStatus: ...
+    def status(self, offer: CatalogModel) -> AttestationStatus:
+        """The offer's attestation now: its upstream's, or for chutes its chute's."""
+        ...
 
     def distrust(self, upstream: str, reason: str) -> None:
         """Drop the upstream's verdict now (its TLS key changed) and re-attest it."""
         ...
 
-    async def reports(self, upstream: str, nonce: bytes | None) -> list[dict[str, Any]]:
-        """The evidence behind the verdicts, fresh for the client's nonce if given."""
+    async def reports(self, offer: CatalogModel, nonce: bytes | None) -> list[dict[str, Any]]:
+        """The evidence behind the offer's verdicts, fresh for the client's nonce if given."""
         ...
 
 
@@ -75,9 +81,9 @@ def admit(
 
 
 def offer_status(offer: CatalogModel, attestation: AttestationView) -> AttestationStatus:
-    """The upstream's attestation, and that its catalog was read over the attested
-    channel (an unauthenticated listing could carry a spoofed price)."""
-    status = attestation.status(offer.upstream)
+    """The offer's attestation, and that its catalog was read over a trusted channel
+    (an unauthenticated listing could carry a spoofed price)."""
+    status = attestation.status(offer)
     if status.passed and not offer.trusted_listing:
         return AttestationStatus(
             False, status.mode, "the catalog has not been read over the attested channel yet"

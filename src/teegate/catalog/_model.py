@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from teegate.billing import marked_up_price
 
 CAPABILITY_TAGS = frozenset({"tools", "json_mode", "structured_outputs", "reasoning"})
+# A chute id goes into the evidence URL's path: no separators, no dot segments.
+_CHUTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,7 @@ class CatalogModel:
     owned_by: str
     description: str
     trusted_listing: bool = True
+    chute_id: str | None = None  # Chutes: the chute serving this model (attested per chute)
 
 
 class CatalogEntryError(ValueError):
@@ -68,9 +72,18 @@ def parse_entry(
             owned_by=str(entry.get("owned_by") or upstream),
             description=str(entry.get("description") or ""),
             trusted_listing=trusted,
+            chute_id=_chute_id(entry.get("chute_id")),
         )
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise CatalogEntryError(f"catalog entry {entry.get('id')!r}: {exc!r}") from exc
+
+
+def _chute_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _CHUTE_ID.fullmatch(value):
+        raise CatalogEntryError("chute_id must be 1-128 letters, digits, '-' or '_'")
+    return value
 
 
 def _decimal(value: object) -> Decimal:
