@@ -47,6 +47,11 @@ class Result:
     ops: int
     wall_s: float
     cpu_s: float
+    transactions: int
+
+    @property
+    def batch(self) -> float:
+        return self.ops / max(self.transactions, 1)
 
     @property
     def per_s(self) -> float:
@@ -109,11 +114,17 @@ async def _round(
 ) -> list[Result]:
     now_ms = time.time_ns() // 1_000_000
     holds = [_hold(account_id, f"req_{next(_serial):012d}", now_ms) for _ in range(ops)]
+    before = ledger.writer.transactions
     wall, cpu = await _drive(holds, concurrency, ledger.place_hold)
-    placed = Result(engine, concurrency, "hold", ops, wall, cpu)
+    placed = Result(
+        engine, concurrency, "hold", ops, wall, cpu, ledger.writer.transactions - before
+    )
     settlements = [_settlement(h) for h in holds]
+    before = ledger.writer.transactions
     wall, cpu = await _drive(settlements, concurrency, ledger.settle)
-    settled = Result(engine, concurrency, "settle", ops, wall, cpu)
+    settled = Result(
+        engine, concurrency, "settle", ops, wall, cpu, ledger.writer.transactions - before
+    )
     return [placed, settled]
 
 
@@ -162,11 +173,12 @@ async def bench_engine(
 
 def _table(results: list[Result]) -> str:
     lines = [
-        "| engine | c | op | ops | ops/s | µs CPU / op |",
-        "|---|---|---|---|---|---|",
+        "| engine | c | op | ops | ops/s | µs CPU / op | writes / transaction |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r.engine} | {r.concurrency} | {r.op} | {r.ops} | {r.per_s:,.0f} | {r.cpu_us:,.1f} |"
+        f"| {r.engine} | {r.concurrency} | {r.op} | {r.ops} | {r.per_s:,.0f} | {r.cpu_us:,.1f} "
+        f"| {r.batch:.1f} |"
         for r in results
     ]
     return "\n".join(lines)

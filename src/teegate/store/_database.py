@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_S = 30
+"""How long a writer waits for another connection's write lock before giving up."""
+
+SQLITE_PRAGMAS = (
+    # WAL lets readers run beside the writer; NORMAL is durable across
+    # application crashes, which is what a hold must survive.
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}",
+)
+"""Every SQLite connection teegate opens: the engine's and the ledger writer's own."""
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -17,21 +31,35 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+def sqlite_file(url: URL) -> str | None:
+    """The database file of a SQLite URL; None for an in-memory database."""
+    database = url.database
+    return database if database and database != ":memory:" else None
+
+
+def apply_sqlite_pragmas(dbapi_connection: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def connect_sqlite(path: str) -> sqlite3.Connection:
+    """A plain sqlite3 connection set up as the engine's are, in autocommit mode:
+    its owner says BEGIN and COMMIT itself."""
+    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+    apply_sqlite_pragmas(connection)
+    return connection
+
+
 def _sqlite_engine(url: str) -> AsyncEngine:
-    database = make_url(url).database
-    if database and database != ":memory:":
+    database = sqlite_file(make_url(url))
+    if database is not None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        # WAL lets readers run beside the writer; NORMAL is durable across
-        # application crashes, which is what a hold must survive.
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
+        apply_sqlite_pragmas(dbapi_connection)
 
     return engine

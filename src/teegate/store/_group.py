@@ -5,6 +5,10 @@ transaction (one fsync on SQLite, one commit round trip on PostgreSQL), and
 each write in it still gets its own result. Under load this turns N commits
 into N / batch; idle, a write waits for nothing but its own transaction.
 
+A batch costs the event loop one hand-off, whatever its size: on SQLite the
+whole transaction runs in one call on the writer's own thread, on PostgreSQL on
+the writer's own connection, without SQLAlchemy in between (`_writers.py`).
+
 Writes in a batch run ordered by their lock key (the account id), so two
 writers never take account rows in opposite orders. If a batch fails for a
 reason other than an outage, its writes are retried one transaction each, so
@@ -15,19 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teegate.billing import invariant
 from teegate.errors import ServiceUnavailable
 from teegate.store._outage import UNAVAILABLE_MESSAGE, is_outage, is_retryable, unavailable
+from teegate.store._writers import Write, writer_for
 
 T = TypeVar("T")
-Write = Callable[[AsyncConnection], Awaitable[Any]]
 
 log = structlog.get_logger("teegate.store")
 
@@ -45,7 +49,7 @@ MAX_ATTEMPTS = 3
 @dataclass(slots=True)
 class _Pending:
     lock_key: int
-    write: Write
+    write: Write[Any]
     done: asyncio.Future[Any]
 
 
@@ -61,7 +65,7 @@ class GroupCommitter:
         max_queue: int = DEFAULT_MAX_QUEUE,
     ) -> None:
         invariant(max_batch > 0 and max_queue > 0, "group commit bounds must be positive")
-        self._engine = engine
+        self._writer = writer_for(engine)
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
@@ -71,19 +75,23 @@ class GroupCommitter:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[GroupCommitter]:
-        """The writer runs inside this block; leaving it commits what was queued first."""
+        """The writer runs inside this block; leaving it commits what was queued first,
+        then closes the writer's connection (and, on SQLite, stops its thread)."""
         invariant(self._task is None, "the group committer is already running")
         self._task = asyncio.create_task(self._drain())
         try:
             yield self
         finally:
             self._closing = True
-            if not self._task.done():
-                await self._queue.put(_STOP)
-            await self._task
-            self._fail_leftovers([])  # a write that raced the close is refused, not lost
+            try:
+                if not self._task.done():
+                    await self._queue.put(_STOP)
+                await self._task
+                self._fail_leftovers([])  # a write that raced the close is refused, not lost
+            finally:
+                await self._writer.close()
 
-    async def submit(self, lock_key: int, write: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def submit(self, lock_key: int, write: Write[T]) -> T:
         """Queue one write and wait for the transaction that carries it to commit."""
         if self._task is None or self._closing or self._task.done():
             raise ServiceUnavailable(UNAVAILABLE_MESSAGE)
@@ -119,8 +127,7 @@ class GroupCommitter:
     async def _commit(self, batch: list[_Pending]) -> None:
         batch.sort(key=lambda p: p.lock_key)
         try:
-            async with self._engine.begin() as conn:
-                results = [await p.write(conn) for p in batch]
+            results = await self._writer.transaction([p.write for p in batch])
         except Exception as exc:
             if is_outage(exc):
                 for p in batch:
@@ -138,8 +145,7 @@ class GroupCommitter:
         for p in batch:
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 try:
-                    async with self._engine.begin() as conn:
-                        result = await p.write(conn)
+                    [result] = await self._writer.transaction([p.write])
                 except Exception as exc:
                     if is_retryable(exc) and attempt < MAX_ATTEMPTS:
                         continue

@@ -9,17 +9,22 @@ UPDATE, so no read-then-write race can overdraw an account, on either engine:
 A settlement moves a hold out of 'open' with a conditional UPDATE too, so a
 second settlement of the same request changes nothing (exactly once). The
 debit entry, the balance it changes, the hold's release and the usage record
-commit together. Writes go through the group committer; reads do not.
+commit together. Writes go through the group committer, as plain SQL on the
+writer's own connection (they are every request's hot path); reads go through
+SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Select, Table, or_, select
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teegate.billing import (
     Balance,
@@ -54,16 +59,10 @@ class Ledger:
             yield self
 
     async def place_hold(self, hold: Hold) -> Placement:
-        placement: Placement = await self.writer.submit(
-            hold.account_id, lambda conn: _place_hold(conn, hold)
-        )
-        return placement
+        return await self.writer.submit(hold.account_id, _PlaceHold(hold))
 
     async def settle(self, settlement: Settlement) -> bool:
-        resolved: bool = await self.writer.submit(
-            settlement.hold.account_id, lambda conn: _settle(conn, settlement)
-        )
-        return resolved
+        return await self.writer.submit(settlement.hold.account_id, _Settle(settlement))
 
     async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
         query = (
@@ -116,127 +115,210 @@ class Ledger:
         return None if row is None else _usage_record(row)
 
 
-# Statements are built once: per-write cost is then binding and the round trip.
-_HOLD_IF_IT_FITS = (
-    update(accounts)
-    .where(
-        accounts.c.id == bindparam("p_account"),
-        accounts.c.balance_nano - accounts.c.held_nano >= bindparam("p_amount"),
-    )
-    .values(held_nano=accounts.c.held_nano + bindparam("p_amount"))
-    .returning(accounts.c.balance_nano, accounts.c.held_nano)
-)
-_AVAILABLE = select(accounts.c.balance_nano - accounts.c.held_nano).where(
-    accounts.c.id == bindparam("p_account")
-)
-_CLAIM_OPEN_HOLD = (
-    update(holds)
-    .where(holds.c.id == bindparam("p_id"), holds.c.state == "open")
-    .values(state=bindparam("p_state"), resolved_ms=bindparam("p_resolved_ms"))
-    .returning(holds.c.account_id, holds.c.amount_nano)
-)
-_RELEASE_AND_DEBIT = (
-    update(accounts)
-    .where(accounts.c.id == bindparam("p_account"))
-    .values(
-        held_nano=accounts.c.held_nano - bindparam("p_held"),
-        balance_nano=accounts.c.balance_nano - bindparam("p_cost"),
-    )
-)
-_INSERT_HOLD = insert(holds)
-_INSERT_ENTRY = insert(ledger_entries)
-_INSERT_USAGE = insert(usage_records)
+# The writes ---------------------------------------------------------------------------
+#
+# Plain SQL, run by the group committer's writer on the driver's own connection (see
+# `_writers.py`): these few statements are every request's, so they skip SQLAlchemy.
+# SQLite runs them as separate statements in one transaction; PostgreSQL as one
+# statement each (data-modifying CTEs), one round trip per write. Both take the
+# rows below, whose column lists are written once.
+
+_HOLD_COLUMNS = (
+    "id", "account_id", "key_id", "model", "stream", "prompt_price_nano",
+    "completion_price_nano", "prompt_tokens", "completion_tokens", "amount_nano", "state",
+    "created_ms", "expires_ms",
+)  # fmt: skip
+_USAGE_COLUMNS = (
+    "request_id", "account_id", "key_id", "model", "stream", "prompt_tokens",
+    "completion_tokens", "cost_nano", "held_nano", "settled_by", "status", "capped",
+    "started_ms", "settled_ms",
+)  # fmt: skip
 
 
-async def _place_hold(conn: AsyncConnection, hold: Hold) -> Placement:
-    """One conditional UPDATE decides; the hold row follows in the same transaction."""
-    fitted = await conn.execute(
-        _HOLD_IF_IT_FITS, {"p_account": hold.account_id, "p_amount": hold.amount_nano}
-    )
-    row = fitted.first()
-    if row is None:
-        available = await conn.scalar(_AVAILABLE, {"p_account": hold.account_id})
-        return Placement(False, int(available or 0))
-    invariant(row.held_nano <= row.balance_nano, f"hold {hold.request_id} overdrew its account")
-    await conn.execute(_INSERT_HOLD, _hold_values(hold))
-    return Placement(True, row.balance_nano - row.held_nano + hold.amount_nano)
+def _hold_row(hold: Hold) -> tuple[Any, ...]:
+    return (
+        hold.request_id, hold.account_id, hold.key_id, hold.model, hold.stream,
+        hold.rates.prompt_nano_per_mtok, hold.rates.completion_nano_per_mtok,
+        hold.prompt_tokens, hold.completion_tokens, hold.amount_nano, "open",
+        hold.created_ms, hold.expires_ms,
+    )  # fmt: skip
 
 
-async def _settle(conn: AsyncConnection, settlement: Settlement) -> bool:
-    """Resolve the hold if still open; post the debit and write the usage record."""
+def _usage_row(settlement: Settlement) -> tuple[Any, ...]:
     hold = settlement.hold
-    claimed = await conn.execute(
-        _CLAIM_OPEN_HOLD,
-        {
-            "p_id": hold.request_id,
-            "p_state": settlement.hold_state,
-            "p_resolved_ms": settlement.settled_ms,
-        },
+    return (
+        hold.request_id, hold.account_id, hold.key_id, hold.model, hold.stream,
+        settlement.prompt_tokens, settlement.completion_tokens, settlement.cost_nano,
+        hold.amount_nano, settlement.settled_by, settlement.status, settlement.capped,
+        hold.created_ms, settlement.settled_ms,
+    )  # fmt: skip
+
+
+def _names(table: Table, columns: tuple[str, ...]) -> str:
+    return ", ".join(table.c[name].name for name in columns)  # a typo fails at import
+
+
+def _pg_values(table: Table, columns: tuple[str, ...]) -> str:
+    """$1::TYPE, $2::TYPE, ...: in INSERT ... SELECT, PostgreSQL cannot infer the types."""
+    dialect = PGDialect()  # type: ignore[no-untyped-call]
+    return ", ".join(
+        f"${i}::{table.c[name].type.compile(dialect=dialect)}" for i, name in enumerate(columns, 1)
     )
-    row = claimed.first()
-    if row is None:
-        return False
+
+
+_DEBIT_COLUMNS = _names(
+    ledger_entries, ("account_id", "kind", "amount_nano", "reference", "memo", "created_ms")
+)
+_H = {name: f"${i}" for i, name in enumerate(_HOLD_COLUMNS, 1)}
+_U = {name: f"${i}" for i, name in enumerate(_USAGE_COLUMNS, 1)}
+_U_STATE = f"${len(_USAGE_COLUMNS) + 1}"  # the hold's new state follows the usage row
+
+_SQLITE_HOLD_IF_IT_FITS = (
+    "UPDATE accounts SET held_nano = held_nano + ?1"
+    " WHERE id = ?2 AND balance_nano - held_nano >= ?1"
+    " RETURNING balance_nano, held_nano"
+)
+_SQLITE_AVAILABLE = "SELECT balance_nano - held_nano FROM accounts WHERE id = ?"
+_SQLITE_INSERT_HOLD = (
+    f"INSERT INTO holds ({_names(holds, _HOLD_COLUMNS)})"  # noqa: S608 (constants only)
+    f" VALUES ({', '.join('?' * len(_HOLD_COLUMNS))})"
+)
+_SQLITE_CLAIM_OPEN_HOLD = (
+    "UPDATE holds SET state = ?, resolved_ms = ?"
+    " WHERE id = ? AND state = 'open' AND account_id = ? AND amount_nano = ?"
+)
+_SQLITE_RELEASE_AND_DEBIT = (
+    "UPDATE accounts SET held_nano = held_nano - ?, balance_nano = balance_nano - ? WHERE id = ?"
+)
+_SQLITE_INSERT_DEBIT = (
+    f"INSERT INTO ledger_entries ({_DEBIT_COLUMNS}) VALUES (?, 'debit', ?, ?, ?, ?)"  # noqa: S608
+)
+_SQLITE_INSERT_USAGE = (
+    f"INSERT INTO usage_records ({_names(usage_records, _USAGE_COLUMNS)})"  # noqa: S608 (constants)
+    f" VALUES ({', '.join('?' * len(_USAGE_COLUMNS))})"
+)
+_SQLITE_OPEN_HOLD = "SELECT account_id, amount_nano FROM holds WHERE id = ? AND state = 'open'"
+
+# Parameters: the hold row. The INSERT reads `fitted`, so it runs only if the hold fits.
+_PG_PLACE_HOLD = f"""
+WITH fitted AS (
+    UPDATE accounts SET held_nano = held_nano + {_H["amount_nano"]}
+     WHERE id = {_H["account_id"]} AND balance_nano - held_nano >= {_H["amount_nano"]}
+    RETURNING balance_nano, held_nano
+), placed AS (
+    INSERT INTO holds ({_names(holds, _HOLD_COLUMNS)})
+    SELECT {_pg_values(holds, _HOLD_COLUMNS)} FROM fitted
+)
+SELECT balance_nano, held_nano FROM fitted
+"""  # noqa: S608 (constants only)
+_PG_AVAILABLE = "SELECT balance_nano - held_nano FROM accounts WHERE id = $1"
+
+# Parameters: the usage row, then the hold's new state. The claim locks the hold row,
+# then `released` the account row (it reads `claimed`): the order of the separate
+# statements this replaces. Nothing but the claim changes unless the claim matched.
+_PG_SETTLE = f"""
+WITH claimed AS (
+    UPDATE holds SET state = {_U_STATE}, resolved_ms = {_U["settled_ms"]}
+     WHERE id = {_U["request_id"]} AND state = 'open'
+       AND account_id = {_U["account_id"]} AND amount_nano = {_U["held_nano"]}
+    RETURNING account_id
+), released AS (
+    UPDATE accounts SET held_nano = held_nano - {_U["held_nano"]},
+                        balance_nano = balance_nano - {_U["cost_nano"]}
+     WHERE id = (SELECT account_id FROM claimed)
+), debited AS (
+    INSERT INTO ledger_entries ({_DEBIT_COLUMNS})
+    SELECT account_id, 'debit', -{_U["cost_nano"]}, {_U["request_id"]}, {_U["settled_by"]},
+           {_U["settled_ms"]}
+      FROM claimed WHERE {_U["cost_nano"]} > 0
+), recorded AS (
+    INSERT INTO usage_records ({_names(usage_records, _USAGE_COLUMNS)})
+    SELECT {_pg_values(usage_records, _USAGE_COLUMNS)} FROM claimed
+)
+SELECT count(*) FROM claimed
+"""  # noqa: S608 (constants only)
+_PG_OPEN_HOLD = "SELECT account_id, amount_nano FROM holds WHERE id = $1 AND state = 'open'"
+
+
+@dataclass(frozen=True, slots=True)
+class _PlaceHold:
+    """One conditional UPDATE decides; the hold row follows in the same transaction."""
+
+    hold: Hold
+
+    def on_sqlite(self, conn: sqlite3.Connection) -> Placement:
+        hold = self.hold
+        row = conn.execute(_SQLITE_HOLD_IF_IT_FITS, (hold.amount_nano, hold.account_id)).fetchone()
+        if row is None:
+            available = conn.execute(_SQLITE_AVAILABLE, (hold.account_id,)).fetchone()
+            return _refused(available)
+        conn.execute(_SQLITE_INSERT_HOLD, _hold_row(hold))
+        return _placed(hold, row[0], row[1])
+
+    async def on_postgres(self, conn: Any) -> Placement:
+        hold = self.hold
+        row = await conn.fetchrow(_PG_PLACE_HOLD, *_hold_row(hold))
+        if row is None:
+            return _refused(await conn.fetchrow(_PG_AVAILABLE, hold.account_id))
+        return _placed(hold, row[0], row[1])
+
+
+@dataclass(frozen=True, slots=True)
+class _Settle:
+    """Resolve the hold if still open; post the debit and write the usage record.
+
+    The claim matches the hold's account and amount too, so a settlement that does
+    not match its hold changes nothing before the invariant reports it.
+    """
+
+    settlement: Settlement
+
+    def on_sqlite(self, conn: sqlite3.Connection) -> bool:
+        settlement, hold = self.settlement, self.settlement.hold
+        claimed = conn.execute(
+            _SQLITE_CLAIM_OPEN_HOLD,
+            (settlement.hold_state, settlement.settled_ms, hold.request_id, hold.account_id,
+             hold.amount_nano),
+        ).rowcount  # fmt: skip
+        if claimed == 0:
+            return _unclaimed(hold, conn.execute(_SQLITE_OPEN_HOLD, (hold.request_id,)).fetchone())
+        conn.execute(
+            _SQLITE_RELEASE_AND_DEBIT, (hold.amount_nano, settlement.cost_nano, hold.account_id)
+        )
+        if settlement.cost_nano > 0:
+            conn.execute(
+                _SQLITE_INSERT_DEBIT,
+                (hold.account_id, -settlement.cost_nano, hold.request_id, settlement.settled_by,
+                 settlement.settled_ms),
+            )  # fmt: skip
+        conn.execute(_SQLITE_INSERT_USAGE, _usage_row(settlement))
+        return True
+
+    async def on_postgres(self, conn: Any) -> bool:
+        settlement, hold = self.settlement, self.settlement.hold
+        claimed = await conn.fetchval(_PG_SETTLE, *_usage_row(settlement), settlement.hold_state)
+        if claimed == 0:
+            return _unclaimed(hold, await conn.fetchrow(_PG_OPEN_HOLD, hold.request_id))
+        return True
+
+
+def _placed(hold: Hold, balance_nano: int, held_nano: int) -> Placement:
+    invariant(held_nano <= balance_nano, f"hold {hold.request_id} overdrew its account")
+    return Placement(True, balance_nano - held_nano + hold.amount_nano)
+
+
+def _refused(available: Any) -> Placement:
+    return Placement(False, int(available[0]) if available is not None else 0)
+
+
+def _unclaimed(hold: Hold, open_hold: Any) -> bool:
+    """No open hold matched: resolved already (False), unless the open hold by that id
+    is another account's or amount (a bug, reported before anything changed)."""
     invariant(
-        (row.account_id, row.amount_nano) == (hold.account_id, hold.amount_nano),
+        open_hold is None or (open_hold[0], open_hold[1]) == (hold.account_id, hold.amount_nano),
         f"settlement of {hold.request_id} does not match its hold",
     )
-    await conn.execute(
-        _RELEASE_AND_DEBIT,
-        {"p_account": hold.account_id, "p_held": hold.amount_nano, "p_cost": settlement.cost_nano},
-    )
-    if settlement.cost_nano > 0:
-        await conn.execute(_INSERT_ENTRY, _debit_values(settlement))
-    await conn.execute(_INSERT_USAGE, _usage_values(settlement))
-    return True
-
-
-def _hold_values(hold: Hold) -> dict[str, Any]:
-    return {
-        "id": hold.request_id,
-        "account_id": hold.account_id,
-        "key_id": hold.key_id,
-        "model": hold.model,
-        "stream": hold.stream,
-        "prompt_price_nano": hold.rates.prompt_nano_per_mtok,
-        "completion_price_nano": hold.rates.completion_nano_per_mtok,
-        "prompt_tokens": hold.prompt_tokens,
-        "completion_tokens": hold.completion_tokens,
-        "amount_nano": hold.amount_nano,
-        "state": "open",
-        "created_ms": hold.created_ms,
-        "expires_ms": hold.expires_ms,
-    }
-
-
-def _debit_values(settlement: Settlement) -> dict[str, Any]:
-    return {
-        "account_id": settlement.hold.account_id,
-        "kind": "debit",
-        "amount_nano": -settlement.cost_nano,
-        "reference": settlement.hold.request_id,
-        "memo": settlement.settled_by,
-        "created_ms": settlement.settled_ms,
-    }
-
-
-def _usage_values(settlement: Settlement) -> dict[str, Any]:
-    hold = settlement.hold
-    return {
-        "request_id": hold.request_id,
-        "account_id": hold.account_id,
-        "key_id": hold.key_id,
-        "model": hold.model,
-        "stream": hold.stream,
-        "prompt_tokens": settlement.prompt_tokens,
-        "completion_tokens": settlement.completion_tokens,
-        "cost_nano": settlement.cost_nano,
-        "held_nano": hold.amount_nano,
-        "settled_by": settlement.settled_by,
-        "status": settlement.status,
-        "capped": settlement.capped,
-        "started_ms": hold.created_ms,
-        "settled_ms": settlement.settled_ms,
-    }
+    return False
 
 
 def _hold(row: Any) -> Hold:

@@ -1,0 +1,230 @@
+"""The ledger writer under the group committer: its own SQLite thread and connection,
+its own PostgreSQL connection, one-by-one retries, raw driver errors mapped to 503,
+and the writes' guard against a settlement that does not match its hold."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from teegate.billing import UsageRecord, expired_settlement
+from teegate.errors import ServiceUnavailable
+from teegate.invariants import InvariantViolation
+from teegate.store import Ledger, _writers, create_engine, upgrade
+from teegate.store._outage import is_outage, is_retryable
+from teegate.store._writers import SQLITE_THREAD
+from tests.billing_support import ENGINES, database_url, ledger_state
+from tests.test_ledger import a_hold, by_usage, funded
+
+
+@pytest.fixture(params=ENGINES)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database_url(request.param, tmp_path) as found:
+        yield found
+
+
+@pytest.fixture
+async def engine(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(url)
+    await upgrade(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(SQLITE_THREAD)]
+
+
+async def test_the_sqlite_writer_thread_stops_with_the_ledger(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        await upgrade(engine)
+        account = await funded(engine, "acme", 10**9)
+        before = writer_threads()
+        async with Ledger(engine).running() as ledger:
+            assert (await ledger.place_hold(a_hold(account, "req_1"))).placed
+            assert len(writer_threads()) == len(before) + 1  # one thread for every batch
+            assert (await ledger.place_hold(a_hold(account, "req_2"))).placed
+            assert len(writer_threads()) == len(before) + 1
+        assert writer_threads() == before
+        # its connection is closed too: nothing holds the file open or a transaction
+        with sqlite3.connect(tmp_path / "ledger.db", timeout=0) as other:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+    finally:
+        await engine.dispose()
+
+
+async def test_a_ledger_that_only_reads_starts_no_thread(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        await upgrade(engine)
+        before = writer_threads()
+        async with Ledger(engine).running() as ledger:
+            assert await ledger.balance(1) is None
+            assert writer_threads() == before
+    finally:
+        await engine.dispose()
+
+
+def test_an_in_memory_sqlite_ledger_is_refused() -> None:
+    engine = create_engine("sqlite+aiosqlite:///:memory:")
+    with pytest.raises(ValueError, match="SQLite file"):
+        Ledger(engine)
+
+
+async def test_a_batch_with_a_failing_write_retries_the_others_alone(engine: AsyncEngine) -> None:
+    account = await funded(engine, "acme", 10**12)
+    async with Ledger(engine).running() as ledger:
+        first = a_hold(account, "req_first")
+        await ledger.place_hold(first)
+        assert ledger.writer.transactions == 1
+        holds = [a_hold(account, f"req_{i}") for i in range(10)]
+        results = await asyncio.gather(
+            *(ledger.place_hold(h) for h in holds),
+            ledger.settle(by_usage(first, 10, 10)),
+            ledger.place_hold(a_hold(account, "req_first")),  # primary key clash: a bug
+            return_exceptions=True,
+        )
+        # one batch failed; its 11 good writes committed one transaction each
+        assert ledger.writer.transactions == 1 + 11
+        assert all(not isinstance(r, BaseException) and r.placed for r in results[:10])
+        assert results[10] is True
+        error = results[11]
+        assert isinstance(error, sqlite3.IntegrityError | asyncpg.UniqueViolationError)
+    state = await ledger_state(engine, account)
+    state.check()
+    assert (state.open_holds, state.usage_records) == (10, 1)
+
+
+async def test_a_settlement_that_does_not_match_its_hold_changes_nothing(
+    engine: AsyncEngine,
+) -> None:
+    account = await funded(engine, "acme", 10**9)
+    hold = a_hold(account, "req_1")
+    async with Ledger(engine).running() as ledger:
+        await ledger.place_hold(hold)
+        other = a_hold(account, "req_1", completion=7)  # same id, another amount
+        with pytest.raises(InvariantViolation, match="does not match its hold"):
+            await ledger.settle(by_usage(other, 1, 1))
+        state = await ledger_state(engine, account)
+        assert (state.open_holds, state.usage_records, state.held_nano) == (1, 0, hold.amount_nano)
+        assert await ledger.settle(by_usage(hold, 1, 1)) is True  # the real one still settles
+        assert await ledger.settle(by_usage(other, 1, 1)) is False  # nothing open: no check
+        unknown = replace(a_hold(account, "req_unknown"))
+        assert await ledger.settle(expired_settlement(unknown, 0)) is False
+    (await ledger_state(engine, account)).check()
+
+
+async def test_a_refused_hold_reports_what_was_available(engine: AsyncEngine) -> None:
+    amount = a_hold(1, "probe").amount_nano
+    account = await funded(engine, "acme", 2 * amount - 1)
+    async with Ledger(engine).running() as ledger:
+        placements = await asyncio.gather(
+            *(ledger.place_hold(a_hold(account, f"req_{i}")) for i in range(3))
+        )
+        assert [(p.placed, p.available_nano) for p in placements] == [
+            (True, 2 * amount - 1),
+            (False, amount - 1),
+            (False, amount - 1),
+        ]
+        assert ledger.writer.transactions == 1
+
+
+async def test_the_postgres_writer_reconnects_after_its_connection_is_killed(
+    engine: AsyncEngine,
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: a SQLite connection cannot be killed from outside")
+    account = await funded(engine, "acme", 10**12)
+    async with Ledger(engine).running() as ledger:
+        assert (await ledger.place_hold(a_hold(account, "req_1"))).placed
+        async with engine.connect() as conn:  # what a server restart does to it
+            killed = await conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        assert killed >= 1
+        await asyncio.sleep(0.2)  # the writer's connection sees its socket close
+        assert (await ledger.place_hold(a_hold(account, "req_2"))).placed  # no 503
+    assert engine.pool.checkedout() == 0  # the writer gave its connection back
+    (await ledger_state(engine, account)).check()
+
+
+async def test_the_writer_s_raw_driver_errors_map_like_sqlalchemy_s() -> None:
+    assert is_outage(sqlite3.OperationalError("database is locked"))
+    assert is_outage(asyncpg.ConnectionDoesNotExistError("connection was closed"))
+    assert is_outage(asyncpg.CannotConnectNowError("the database system is starting up"))
+    assert is_outage(asyncpg.InterfaceError("connection is closed"))
+    assert not is_outage(sqlite3.IntegrityError("UNIQUE constraint failed"))
+    assert not is_outage(asyncpg.UniqueViolationError("duplicate key"))
+    assert is_retryable(asyncpg.DeadlockDetectedError("deadlock detected"))
+    assert is_retryable(asyncpg.SerializationError("could not serialize"))
+    assert not is_outage(asyncpg.DeadlockDetectedError("deadlock detected"))
+    wrapped = sqlalchemy.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("locked"))
+    assert is_outage(wrapped)
+
+
+async def test_an_unopenable_sqlite_file_is_503_and_the_writer_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        await upgrade(engine)
+        account = await funded(engine, "acme", 10**9)
+
+        def unopenable(path: str) -> sqlite3.Connection:
+            raise sqlite3.OperationalError("unable to open database file")
+
+        async with Ledger(engine).running() as ledger:
+            with monkeypatch.context() as patch:
+                patch.setattr(_writers, "connect_sqlite", unopenable)
+                with pytest.raises(ServiceUnavailable, match="billing is unavailable"):
+                    await ledger.place_hold(a_hold(account, "req_1"))
+            assert (await ledger.place_hold(a_hold(account, "req_2"))).placed
+        state = await ledger_state(engine, account)
+        assert (state.holds, state.open_holds) == (1, 1)
+    finally:
+        await engine.dispose()
+
+
+async def test_every_column_of_a_hold_and_its_usage_record_reads_back(
+    engine: AsyncEngine,
+) -> None:
+    """The writes bind rows by position: each field must land in its own column."""
+    account = await funded(engine, "acme", 10**12)
+    hold = replace(
+        a_hold(account, "req_cols", completion=321),
+        key_id="key_cols", model="m/cols-TEE", stream=True,
+    )  # fmt: skip
+    settlement = replace(by_usage(hold, 17, 19), status="client_gone", capped=True)
+    async with Ledger(engine).running() as ledger:
+        await ledger.place_hold(hold)
+        assert await ledger.open_holds(account) == [hold]
+        assert await ledger.settle(settlement) is True
+        record = await ledger.generation(account, "req_cols")
+    assert record is not None
+    assert record == UsageRecord(
+        request_id="req_cols", account_id=account, account="acme", key_id="key_cols",
+        model="m/cols-TEE", stream=True, prompt_tokens=17, completion_tokens=19,
+        cost_nano=settlement.cost_nano, held_nano=hold.amount_nano, settled_by="usage",
+        status="client_gone", capped=True, started_ms=hold.created_ms,
+        settled_ms=settlement.settled_ms,
+    )  # fmt: skip
+    state = await ledger_state(engine, account)
+    state.check()
+    assert state.debits_nano == settlement.cost_nano > 0
