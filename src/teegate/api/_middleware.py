@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 
@@ -17,20 +18,33 @@ SLOW_REQUEST_S = 1.0
 metrics only: a log line per request would cost more than the gateway itself."""
 
 
-def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+class RequestIds:
+    """Unique request ids without a syscall per request (os.urandom costs ~9 µs).
+
+    A random 64-bit prefix per process and a counter: ids never repeat across
+    replicas or restarts (they key holds), and need not be unguessable (every
+    lookup by id is scoped to the caller's own account).
+    """
+
+    def __init__(self) -> None:
+        self._prefix = "req_" + secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):012x}"
 
 
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.request_ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = new_request_id()
+        request_id = self.request_ids.next()
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
