@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,10 +222,17 @@ def gateway(
     settings = attested_settings(
         tmp_path_factory.mktemp("gateway"), devstack, attestation_services, enclave_files
     )
-    key = prepare_database(settings, "acme")
+    with running_gateway(settings, "acme") as gateway:
+        yield gateway
+
+
+@contextmanager
+def running_gateway(settings: Settings, account: str) -> Iterator[Gateway]:
+    """A fresh database with a funded account and key, and a gateway serving it."""
+    key = prepare_database(settings, account)
     server = ServerThread(create_app(settings)).start()
     try:
-        yield Gateway(server.url, settings, key, "acme")
+        yield Gateway(server.url, settings, key, account)
     finally:
         server.stop()
 

@@ -28,6 +28,7 @@ from tests.conftest import (
     dev_attestation,
     gateway_settings,
     prepare_database,
+    running_gateway,
     serve_enclave,
 )
 from tests.servers import ServerThread
@@ -62,12 +63,8 @@ def start_gateway(
                 for n, u in zip(names, upstreams, strict=True)
             ]
             settings = settings.model_copy(update={"upstreams": tuple(upstream_settings)})
-        key = prepare_database(settings, "attested")
-        server = ServerThread(create_app(settings)).start()
-        try:
-            yield Gateway(server.url, settings, key, "attested")
-        finally:
-            server.stop()
+        with running_gateway(settings, "attested") as gateway:
+            yield gateway
 
     return start
 

@@ -19,7 +19,6 @@ import httpx
 import openai
 import pytest
 
-from teegate.app import create_app
 from teegate.config import Settings, UpstreamSettings
 from teegate.devstack._config import DEFAULT_CATALOG_PATH
 from tests.conftest import (
@@ -28,9 +27,8 @@ from tests.conftest import (
     Gateway,
     dev_attestation,
     gateway_settings,
-    prepare_database,
+    running_gateway,
 )
-from tests.servers import ServerThread
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 HELLO = [{"role": "user", "content": "hi"}]
@@ -69,12 +67,8 @@ def start_gateway(
         settings = chutes_settings(
             tmp_path_factory.mktemp("chutes"), devstack, attestation_services, enclave_files
         )
-        key = prepare_database(settings, "chutes")
-        server = ServerThread(create_app(settings)).start()
-        try:
-            yield Gateway(server.url, settings, key, "chutes")
-        finally:
-            server.stop()
+        with running_gateway(settings, "chutes") as gateway:
+            yield gateway
 
     return start
 

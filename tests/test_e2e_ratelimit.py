@@ -103,3 +103,8 @@ def test_headers_on_4xx_5xx_and_streams(gateway: Gateway, devstack: Devstack) ->
     assert unauthenticated.status_code == 401
     assert "x-ratelimit-limit" not in unauthenticated.headers
     assert "x-request-id" in unauthenticated.headers
+
+
+def test_metrics_expose_limiter_and_catalog_state(gateway: Gateway) -> None:
+    assert metric(gateway, "teegate_ratelimit_degraded") == 0.0
+    assert metric(gateway, "teegate_catalog_servable_models") == 16.0

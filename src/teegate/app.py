@@ -74,6 +74,8 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         )
         limiter = _rate_limiter(settings)
         stack.push_async_callback(limiter.aclose)
+        metrics.ratelimit_degraded.set_function(lambda: float(limiter.degraded))
+        metrics.catalog_models.set_function(lambda: float(len(catalog.servable_ids())))
         gw = Gateway(
             settings=settings,
             authenticator=Authenticator(

@@ -7,27 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-LATENCY_BUCKETS_S = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-    120,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 
 class Metrics:
@@ -40,17 +20,9 @@ class Metrics:
             ["route", "status"],
             registry=self.registry,
         )
-        self.completions = Counter(
-            "teegate_completions",
-            "Chat completions by model and outcome",
-            ["model", "upstream", "outcome"],
-            registry=self.registry,
-        )
-        self.upstream_latency = Histogram(
-            "teegate_upstream_first_byte_seconds",
-            "Time to the upstream's first byte",
-            ["upstream"],
-            buckets=LATENCY_BUCKETS_S,
+        self.ratelimit_degraded = Gauge(
+            "teegate_ratelimit_degraded",
+            "1 while Redis is unreachable and each process enforces limit / processes",
             registry=self.registry,
         )
         self.catalog_models = Gauge(
