@@ -68,6 +68,15 @@ async def events(lines: Iterable[bytes]) -> list[bytes]:
         pytest.param(
             [b"data: a: b: c\n", b"\n"], [b"a: b: c"], id="colons inside the payload kept"
         ),
+        pytest.param(
+            [b"data: a\r", b"\n\r", b"\ndata: b\n\n"], [b"a", b"b"], id="CRLF split across chunks"
+        ),
+        pytest.param(
+            [b"data: a\n\ndata: b\n\ndata: [DONE]\n\n"],
+            [b"a", b"b", b"[DONE]"],
+            id="several events in one chunk",
+        ),
+        pytest.param([b"da", b"ta: sp", b"lit\n", b"\n"], [b"split"], id="an event split anywhere"),
     ],
 )
 async def test_iter_sse_data(lines: list[bytes], expected: list[bytes]) -> None:

@@ -44,7 +44,7 @@ class UpstreamStream:
 
     async def events(self) -> AsyncIterator[bytes]:
         try:
-            async for data in iter_sse_data(self._response.content):
+            async for data in iter_sse_data(self._response.content.iter_any()):
                 yield data
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"upstream '{self._upstream}' stopped sending") from exc
