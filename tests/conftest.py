@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teegate import auth
 from teegate.app import create_app
@@ -235,6 +236,26 @@ def running_gateway(settings: Settings, account: str) -> Iterator[Gateway]:
         yield Gateway(server.url, settings, key, account)
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database on each engine (PostgreSQL skips, saying why, when not configured)."""
+    from tests.billing_support import database_url
+
+    with database_url(request.param, tmp_path) as found:
+        yield found
+
+
+@pytest.fixture
+async def engine(url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on `url`, migrated to the newest schema."""
+    engine = create_engine(url)
+    await upgrade(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 def postgres_url() -> str | None:

@@ -4,9 +4,8 @@ commit, outages, and migrations that match the schema exactly."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -26,26 +25,10 @@ from teegate.billing import (
 from teegate.errors import ServiceUnavailable
 from teegate.store import AccountStore, Ledger, create_engine, upgrade
 from teegate.store._schema import metadata
-from tests.billing_support import ENGINES, database_url, ledger_state
+from tests.billing_support import ledger_state
 
 RATES = Rates(740_000_000, 3_237_500_000)  # R1's sample prices x 1.85
 NOW_MS = 1_800_000_000_000
-
-
-@pytest.fixture(params=ENGINES)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database_url(request.param, tmp_path) as found:
-        yield found
-
-
-@pytest.fixture
-async def engine(url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(url)
-    await upgrade(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

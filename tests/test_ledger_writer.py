@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,24 +22,8 @@ from teegate.invariants import InvariantViolation
 from teegate.store import Ledger, _writers, create_engine, upgrade
 from teegate.store._outage import is_outage, is_retryable
 from teegate.store._writers import SQLITE_THREAD
-from tests.billing_support import ENGINES, database_url, ledger_state
+from tests.billing_support import ledger_state
 from tests.test_ledger import a_hold, by_usage, funded
-
-
-@pytest.fixture(params=ENGINES)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database_url(request.param, tmp_path) as found:
-        yield found
-
-
-@pytest.fixture
-async def engine(url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(url)
-    await upgrade(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def writer_threads() -> list[threading.Thread]:
