@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from teegate.billing import UsageRecord, expired_settlement
 from teegate.errors import ServiceUnavailable
 from teegate.invariants import InvariantViolation
-from teegate.store import Ledger, _writers, create_engine, upgrade
+from teegate.store import Ledger, _sqlite_writer, create_engine, upgrade
 from teegate.store._outage import is_outage, is_retryable
-from teegate.store._writers import SQLITE_THREAD
+from teegate.store._sqlite_writer import SQLITE_THREAD
 from tests.billing_support import ledger_state
 from tests.test_ledger import a_hold, by_usage, funded
 
@@ -175,7 +175,7 @@ async def test_an_unopenable_sqlite_file_is_503_and_the_writer_recovers(
 
         async with Ledger(engine).running() as ledger:
             with monkeypatch.context() as patch:
-                patch.setattr(_writers, "connect_sqlite", unopenable)
+                patch.setattr(_sqlite_writer, "connect_sqlite", unopenable)
                 with pytest.raises(ServiceUnavailable, match="billing is unavailable"):
                     await ledger.place_hold(a_hold(account, "req_1"))
             assert (await ledger.place_hold(a_hold(account, "req_2"))).placed

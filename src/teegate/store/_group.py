@@ -7,7 +7,8 @@ into N / batch; idle, a write waits for nothing but its own transaction.
 
 A batch costs the event loop one hand-off, whatever its size: on SQLite the
 whole transaction runs in one call on the writer's own thread, on PostgreSQL on
-the writer's own connection, without SQLAlchemy in between (`_writers.py`).
+the writer's own connection, without SQLAlchemy in between (`_sqlite_writer.py`,
+`_postgres_writer.py`).
 
 Writes in a batch run ordered by their lock key (the account id), so two
 writers never take account rows in opposite orders. If a batch fails for a
@@ -29,7 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from teegate.billing import invariant
 from teegate.errors import ServiceUnavailable
 from teegate.store._outage import UNAVAILABLE_MESSAGE, is_outage, is_retryable, unavailable
-from teegate.store._writers import Write, writer_for
+from teegate.store._postgres_writer import PostgresWriter
+from teegate.store._sqlite_writer import SqliteWriter
+from teegate.store._writers import Write, Writer
 
 T = TypeVar("T")
 
@@ -165,6 +168,14 @@ class GroupCommitter:
                 leftovers.append(cast(_Pending, item))
         for p in leftovers:
             _fail(p, ServiceUnavailable(UNAVAILABLE_MESSAGE))
+
+
+def writer_for(engine: AsyncEngine) -> Writer:
+    if engine.dialect.name == "sqlite":
+        return SqliteWriter(engine)
+    if engine.dialect.name == "postgresql":
+        return PostgresWriter(engine)
+    raise ValueError(f"no ledger writer for {engine.dialect.name}")
 
 
 def _resolve(pending: _Pending, result: Any) -> None:

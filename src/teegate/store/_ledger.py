@@ -118,7 +118,8 @@ class Ledger:
 # The writes ---------------------------------------------------------------------------
 #
 # Plain SQL, run by the group committer's writer on the driver's own connection (see
-# `_writers.py`): these few statements are every request's, so they skip SQLAlchemy.
+# `_sqlite_writer.py`, `_postgres_writer.py`): these few statements are every
+# request's, so they skip SQLAlchemy.
 # SQLite runs them as separate statements in one transaction; PostgreSQL as one
 # statement each (data-modifying CTEs), one round trip per write. Both take the
 # rows below, whose column lists are written once.
