@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from teegate import apikeys, auth
-from teegate.auth import KEY_CACHE_TTL_S, Authenticator, Principal, issue_key, rotate_key
-from teegate.errors import InvalidApiKey
+from teegate.auth import (
+    KEY_CACHE_TTL_S,
+    KEY_IDLE_S,
+    KEY_REFRESH_S,
+    Authenticator,
+    Principal,
+    issue_key,
+    rotate_key,
+)
+from teegate.errors import InvalidApiKey, ServiceUnavailable
 from teegate.store import AccountStore, KeyOwner, StoreNotFound, create_engine, upgrade
 
 PREFIX = "vgpu_sk_"
@@ -104,6 +113,8 @@ class FakeLookup:
     def __init__(self) -> None:
         self.owners: dict[str, KeyOwner] = {}
         self.calls = 0
+        self.asked: list[list[str]] = []
+        self.down = False
 
     def add(self, token: str, *, key_id: str = "key_1", rpm: int | None = 60) -> KeyOwner:
         key_hash = apikeys.hash_key(token, SECRET)
@@ -115,9 +126,13 @@ class FakeLookup:
         key_hash = apikeys.hash_key(token, SECRET)
         self.owners[key_hash] = dataclasses.replace(self.owners[key_hash], revoked=True)
 
-    async def find_key_owner(self, key_hash: str) -> KeyOwner | None:
+    async def find_key_owners(self, key_hashes: Sequence[str]) -> dict[str, KeyOwner]:
         self.calls += 1
-        return self.owners.get(key_hash)
+        self.asked.append(list(key_hashes))
+        if self.down:
+            raise ServiceUnavailable("the database is down")
+        await asyncio.sleep(0)  # a real lookup yields: concurrent callers overlap
+        return {h: self.owners[h] for h in key_hashes if h in self.owners}
 
 
 class Clock:
@@ -277,6 +292,115 @@ async def test_cache_is_bounded(
         await authenticator.authenticate(f"Bearer {token}")
     assert len(authenticator._cache) <= 3
     assert lookup.calls == 4
+
+
+async def test_concurrent_requests_for_an_unknown_key_share_one_query(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    lookup.add(KEY)
+    principals = await asyncio.gather(
+        *(authenticator.authenticate(f"Bearer {KEY}") for _ in range(20))
+    )
+    assert {p.key_id for p in principals} == {"key_1"}
+    assert lookup.calls == 1
+
+
+async def test_a_failed_lookup_fails_every_waiter_and_is_not_cached(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    lookup.add(KEY)
+    lookup.down = True
+    results = await asyncio.gather(
+        *(authenticator.authenticate(f"Bearer {KEY}") for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, ServiceUnavailable) for r in results)
+    lookup.down = False
+    assert (await authenticator.authenticate(f"Bearer {KEY}")).key_id == "key_1"
+    assert lookup.calls == 2
+
+
+async def test_refresh_keeps_keys_in_use_fresh_with_one_query(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    tokens = [PREFIX + c * 43 for c in "abc"]
+    for token in tokens:
+        lookup.add(token)
+        await authenticator.authenticate(f"Bearer {token}")
+    assert lookup.calls == 3
+    for _ in range(10):  # ten TTLs later, no request has waited on a lookup
+        clock.now += KEY_REFRESH_S
+        await authenticator.refresh()
+        for token in tokens:
+            await authenticator.authenticate(f"Bearer {token}")
+    assert lookup.calls == 3 + 10
+    assert sorted(lookup.asked[-1]) == sorted(apikeys.hash_key(t, SECRET) for t in tokens)
+
+
+async def test_a_revocation_reaches_a_refreshed_key_at_the_next_refresh(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    lookup.add(KEY)
+    await authenticator.authenticate(f"Bearer {KEY}")
+    clock.now += KEY_REFRESH_S
+    await authenticator.refresh()
+    lookup.revoke(KEY)
+    assert (await authenticator.authenticate(f"Bearer {KEY}")).key_id == "key_1"  # not yet read
+    clock.now += KEY_REFRESH_S
+    await authenticator.refresh()
+    with pytest.raises(InvalidApiKey, match="revoked"):
+        await authenticator.authenticate(f"Bearer {KEY}")
+
+
+async def test_while_refreshes_fail_answers_expire_after_the_ttl(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    lookup.add(KEY)
+    await authenticator.authenticate(f"Bearer {KEY}")
+    lookup.down = True
+    clock.now += KEY_REFRESH_S
+    with pytest.raises(ServiceUnavailable):
+        await authenticator.refresh()
+    clock.now += KEY_CACHE_TTL_S - KEY_REFRESH_S
+    with pytest.raises(ServiceUnavailable):  # expired: the request asks, and hears the outage
+        await authenticator.authenticate(f"Bearer {KEY}")
+
+
+async def test_the_refresher_survives_a_failed_refresh(
+    authenticator: Authenticator,
+    lookup: FakeLookup,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(auth, "KEY_REFRESH_S", 0.001)
+    lookup.add(KEY)
+    await authenticator.authenticate(f"Bearer {KEY}")
+    lookup.down = True
+    runner = asyncio.ensure_future(authenticator.run())
+    try:
+        while lookup.calls < 3:
+            await asyncio.sleep(0.005)
+        lookup.down = False
+        calls = lookup.calls
+        while lookup.calls < calls + 2:
+            await asyncio.sleep(0.005)
+        assert not runner.done()
+    finally:
+        runner.cancel()
+
+
+async def test_keys_idle_for_a_minute_are_forgotten(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    lookup.add(KEY)
+    other = PREFIX + "b" * 43
+    lookup.add(other, key_id="key_2")
+    await authenticator.authenticate(f"Bearer {KEY}")
+    await authenticator.authenticate(f"Bearer {other}")
+    for _ in range(int(KEY_IDLE_S / KEY_REFRESH_S)):
+        clock.now += KEY_REFRESH_S
+        await authenticator.authenticate(f"Bearer {KEY}")
+        await authenticator.refresh()
+    assert lookup.asked[-1] == [apikeys.hash_key(KEY, SECRET)]
+    assert apikeys.hash_key(other, SECRET) not in authenticator._cache
 
 
 def test_repr_hides_the_secret(authenticator: Authenticator) -> None:

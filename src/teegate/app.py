@@ -76,11 +76,12 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         stack.push_async_callback(limiter.aclose)
         metrics.ratelimit_degraded.set_function(lambda: float(limiter.degraded))
         metrics.catalog_models.set_function(lambda: float(len(catalog.servable_ids())))
+        authenticator = Authenticator(
+            AccountStore(engine), prefix=settings.key_prefix, secret=_key_secret(settings)
+        )
         gw = Gateway(
             settings=settings,
-            authenticator=Authenticator(
-                AccountStore(engine), prefix=settings.key_prefix, secret=_key_secret(settings)
-            ),
+            authenticator=authenticator,
             limiter=limiter,
             catalog=catalog,
             attestation=assurance,
@@ -98,7 +99,11 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         )
         async with ledger.running():
             await billing.reaper.reap_once()  # holds a crash left behind, before serving
-            async with _background(live.sync.run()), _background(billing.reaper.run()):
+            async with (
+                _background(live.sync.run()),
+                _background(billing.reaper.run()),
+                _background(authenticator.run()),
+            ):
                 yield gw
     finally:
         await stack.aclose()

@@ -1,21 +1,32 @@
 """Who is calling: API keys resolved to accounts, and keys issued and rotated.
 
-Resolved keys are cached for a second: a key lookup then costs no query on the
-hot path, and a revocation still takes effect everywhere within a second.
+An answer from the store is trusted for at most KEY_CACHE_TTL_S, so a revocation
+takes effect everywhere within a second. Keys in use are re-read in the
+background, all in one query, every KEY_REFRESH_S: their cached answers never
+expire while the store answers, so no request waits on a key lookup but a key's
+first (or one idle for KEY_IDLE_S).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import structlog
 
 from teegate import apikeys
 from teegate.errors import InvalidApiKey
 from teegate.store import AccountStore, ApiKey, KeyOwner
 
 KEY_CACHE_TTL_S = 1.0
+KEY_REFRESH_S = 0.5
+KEY_IDLE_S = 60.0
 KEY_CACHE_MAX_ENTRIES = 100_000
+
+log = structlog.get_logger("teegate.auth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +37,15 @@ class Principal:
 
 
 class KeyLookup(Protocol):
-    async def find_key_owner(self, key_hash: str) -> KeyOwner | None: ...
+    async def find_key_owners(self, key_hashes: Sequence[str]) -> dict[str, KeyOwner]: ...
+
+
+@dataclass(slots=True)
+class _Answer:
+    principal: Principal | None
+    asked_s: float
+    """When the query that gave this answer started: its age counts from then."""
+    used_s: float
 
 
 class Authenticator:
@@ -34,7 +53,8 @@ class Authenticator:
         self._lookup = lookup
         self._prefix = prefix
         self._secret = secret
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, _Answer] = {}
+        self._asking: dict[str, asyncio.Future[Principal | None]] = {}
 
     def __repr__(self) -> str:
         return f"Authenticator(prefix={self._prefix!r})"
@@ -54,17 +74,55 @@ class Authenticator:
 
     async def _resolve(self, key_hash: str) -> Principal | None:
         now = time.monotonic()
-        cached = self._cache.get(key_hash)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        owner = await self._lookup.find_key_owner(key_hash)
-        principal = None
-        if owner is not None and not owner.revoked and apikeys.same_hash(owner.key_hash, key_hash):
-            principal = Principal(owner.key_id, owner.account_id, owner.rpm)
+        answer = self._cache.get(key_hash)
+        if answer is not None and now - answer.asked_s < KEY_CACHE_TTL_S:
+            answer.used_s = now
+            return answer.principal
+        asking = self._asking.get(key_hash)
+        if asking is None:  # one query per key, however many requests wait on it
+            asking = self._asking[key_hash] = asyncio.ensure_future(self._ask(key_hash))
+            asking.add_done_callback(lambda _: self._asking.pop(key_hash, None))
+        return await asyncio.shield(asking)
+
+    async def _ask(self, key_hash: str) -> Principal | None:
+        asked = time.monotonic()
+        owners = await self._lookup.find_key_owners([key_hash])
         if len(self._cache) >= KEY_CACHE_MAX_ENTRIES:
             self._cache.clear()
-        self._cache[key_hash] = (now + KEY_CACHE_TTL_S, principal)
+        principal = self._principal(key_hash, owners)
+        self._cache[key_hash] = _Answer(principal, asked, asked)
         return principal
+
+    async def refresh(self) -> None:
+        """Re-read every key used within KEY_IDLE_S; forget the others."""
+        asked = time.monotonic()
+        for key_hash in [h for h, a in self._cache.items() if asked - a.used_s >= KEY_IDLE_S]:
+            del self._cache[key_hash]
+        known = [h for h, a in self._cache.items() if a.principal is not None]
+        if not known:
+            return
+        owners = await self._lookup.find_key_owners(known)
+        for key_hash in known:
+            answer = self._cache.get(key_hash)
+            if answer is not None and answer.asked_s < asked:
+                answer.principal = self._principal(key_hash, owners)
+                answer.asked_s = asked
+
+    async def run(self) -> None:
+        """Refresh until cancelled; a failed refresh leaves answers to expire (and
+        the requests that then need them to ask the store themselves)."""
+        while True:
+            await asyncio.sleep(KEY_REFRESH_S)
+            try:
+                await self.refresh()
+            except Exception as exc:
+                log.warning("key_refresh_failed", error=type(exc).__name__)
+
+    def _principal(self, key_hash: str, owners: dict[str, KeyOwner]) -> Principal | None:
+        owner = owners.get(key_hash)
+        if owner is None or owner.revoked or not apikeys.same_hash(owner.key_hash, key_hash):
+            return None
+        return Principal(owner.key_id, owner.account_id, owner.rpm)
 
 
 def _bearer_token(authorization: str | None) -> str:

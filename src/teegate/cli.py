@@ -385,6 +385,8 @@ def serve(
     """Run the gateway (uvicorn with uvloop and httptools)."""
     import uvicorn
 
+    from teegate import servers
+
     overrides = {"workers": workers} if workers else {}
     settings = _settings(config, **overrides)
     if config is not None:
@@ -397,12 +399,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=30,
+        **servers.UVICORN_OPTIONS,
     )
 
 

@@ -7,24 +7,21 @@ from typing import Any
 
 import uvicorn
 
-LOOP = "uvloop"
-HTTP = "httptools"
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "log_level": "warning",
+    "access_log": False,
+    "server_header": False,
+    "timeout_graceful_shutdown": 30,
+    # teegate never reads the client's address: rewriting it from X-Forwarded-*
+    # headers would be one more middleware on every request, for nothing.
+    "proxy_headers": False,
+}
 
 
 def server(app: Any, *, host: str, port: int, **kwargs: Any) -> uvicorn.Server:
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop=LOOP,
-        http=HTTP,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-        **kwargs,
-    )
-    return uvicorn.Server(config)
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, **UVICORN_OPTIONS, **kwargs))
 
 
 def run_servers(*servers: uvicorn.Server) -> None:

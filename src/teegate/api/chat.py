@@ -53,21 +53,45 @@ def _headers(request: Request, admitted: Admitted) -> dict[str, str]:
 async def _unless_client_leaves(request: Request, call: Awaitable[T]) -> T:
     """Run the upstream call, cancelling it if the client disconnects first.
 
-    The disconnect watcher (a second task) is only started once the call has run
-    for WATCH_AFTER_S: a fast answer costs no watcher at all. A stream's call ends
-    when the upstream has answered with headers; from then on SSEResponse watches.
+    The call runs in this task; a watcher (a second task, listening for the
+    disconnect) starts only if the call is still running after WATCH_AFTER_S, so a
+    fast answer costs a timer and nothing else. A stream's call ends when the
+    upstream has answered with headers; from then on SSEResponse watches.
     """
-    task = asyncio.ensure_future(call)
-    done, _ = await asyncio.wait((task,), timeout=WATCH_AFTER_S)
-    if done:
-        return task.result()
-    watcher = asyncio.ensure_future(until_disconnect(request.receive))
+    watch = _DisconnectWatch(request, asyncio.current_task())
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch.start)
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await call
+    except asyncio.CancelledError:
+        if not watch.saw_disconnect:
+            raise
+        watch.uncancel()
+        raise UpstreamError("the client disconnected before the completion finished") from None
     finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise UpstreamError("the client disconnected before the completion finished")
-    return task.result()
+        timer.cancel()
+        watch.stop()
+
+
+class _DisconnectWatch:
+    def __init__(self, request: Request, task: asyncio.Task[object] | None) -> None:
+        self._receive = request.receive
+        self._task = task
+        self._watcher: asyncio.Task[None] | None = None
+        self.saw_disconnect = False
+
+    def start(self) -> None:
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def uncancel(self) -> None:
+        if self._task is not None:
+            self._task.uncancel()
+
+    async def _watch(self) -> None:
+        await until_disconnect(self._receive)
+        self.saw_disconnect = True
+        if self._task is not None:
+            self._task.cancel()

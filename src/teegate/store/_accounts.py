@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
@@ -19,6 +20,10 @@ class StoreConflict(ValueError):
 
 class StoreNotFound(LookupError):
     pass
+
+
+KEY_LOOKUP_BATCH = 500
+"""Key hashes per IN list: well under every engine's limit on bound parameters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,21 +172,28 @@ class AccountStore:
 
     async def find_key_owner(self, key_hash: str) -> KeyOwner | None:
         """On the request path: an unreachable database answers 503, not 500."""
+        return (await self.find_key_owners([key_hash])).get(key_hash)
+
+    async def find_key_owners(self, key_hashes: Sequence[str]) -> dict[str, KeyOwner]:
+        """The owners of many keys in one query per KEY_LOOKUP_BATCH (the auth cache's refresh)."""
+        owners: dict[str, KeyOwner] = {}
         async with outage_as_unavailable(), self.engine.connect() as conn:
-            row = (
-                await conn.execute(
+            for start in range(0, len(key_hashes), KEY_LOOKUP_BATCH):
+                batch = key_hashes[start : start + KEY_LOOKUP_BATCH]
+                rows = await conn.execute(
                     select(
                         api_keys.c.id,
                         api_keys.c.key_hash,
                         api_keys.c.account_id,
                         api_keys.c.rpm,
                         api_keys.c.revoked_ms,
-                    ).where(api_keys.c.key_hash == key_hash)
+                    ).where(api_keys.c.key_hash.in_(batch))
                 )
-            ).first()
-        if row is None:
-            return None
-        return KeyOwner(row.id, row.key_hash, row.account_id, row.rpm, row.revoked_ms is not None)
+                for row in rows:
+                    owners[row.key_hash] = KeyOwner(
+                        row.id, row.key_hash, row.account_id, row.rpm, row.revoked_ms is not None
+                    )
+        return owners
 
     async def ledger_sum(self, account_id: int) -> int:
         async with self.engine.connect() as conn:
