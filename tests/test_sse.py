@@ -1,24 +1,19 @@
-"""upstream/_sse.py: the `data` of each server-sent event, from lines as they arrive."""
+"""upstream/_sse.py: the `data` of each server-sent event, from chunks as they arrive."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import pytest
 
-from teegate.upstream import SSEError, iter_sse_data
+from teegate.upstream import SSEDecoder, SSEError
 from teegate.upstream import _sse as sse_module
 
 
-async def feed(lines: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for line in lines:
-        await asyncio.sleep(0)  # lines arrive one by one, as from a socket
-        yield line
-
-
-async def events(lines: Iterable[bytes]) -> list[bytes]:
-    return [data async for data in iter_sse_data(feed(lines))]
+def events(chunks: Iterable[bytes]) -> list[bytes]:
+    decoder = SSEDecoder()
+    decoded = [data for chunk in chunks for data in decoder.feed(chunk)]
+    return decoded + decoder.end()
 
 
 @pytest.mark.parametrize(
@@ -79,47 +74,41 @@ async def events(lines: Iterable[bytes]) -> list[bytes]:
         pytest.param([b"da", b"ta: sp", b"lit\n", b"\n"], [b"split"], id="an event split anywhere"),
     ],
 )
-async def test_iter_sse_data(lines: list[bytes], expected: list[bytes]) -> None:
-    assert await events(lines) == expected
+def test_decoded_events(lines: list[bytes], expected: list[bytes]) -> None:
+    assert events(lines) == expected
 
 
-async def test_events_are_yielded_as_they_complete() -> None:
-    """Each event is relayed at its blank line, before the next line is read."""
-    read: list[bytes] = []
-
-    async def source() -> AsyncIterator[bytes]:
-        for line in [b"data: one\n", b"\n", b"data: two\n", b"\n"]:
-            read.append(line)
-            yield line
-
-    stream = iter_sse_data(source())
-    assert await anext(stream) == b"one"
-    assert read == [b"data: one\n", b"\n"]
-    assert await anext(stream) == b"two"
-    with pytest.raises(StopAsyncIteration):
-        await anext(stream)
+def test_events_come_out_of_the_chunk_that_completes_them() -> None:
+    """Each event is relayed at its blank line, before the next chunk is read."""
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: one\n") == []
+    assert decoder.feed(b"\ndata: tw") == [b"one"]
+    assert decoder.feed(b"o\n\ndata: three\n\n") == [b"two", b"three"]
+    assert decoder.end() == []
 
 
-async def test_event_at_the_size_limit_passes() -> None:
+def test_event_at_the_size_limit_passes() -> None:
     limit = sse_module.MAX_EVENT_BYTES
     half = b"x" * (limit // 2)
-    (data,) = await events([b"data: " + half + b"\n", b"data: " + half + b"\n", b"\n"])
+    (data,) = events([b"data: " + half + b"\n", b"data: " + half + b"\n", b"\n"])
     assert len(data) == limit + 1  # two halves and the joining newline
 
 
-async def test_oversize_event_is_refused() -> None:
+def test_oversize_event_is_refused() -> None:
     limit = sse_module.MAX_EVENT_BYTES
     half = b"x" * (limit // 2)
     with pytest.raises(SSEError, match=str(limit)):
-        await events([b"data: " + half + b"\n", b"data: " + half + b"x\n", b"\n"])
+        events([b"data: " + half + b"\n", b"data: " + half + b"x\n", b"\n"])
 
 
-async def test_the_limit_is_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_limit_is_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sse_module, "MAX_EVENT_BYTES", 8)
     ok = [b"data: 12345678\n", b"\n"] * 3
-    assert await events(ok) == [b"12345678"] * 3
+    assert events(ok) == [b"12345678"] * 3
     with pytest.raises(SSEError):
-        await events([b"data: 1234\n", b"data: 56789\n", b"\n"])
+        events([b"data: 1234\n", b"data: 56789\n", b"\n"])
+    with pytest.raises(SSEError):  # one line, as most events are
+        events([b"data: 123456789\n\n"])
 
 
 def test_sse_error_is_a_value_error() -> None:

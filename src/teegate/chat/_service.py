@@ -160,25 +160,31 @@ async def _relay(
     reservation: Reservation | None,
     started: list[bool],
 ) -> AsyncGenerator[bytes, None]:
-    """Forward each event as it arrives; keep the usage chunk unless it was asked for."""
+    """Forward events as they arrive, those of one socket read in one write; keep
+    the usage chunk unless it was asked for."""
     started[0] = True
     tally = Tally()
     status: Status = "client_gone"
+    pending = b""
     try:
-        async for data in stream.events():
-            if data == b"[DONE]":
-                status = "ok"
-                stream.release()
-                yield DONE
-                return
-            chunk = _parse_chunk(data)
-            if tally.observe_chunk(chunk) and not include_usage:
-                continue
-            yield b"data: " + data + b"\n\n"
+        async for events in stream.events():
+            for data in events:
+                if data == b"[DONE]":
+                    status = "ok"
+                    stream.release()
+                    yield pending + DONE
+                    return
+                chunk = _parse_chunk(data)
+                if tally.observe_chunk(chunk) and not include_usage:
+                    continue
+                pending += b"data: " + data + b"\n\n"
+            if pending:
+                out, pending = pending, b""
+                yield out
         raise UpstreamError("the upstream ended the stream before it was complete")
     except TeegateError as exc:
         status = "upstream_error"
-        yield b"data: " + exc.body() + b"\n\n"
+        yield pending + b"data: " + exc.body() + b"\n\n"
     finally:
         stream.close()
         await _settle(reservation, Outcome(status, tally))

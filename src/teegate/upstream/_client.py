@@ -19,7 +19,7 @@ import orjson
 
 from teegate.config import Timeouts, UpstreamSettings
 from teegate.errors import UpstreamError, UpstreamKeyChanged, UpstreamTimeout
-from teegate.upstream._sse import SSEError, iter_sse_data
+from teegate.upstream._sse import SSEDecoder, SSEError
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -38,20 +38,32 @@ class Listing(NamedTuple):
 class UpstreamStream:
     """An open streamed completion: iterate the SSE data payloads, then close."""
 
-    def __init__(self, response: aiohttp.ClientResponse, upstream: str) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, upstream: str, idle_s: float) -> None:
         self._response = response
         self._upstream = upstream
+        self._idle_s = idle_s
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def events(self) -> AsyncIterator[list[bytes]]:
+        """The `data` of the events each socket read completes (often one, never
+        none): a relay handles them together, with one write downstream."""
+        decoder = SSEDecoder()
+        content = self._response.content
+        deadline = _IdleDeadline(content, self._idle_s)
         try:
-            async for data in iter_sse_data(self._response.content.iter_any()):
-                yield data
+            while chunk := await content.readany():
+                deadline.last_read = deadline.loop.time()
+                if events := decoder.feed(chunk):
+                    yield events
+            if events := decoder.end():
+                yield events
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"upstream '{self._upstream}' stopped sending") from exc
         except (aiohttp.ClientError, SSEError, ValueError) as exc:
             raise UpstreamError(
                 f"upstream '{self._upstream}' broke the stream ({type(exc).__name__})"
             ) from exc
+        finally:
+            deadline.cancel()
 
     def close(self) -> None:
         """Drop the connection: an unfinished stream must not be reused, and the
@@ -62,6 +74,33 @@ class UpstreamStream:
         """A stream read to its end hands its connection back to the pool (no new
         TLS handshake for the next request); aiohttp closes it if bytes remain."""
         self._response.release()
+
+
+class _IdleDeadline:
+    """A stream's read timeout for the cost of a clock read per chunk.
+
+    aiohttp's `sock_read` cancels and re-creates a timer on every socket read,
+    the largest single cost of relaying a chunk; here one timer is armed at a
+    time, for the last read plus the allowed silence, and re-armed only when it
+    fires early. A silence that long fails the pending read with TimeoutError.
+    """
+
+    def __init__(self, content: aiohttp.StreamReader, idle_s: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.last_read = self.loop.time()
+        self._content = content
+        self._idle_s = idle_s
+        self._timer = self.loop.call_at(self.last_read + idle_s, self._check)
+
+    def _check(self) -> None:
+        due = self.last_read + self._idle_s
+        if self.loop.time() >= due:
+            self._content.set_exception(TimeoutError())
+        else:
+            self._timer = self.loop.call_at(due, self._check)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 class UpstreamClient:
@@ -81,6 +120,11 @@ class UpstreamClient:
         self._headers = {"Content-Type": "application/json"}
         if settings.api_key_env:
             self._headers["Authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
+        # Streams time their silences themselves (UpstreamStream); the headers are
+        # bounded by the same read timeout, around the request.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.connect_s, sock_read=None
+        )
         self._sessions: dict[bytes | None, aiohttp.ClientSession] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self._requires_pin = settings.attestation == "attested-tls"
@@ -181,14 +225,18 @@ class UpstreamClient:
         return parsed
 
     async def open_stream(self, body: bytes, *, pin: bytes | None = None) -> UpstreamStream:
+        post = self._pinned_session(pin).post(
+            self._chat_url, data=body, timeout=self._stream_timeout
+        )
         async with self._guard("stream"):
-            resp = await self._pinned_session(pin).post(self._chat_url, data=body)
+            async with asyncio.timeout(self._timeouts.read_s):
+                resp = await post
             try:
                 self._raise_for_status(resp)
             except BaseException:
                 resp.close()
                 raise
-        return UpstreamStream(resp, self.name)
+        return UpstreamStream(resp, self.name, self._timeouts.read_s)
 
     @property
     def _chat_url(self) -> str:

@@ -1,0 +1,101 @@
+"""The upstream client's timeouts on streams: the headers are bounded, and a
+silence mid-stream ends the stream as upstream_timeout (the stream's own idle
+deadline, not aiohttp's per-read timer)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from teegate.config import Timeouts, UpstreamSettings
+from teegate.errors import UpstreamTimeout
+from teegate.upstream import UpstreamClient
+from tests.servers import serving
+
+READ_S = 0.3
+SILENCE_S = 3.0
+
+
+class Script:
+    """What the upstream does next: send `events` then fall silent, or hang before headers."""
+
+    events = 0
+    hang = False
+
+
+def stalling_upstream() -> Starlette:
+    async def chat(request: Request) -> Response:
+        if Script.hang:
+            await asyncio.sleep(SILENCE_S)
+
+        async def events() -> AsyncIterator[bytes]:
+            for i in range(Script.events):
+                yield b'data: {"choices":[],"n":%d}\n\n' % i
+                await asyncio.sleep(READ_S / 3)  # steady: never a silence of READ_S
+            await asyncio.sleep(SILENCE_S)
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+@pytest.fixture(scope="module")
+def upstream_url() -> Iterator[str]:
+    with serving(stalling_upstream()) as server:
+        yield server.url
+
+
+@pytest.fixture
+def script() -> Iterator[type[Script]]:
+    yield Script
+    Script.events, Script.hang = 0, False
+
+
+def client_for(url: str) -> UpstreamClient:
+    settings = UpstreamSettings(name="stall", base_url=url, attestation="provider-asserted")
+    return UpstreamClient(settings, Timeouts(connect_s=1, read_s=READ_S, catalog_s=1))
+
+
+@pytest.mark.parametrize("events_before", [0, 6])
+async def test_a_silence_mid_stream_is_an_upstream_timeout(
+    upstream_url: str, script: type[Script], events_before: int
+) -> None:
+    script.events = events_before
+    client = client_for(upstream_url)
+    received: list[bytes] = []
+    try:
+        stream = await client.open_stream(b"{}")
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout, match="stopped sending"):
+            async for events in stream.events():
+                received.extend(events)
+        waited = time.monotonic() - started
+        stream.close()
+    finally:
+        await client.aclose()
+    assert len(received) == events_before  # every event before the silence came through
+    last_event_at = max(0, events_before - 1) * READ_S / 3
+    assert waited >= last_event_at + READ_S * 0.9
+    assert waited < SILENCE_S  # not the upstream's own end
+
+
+async def test_headers_that_never_come_are_an_upstream_timeout(
+    upstream_url: str, script: type[Script]
+) -> None:
+    script.hang = True
+    client = client_for(upstream_url)
+    started = time.monotonic()
+    try:
+        with pytest.raises(UpstreamTimeout, match="did not answer the stream in time"):
+            await client.open_stream(b"{}")
+    finally:
+        await client.aclose()
+    assert READ_S <= time.monotonic() - started < SILENCE_S
