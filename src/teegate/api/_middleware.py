@@ -18,6 +18,12 @@ SLOW_REQUEST_S = 1.0
 metrics only: a log line per request would cost more than the gateway itself."""
 
 
+BODY_SEND = "teegate.body_send"
+"""Scope key of the send this middleware was given. The wrappers inside it (its
+own, Starlette's exception handling) look only at the response start; a stream
+sends its chunks here, past them, since each wrapper is a call per chunk."""
+
+
 class RequestIds:
     """Unique request ids without a syscall per request (os.urandom costs ~9 µs).
 
@@ -46,6 +52,7 @@ class RequestContextMiddleware:
             return
         request_id = self.request_ids.next()
         scope.setdefault("state", {})["request_id"] = request_id
+        scope[BODY_SEND] = send
         started = time.perf_counter()
         status = 500
         header = (b"x-request-id", request_id.encode())

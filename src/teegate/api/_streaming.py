@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import anyio
 from starlette.types import Receive, Scope, Send
 
+from teegate.api._middleware import BODY_SEND
 from teegate.chat import StreamedCompletion
 
 SSE_HEADERS = {
@@ -32,12 +33,15 @@ class SSEResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+        send_body = scope.get(BODY_SEND, send)
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
                 async for chunk in self._chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    await send_body(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
+                await send_body({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
         except OSError:
             pass  # the client went away mid-write

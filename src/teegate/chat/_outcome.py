@@ -38,7 +38,8 @@ class Tally:
     def observe_chunk(self, chunk: dict[str, Any]) -> bool:
         """Record one stream chunk; True if it is a usage-only chunk."""
         self.chunks += 1
-        usage = read_usage(chunk.get("usage"))
+        raw_usage = chunk.get("usage")
+        usage = None if raw_usage is None else read_usage(raw_usage)
         if usage is not None:
             self.usage = usage  # the last usage wins: some upstreams repeat it
         choices = chunk.get("choices")
@@ -46,7 +47,7 @@ class Tally:
             return usage is not None
         for choice in choices:
             if isinstance(choice, dict):
-                self.output_bytes += _delta_bytes(choice.get("delta"))
+                self.output_bytes += _text_bytes(choice.get("delta"))
                 if choice.get("finish_reason"):
                     self.finished = True
         return False
@@ -56,28 +57,34 @@ class Tally:
         choices = response.get("choices")
         for choice in choices if isinstance(choices, list) else ():
             if isinstance(choice, dict):
-                self.output_bytes += _delta_bytes(choice.get("message"))
+                self.output_bytes += _text_bytes(choice.get("message"))
         self.finished = True
 
 
-def _delta_bytes(delta: object) -> int:
-    """UTF-8 bytes of generated text: content, reasoning and tool-call arguments."""
+TEXT_FIELDS = frozenset({"content", "reasoning_content", "reasoning", "refusal"})
+
+
+def _text_bytes(delta: object) -> int:
+    """UTF-8 bytes of generated text: content, reasoning and tool-call arguments.
+    One pass over the fields present (a chunk's delta has one or two)."""
     if not isinstance(delta, dict):
         return 0
     total = 0
-    for key in ("content", "reasoning_content", "reasoning", "refusal"):
-        value = delta.get(key)
-        if isinstance(value, str):
-            total += len(value.encode())
-    calls = delta.get("tool_calls")
-    for call in calls if isinstance(calls, list) else ():
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
-            for key in ("name", "arguments"):
-                value = function.get(key)
-                if isinstance(value, str):
-                    total += len(value.encode())
+    for key, value in delta.items():
+        if key in TEXT_FIELDS:
+            total += _utf8_len(value)
+        elif key == "tool_calls" and isinstance(value, list):
+            for call in value:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    total += _utf8_len(function.get("name")) + _utf8_len(function.get("arguments"))
     return total
+
+
+def _utf8_len(value: object) -> int:
+    if not isinstance(value, str):
+        return 0
+    return len(value) if value.isascii() else len(value.encode())
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,20 +24,14 @@ class SSEDecoder:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:  # CRLF, possibly split across chunks
-            buffer = buffer.replace(b"\r\n", b"\n")
-        events: list[bytes] = []
-        start = 0
-        while (end := buffer.find(b"\n\n", start)) != -1:
-            data = _event_data(buffer[start:end])
-            if data is not None:
-                events.append(data)
-            start = end + 2
-        self._buffer = buffer[start:]
+        if self._buffer:
+            chunk = self._buffer + chunk
+        if b"\r" in chunk:  # CRLF, possibly split across chunks
+            chunk = chunk.replace(b"\r\n", b"\n")
+        *blocks, self._buffer = chunk.split(b"\n\n")
         if len(self._buffer) > 2 * MAX_EVENT_BYTES + 1024:
             raise SSEError(f"an event is larger than {MAX_EVENT_BYTES} bytes")
-        return events
+        return [data for block in blocks if (data := _event_data(block)) is not None]
 
     def end(self) -> list[bytes]:
         """The stream ended: an unterminated last event still counts."""
@@ -48,20 +42,17 @@ class SSEDecoder:
 
 def _event_data(block: bytes) -> bytes | None:
     """The joined `data` lines of one event, or None if it has none."""
-    if block.startswith(b"data: ") and b"\n" not in block:  # the usual event: one line
-        return _within_limit(block[6:])
+    if block[:6] == b"data: " and b"\n" not in block:  # the usual event: one line
+        if len(block) - 6 > MAX_EVENT_BYTES:
+            raise SSEError(f"an event is larger than {MAX_EVENT_BYTES} bytes")
+        return block[6:]
     data: list[bytes] = []
     size = 0
     for line in block.split(b"\n"):
         if line.startswith(b"data:"):
             payload = line[5:].removeprefix(b" ")
             size += len(payload)
-            _within_limit(payload, size)
+            if size > MAX_EVENT_BYTES:
+                raise SSEError(f"an event is larger than {MAX_EVENT_BYTES} bytes")
             data.append(payload)
     return b"\n".join(data) if data else None
-
-
-def _within_limit(payload: bytes, size: int | None = None) -> bytes:
-    if (len(payload) if size is None else size) > MAX_EVENT_BYTES:
-        raise SSEError(f"an event is larger than {MAX_EVENT_BYTES} bytes")
-    return payload
