@@ -11,9 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from teegate.api._body import read_json_body
+from teegate.api._disconnect import DisconnectWatch
 from teegate.api._responses import JSON
 from teegate.api._state import authorize, gateway
-from teegate.api._streaming import SSEResponse, until_disconnect
+from teegate.api._streaming import SSEResponse
 from teegate.catalog import Admitted
 from teegate.chat import parse_chat_request
 from teegate.errors import UpstreamError
@@ -53,45 +54,20 @@ def _headers(request: Request, admitted: Admitted) -> dict[str, str]:
 async def _unless_client_leaves(request: Request, call: Awaitable[T]) -> T:
     """Run the upstream call, cancelling it if the client disconnects first.
 
-    The call runs in this task; a watcher (a second task, listening for the
-    disconnect) starts only if the call is still running after WATCH_AFTER_S, so a
-    fast answer costs a timer and nothing else. A stream's call ends when the
-    upstream has answered with headers; from then on SSEResponse watches.
+    The call runs in this task; the watch starts only if the call is still
+    running after WATCH_AFTER_S, so a fast answer costs a timer and nothing else.
+    A stream's call ends when the upstream has answered with headers; from then
+    on SSEResponse watches.
     """
-    watch = _DisconnectWatch(request, asyncio.current_task())
+    watch = DisconnectWatch(request.receive)
     timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch.start)
     try:
         return await call
     except asyncio.CancelledError:
         if not watch.saw_disconnect:
             raise
-        watch.uncancel()
+        watch.absorb()
         raise UpstreamError("the client disconnected before the completion finished") from None
     finally:
         timer.cancel()
         watch.stop()
-
-
-class _DisconnectWatch:
-    def __init__(self, request: Request, task: asyncio.Task[object] | None) -> None:
-        self._receive = request.receive
-        self._task = task
-        self._watcher: asyncio.Task[None] | None = None
-        self.saw_disconnect = False
-
-    def start(self) -> None:
-        self._watcher = asyncio.ensure_future(self._watch())
-
-    def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-
-    def uncancel(self) -> None:
-        if self._task is not None:
-            self._task.uncancel()
-
-    async def _watch(self) -> None:
-        await until_disconnect(self._receive)
-        self.saw_disconnect = True
-        if self._task is not None:
-            self._task.cancel()

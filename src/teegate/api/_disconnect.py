@@ -1,0 +1,45 @@
+"""Noticing a client that leaves while the gateway waits on its upstream.
+
+The ASGI server reports a disconnect only to a pending `receive()`; a request
+that is waiting on its upstream has none. A watch is one small task that waits
+in `receive()` and cancels the request's own task when the client is gone: no
+task group, no cancel scope, for the life of every stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.types import Receive
+
+
+class DisconnectWatch:
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task = asyncio.current_task()
+        self._watcher: asyncio.Task[None] | None = None
+        self._active = True
+        self.saw_disconnect = False
+
+    def start(self) -> None:
+        if self._active and self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
+
+    def stop(self) -> None:
+        """After this, a disconnect cancels nothing (the request's own end wakes
+        `receive()` too)."""
+        self._active = False
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def absorb(self) -> None:
+        """The cancellation this watch caused is handled: take it back off the task."""
+        if self._task is not None:
+            self._task.uncancel()
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self._active and self._task is not None:
+            self.saw_disconnect = True
+            self._task.cancel()
