@@ -14,8 +14,10 @@ from teegate.metrics import Metrics
 log = structlog.get_logger("teegate.access")
 
 SLOW_REQUEST_S = 1.0
-"""Failed and slow requests are logged one line each; the rest are counted in
-metrics only: a log line per request would cost more than the gateway itself."""
+"""Failed requests, and requests slow to start their answer, are logged one line
+each; the rest are counted in metrics only: a log line per request would cost
+more than the gateway itself. A stream is slow if its headers were, not because
+it streamed for long."""
 
 
 BODY_SEND = "teegate.body_send"
@@ -54,13 +56,15 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         scope[BODY_SEND] = send
         started = time.perf_counter()
+        answered = 0.0
         status = 500
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered = time.perf_counter()
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
@@ -69,15 +73,17 @@ class RequestContextMiddleware:
         finally:
             route = _route_label(scope)
             self.metrics.count_request(route, status)
-            duration_s = time.perf_counter() - started
-            if status >= 400 or duration_s >= SLOW_REQUEST_S:
+            ended = time.perf_counter()
+            to_answer_s = (answered or ended) - started
+            if status >= 400 or to_answer_s >= SLOW_REQUEST_S:
                 log.info(
                     "request",
                     request_id=request_id,
                     method=scope["method"],
                     route=route,
                     status=status,
-                    duration_ms=round(duration_s * 1000, 3),
+                    answer_ms=round(to_answer_s * 1000, 3),
+                    duration_ms=round((ended - started) * 1000, 3),
                 )
 
 
