@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -99,6 +100,7 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         )
         async with ledger.running():
             await billing.reaper.reap_once()  # holds a crash left behind, before serving
+            _freeze_startup_objects()
             async with (
                 _background(live.sync.run()),
                 _background(billing.reaper.run()),
@@ -108,6 +110,14 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
     finally:
         await stack.aclose()
         await engine.dispose()
+
+
+def _freeze_startup_objects() -> None:
+    """Everything built so far lives as long as the process: taken out of the
+    collector's view, a full collection no longer walks it mid-request (a tail
+    latency spike of milliseconds on a loaded heap)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _attestation_check(settings: Settings, assurance: UpstreamAssurance) -> Check:
