@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -39,7 +38,7 @@ async def create_chat_completion(request: Request) -> Response | SSEResponse:
         return SSEResponse(streamed, headers)
     completion = await _unless_client_leaves(request, gw.chat.complete(principal, chat, request_id))
     return Response(
-        orjson.dumps(completion.body),
+        completion.raw,
         media_type=JSON,
         headers=_headers(request, completion.admitted),
     )

@@ -53,7 +53,8 @@ class Meter(Protocol):
 @dataclass(frozen=True, slots=True)
 class Completion:
     admitted: Admitted
-    body: dict[str, Any]
+    raw: bytes
+    """The upstream's answer as it sent it: parsed for billing, relayed unchanged."""
 
 
 @dataclass(slots=True)
@@ -100,7 +101,7 @@ class ChatService:
         reservation = await self._reserve(request_id, principal, admitted, request)
         client = self._upstreams[admitted.model.upstream]
         try:
-            body = await client.complete(
+            answer = await client.complete(
                 orjson.dumps(request.body), pin=admitted.attestation.tls_pin
             )
         except BaseException as exc:
@@ -108,9 +109,9 @@ class ChatService:
             self._refuse_if_key_changed(admitted, exc)
             raise
         tally = Tally()
-        tally.observe_response(body)
+        tally.observe_response(answer.body)
         await _settle(reservation, Outcome("ok", tally))
-        return Completion(admitted, body)
+        return Completion(admitted, answer.raw)
 
     async def stream(
         self, principal: Principal, request: ChatRequest, request_id: str

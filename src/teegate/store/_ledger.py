@@ -12,15 +12,20 @@ debit entry, the balance it changes, the hold's release and the usage record
 commit together. Writes go through the group committer, as plain SQL on the
 writer's own connection (they are every request's hot path); reads go through
 SQLAlchemy.
+
+On PostgreSQL a batch's holds are one statement and its settlements another.
+The holds' statement decides on account rows it has locked (SELECT ... FOR
+UPDATE), placing each account's longest prefix that fits; the settlements'
+claims are still conditional UPDATEs of the holds, one claim per request id.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Select, Table, or_, select
 from sqlalchemy.dialects.postgresql.base import PGDialect
@@ -120,9 +125,10 @@ class Ledger:
 # Plain SQL, run by the group committer's writer on the driver's own connection (see
 # `_sqlite_writer.py`, `_postgres_writer.py`): these few statements are every
 # request's, so they skip SQLAlchemy.
-# SQLite runs them as separate statements in one transaction; PostgreSQL as one
-# statement each (data-modifying CTEs), one round trip per write. Both take the
-# rows below, whose column lists are written once.
+# SQLite runs them as separate statements in one transaction. PostgreSQL runs each
+# as one statement (data-modifying CTEs), and a batch's writes of one kind as one
+# statement too, bound as arrays (unnest ... WITH ORDINALITY keeps each write's
+# position). Both take the rows below, whose column lists are written once.
 
 _HOLD_COLUMNS = (
     "id", "account_id", "key_id", "model", "stream", "prompt_price_nano",
@@ -159,12 +165,18 @@ def _names(table: Table, columns: tuple[str, ...]) -> str:
     return ", ".join(table.c[name].name for name in columns)  # a typo fails at import
 
 
+def _pg_type(table: Table, name: str) -> str:
+    return str(table.c[name].type.compile(dialect=PGDialect()))  # type: ignore[no-untyped-call]
+
+
 def _pg_values(table: Table, columns: tuple[str, ...]) -> str:
     """$1::TYPE, $2::TYPE, ...: in INSERT ... SELECT, PostgreSQL cannot infer the types."""
-    dialect = PGDialect()  # type: ignore[no-untyped-call]
-    return ", ".join(
-        f"${i}::{table.c[name].type.compile(dialect=dialect)}" for i, name in enumerate(columns, 1)
-    )
+    return ", ".join(f"${i}::{_pg_type(table, name)}" for i, name in enumerate(columns, 1))
+
+
+def _pg_arrays(table: Table, columns: tuple[str, ...]) -> str:
+    """$1::TYPE[], $2::TYPE[], ...: a batch's rows, bound one array per column."""
+    return ", ".join(f"${i}::{_pg_type(table, name)}[]" for i, name in enumerate(columns, 1))
 
 
 _DEBIT_COLUMNS = _names(
@@ -240,12 +252,100 @@ SELECT count(*) FROM claimed
 """  # noqa: S608 (constants only)
 _PG_OPEN_HOLD = "SELECT account_id, amount_nano FROM holds WHERE id = $1 AND state = 'open'"
 
+# Parameters: one array per hold column, then the accounts the batch's later statements
+# change. Per account, the longest prefix of its holds (in batch order) whose running
+# sum fits is placed, decided on the locked rows; the rest are refused here and retried
+# alone. `locked` takes the accounts in ascending id order, all of them before the
+# rows come out (the one-time filter reads it to the end first).
+_PG_PLACE_HOLDS = f"""
+WITH wanted AS (
+    SELECT w.*, (sum(w.amount_nano) OVER (PARTITION BY w.account_id ORDER BY w.ord))::bigint
+                AS upto_nano
+      FROM unnest({_pg_arrays(holds, _HOLD_COLUMNS)})
+           WITH ORDINALITY AS w({_names(holds, _HOLD_COLUMNS)}, ord)
+), locked AS MATERIALIZED (
+    SELECT id, balance_nano, held_nano FROM accounts
+     WHERE id = ANY(ARRAY(SELECT account_id FROM wanted) || ${len(_HOLD_COLUMNS) + 1}::integer[])
+     ORDER BY id FOR UPDATE
+), judged AS MATERIALIZED (
+    SELECT wanted.*, locked.balance_nano, locked.held_nano,
+           coalesce(wanted.upto_nano <= locked.balance_nano - locked.held_nano, false) AS fits
+      FROM wanted LEFT JOIN locked ON locked.id = wanted.account_id
+), taken AS (
+    SELECT account_id, max(upto_nano) AS total_nano FROM judged WHERE fits GROUP BY account_id
+), added AS (
+    UPDATE accounts SET held_nano = accounts.held_nano + taken.total_nano
+      FROM taken WHERE accounts.id = taken.account_id
+), placed AS (
+    INSERT INTO holds ({_names(holds, _HOLD_COLUMNS)})
+    SELECT {_names(holds, _HOLD_COLUMNS)} FROM judged WHERE fits
+)
+SELECT judged.fits, judged.balance_nano, judged.held_nano + judged.upto_nano,
+       judged.balance_nano - judged.held_nano - coalesce(taken.total_nano, 0)
+  FROM judged LEFT JOIN taken ON taken.account_id = judged.account_id
+ WHERE (SELECT count(*) FROM locked) >= 0
+ ORDER BY judged.ord
+"""  # noqa: S608 (constants only)
+
+# Parameters: one array per usage column and one of the holds' new states, then the
+# accounts the batch's later statements change. A request id settled twice in the batch
+# (its request's settlement and the reaper's) is claimed by its first only. The claim
+# finds its holds by primary key: `IS TRUE` keeps the state index (every open hold, and
+# the planner's pick on a table without statistics) out of it. All claims
+# come first (`locked` reads `claimed` before it locks a row), then the accounts, in
+# ascending id order, each changed once by the sums of its claims.
+_PG_SETTLE_MANY = f"""
+WITH settling AS (
+    SELECT DISTINCT ON (request_id) *
+      FROM unnest({_pg_arrays(usage_records, _USAGE_COLUMNS)},
+                  ${len(_USAGE_COLUMNS) + 1}::{_pg_type(holds, "state")}[])
+           WITH ORDINALITY AS s({_names(usage_records, _USAGE_COLUMNS)}, hold_state, ord)
+     ORDER BY request_id, ord
+), claimed AS (
+    UPDATE holds SET state = settling.hold_state, resolved_ms = settling.settled_ms
+      FROM settling
+     WHERE holds.id = ANY(ARRAY(SELECT request_id FROM settling))
+       AND holds.id = settling.request_id AND (holds.state = 'open') IS TRUE
+       AND holds.account_id = settling.account_id AND holds.amount_nano = settling.held_nano
+    RETURNING settling.*
+), locked AS MATERIALIZED (
+    SELECT id FROM accounts
+     WHERE id = ANY(ARRAY(SELECT account_id FROM claimed) || ${len(_USAGE_COLUMNS) + 2}::integer[])
+     ORDER BY id FOR UPDATE
+), owed AS (
+    SELECT account_id, sum(held_nano) AS held_nano, sum(cost_nano) AS cost_nano
+      FROM claimed GROUP BY account_id
+), released AS (
+    UPDATE accounts SET held_nano = accounts.held_nano - owed.held_nano,
+                        balance_nano = accounts.balance_nano - owed.cost_nano
+      FROM locked JOIN owed ON owed.account_id = locked.id
+     WHERE accounts.id = locked.id
+), debited AS (
+    INSERT INTO ledger_entries ({_DEBIT_COLUMNS})
+    SELECT account_id, 'debit', -cost_nano, request_id, settled_by, settled_ms
+      FROM claimed WHERE cost_nano > 0
+), recorded AS (
+    INSERT INTO usage_records ({_names(usage_records, _USAGE_COLUMNS)})
+    SELECT {_names(usage_records, _USAGE_COLUMNS)} FROM claimed
+)
+SELECT ord FROM claimed WHERE (SELECT count(*) FROM locked) >= 0
+"""  # noqa: S608 (constants only)
+_PG_OPEN_HOLDS = (
+    "SELECT id, account_id, amount_nano FROM holds WHERE id = ANY($1::varchar[]) AND state = 'open'"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class _PlaceHold:
     """One conditional UPDATE decides; the hold row follows in the same transaction."""
 
+    batch_phase: ClassVar[int] = 1  # after settlements: their claims come before any lock
+
     hold: Hold
+
+    @property
+    def account_id(self) -> int:
+        return self.hold.account_id
 
     def on_sqlite(self, conn: sqlite3.Connection) -> Placement:
         hold = self.hold
@@ -263,6 +363,32 @@ class _PlaceHold:
             return _refused(await conn.fetchrow(_PG_AVAILABLE, hold.account_id))
         return _placed(hold, row[0], row[1])
 
+    @classmethod
+    async def on_postgres_batch(
+        cls, conn: Any, writes: Sequence[_PlaceHold], later: Sequence[int]
+    ) -> list[Placement]:
+        """Each account's longest fitting prefix in one statement; then each refused
+        hold again, in order, as if alone: the same results as one at a time."""
+        rows = await conn.fetch(
+            _PG_PLACE_HOLDS, *_arrays(_hold_row(w.hold) for w in writes), list(later)
+        )
+        room = {w.account_id: row[3] or 0 for w, row in zip(writes, rows, strict=True)}
+        return [
+            _placed(w.hold, row[1], row[2]) if row[0] else await w._retried(conn, room)
+            for w, row in zip(writes, rows, strict=True)
+        ]
+
+    async def _retried(self, conn: Any, room: dict[int, int]) -> Placement:
+        """A hold refused in its batch, tried alone. The batch holds its account's row,
+        so `room` is exactly what is available: a hold larger than that is refused
+        without a round trip, any other runs the single-write statement."""
+        account, amount = self.hold.account_id, self.hold.amount_nano
+        if amount > room[account]:
+            return Placement(False, room[account])
+        placement = await self.on_postgres(conn)
+        room[account] = placement.available_nano - (amount if placement.placed else 0)
+        return placement
+
 
 @dataclass(frozen=True, slots=True)
 class _Settle:
@@ -272,7 +398,13 @@ class _Settle:
     not match its hold changes nothing before the invariant reports it.
     """
 
+    batch_phase: ClassVar[int] = 0  # first: its claims come before any account lock
+
     settlement: Settlement
+
+    @property
+    def account_id(self) -> int:
+        return self.settlement.hold.account_id
 
     def on_sqlite(self, conn: sqlite3.Connection) -> bool:
         settlement, hold = self.settlement, self.settlement.hold
@@ -301,6 +433,27 @@ class _Settle:
         if claimed == 0:
             return _unclaimed(hold, await conn.fetchrow(_PG_OPEN_HOLD, hold.request_id))
         return True
+
+    @classmethod
+    async def on_postgres_batch(
+        cls, conn: Any, writes: Sequence[_Settle], later: Sequence[int]
+    ) -> list[bool]:
+        """All claims in one statement; the unclaimed are checked with one read after it."""
+        rows = ((*_usage_row(w.settlement), w.settlement.hold_state) for w in writes)
+        claimed = {row[0] for row in await conn.fetch(_PG_SETTLE_MANY, *_arrays(rows), list(later))}
+        results = [i in claimed for i in range(1, len(writes) + 1)]
+        unclaimed = [w.settlement.hold for w, ok in zip(writes, results, strict=True) if not ok]
+        if unclaimed:
+            ids = [hold.request_id for hold in unclaimed]
+            still_open = {row[0]: row[1:] for row in await conn.fetch(_PG_OPEN_HOLDS, ids)}
+            for hold in unclaimed:
+                _unclaimed(hold, still_open.get(hold.request_id))
+        return results
+
+
+def _arrays(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as columns: one array parameter per column, for unnest."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _placed(hold: Hold, balance_nano: int, held_nano: int) -> Placement:

@@ -3,6 +3,11 @@
 SQLAlchemy's per-statement work and pool checkout (with its ping) are skipped;
 the writer keeps one connection from the engine's pool and runs writes on the
 asyncpg connection under it.
+
+A batch of one is one statement, which commits on its own. A larger batch is
+one transaction holding one statement per kind of write (all its holds, all
+its settlements), not one per write: the writer waits one round trip per kind,
+and the server pays its per-statement cost once per kind.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ class PostgresWriter:
                 results = [await writes[0].on_postgres(driver)]
             else:
                 async with driver.transaction():
-                    results = [await write.on_postgres(driver) for write in writes]
+                    results = await _run_batch(driver, writes)
         except Exception:
             self._in_use = False
             if driver.is_closed():
@@ -71,3 +76,20 @@ class PostgresWriter:
             with contextlib.suppress(Exception):  # it is broken; discarding it is all that is left
                 await connection.invalidate()
                 await connection.close()
+
+
+async def _run_batch(conn: Any, writes: Sequence[Write[Any]]) -> list[Any]:
+    """Each kind's writes as one batch, kinds in phase order, inside the caller's
+    transaction; results in `writes`' order."""
+    positions: dict[type[Write[Any]], list[int]] = {}
+    for i, write in enumerate(writes):
+        positions.setdefault(type(write), []).append(i)
+    kinds = sorted(positions, key=lambda kind: kind.batch_phase)
+    results: list[Any] = [None] * len(writes)
+    for n, kind in enumerate(kinds):
+        later = {writes[i].account_id for k in kinds[n + 1 :] for i in positions[k]}
+        mine = positions[kind]
+        done = await kind.on_postgres_batch(conn, [writes[i] for i in mine], sorted(later))
+        for i, result in zip(mine, done, strict=True):
+            results[i] = result
+    return results

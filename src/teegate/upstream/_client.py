@@ -35,6 +35,13 @@ class Listing(NamedTuple):
     trusted: bool
 
 
+class Answer(NamedTuple):
+    """A whole completion: its bytes, relayed as they came, and their parse, for billing."""
+
+    raw: bytes
+    body: dict[str, Any]
+
+
 class UpstreamStream:
     """An open streamed completion: iterate the SSE data payloads, then close."""
 
@@ -209,7 +216,7 @@ class UpstreamClient:
             session = self._sessions[UNAUTHENTICATED] = self._new_session(UNAUTHENTICATED)
         return session
 
-    async def complete(self, body: bytes, *, pin: bytes | None = None) -> dict[str, Any]:
+    async def complete(self, body: bytes, *, pin: bytes | None = None) -> Answer:
         post = self._pinned_session(pin).post(self._chat_url, data=body)
         async with self._guard("completion"), post as resp:
             self._raise_for_status(resp)
@@ -222,7 +229,7 @@ class UpstreamClient:
             raise UpstreamError(f"upstream '{self.name}' sent a response that is not JSON") from exc
         if not isinstance(parsed, dict):
             raise UpstreamError(f"upstream '{self.name}' sent a response that is not an object")
-        return parsed
+        return Answer(raw, parsed)
 
     async def open_stream(self, body: bytes, *, pin: bytes | None = None) -> UpstreamStream:
         post = self._pinned_session(pin).post(
