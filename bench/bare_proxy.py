@@ -2,14 +2,18 @@
 
 Starlette + uvicorn (uvloop, httptools) + one aiohttp session that forwards
 the body as it is and relays the answer (streams byte for byte as they come).
-No auth, no limits, no parsing. Run: `python -m bench.bare_proxy --port P --upstream URL`.
+No auth, no limits, no parsing. An https upstream is verified against `--ca-file`
+(the bench gives it the enclave's own certificate), as any TLS client would.
+Run: `python -m bench.bare_proxy --port P --upstream URL [--ca-file PEM]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import uvicorn
@@ -19,13 +23,14 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
-def build_app(upstream: str) -> Starlette:
+def build_app(upstream: str, ca_file: Path | None = None) -> Starlette:
     chat_url = upstream.rstrip("/") + "/v1/chat/completions"
     sessions: list[aiohttp.ClientSession] = []
+    verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ssl=verify)
         async with aiohttp.ClientSession(connector=connector) as session:
             sessions.append(session)
             yield
@@ -71,9 +76,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
+    parser.add_argument("--ca-file", type=Path, help="PEM trusted for an https upstream")
     args = parser.parse_args()
     uvicorn.run(
-        build_app(args.upstream),
+        build_app(args.upstream, args.ca_file),
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",

@@ -24,6 +24,14 @@ PROXY_CPU = 0
 HARNESS_CPU = 1
 
 HOST = "127.0.0.1"
+
+ENCLAVE_CERT = "enclave-cert.pem"
+ENCLAVE_KEY = "enclave-key.pem"
+DEV_ROOT_CA = "root-ca.der"
+ENCLAVE_FILES = (ENCLAVE_CERT, ENCLAVE_KEY, DEV_ROOT_CA)
+"""What `teegate.devstack.devstack_servers` writes to its TLS folder: the enclave's
+self-signed certificate and key (`SimulatedEnclave.write_tls_files`) and the dev
+root CA of its test DCAP PKI."""
 MODEL = "deepseek-ai/DeepSeek-V3-0324-TEE"
 """A confidential model of the devstack catalog without reasoning: plain content chunks."""
 

@@ -10,11 +10,12 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +25,27 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: held open together, so no two can be the same."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 @dataclass
 class Server:
+    """A started server; with `ca_file` it serves TLS, verified against that file."""
+
     name: str
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    ca_file: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -43,7 +53,8 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        scheme = "https" if self.ca_file is not None else "http"
+        return f"{scheme}://{HOST}:{self.port}"
 
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.proc.poll() is not None:
@@ -67,7 +78,10 @@ def start(
     ready_path: str,
     env: Mapping[str, str] | None = None,
     ready_timeout_s: float = 60.0,
+    ca_file: Path | None = None,
 ) -> Server:
+    """Start `argv` pinned to `cpu` and wait until `ready_path` answers (over TLS
+    verified with `ca_file` when given, so a wrong certificate is never "ready")."""
     LOGS.mkdir(parents=True, exist_ok=True)
     log_path = LOGS / f"{name}.log"
     with log_path.open("wb") as out:
@@ -79,59 +93,42 @@ def start(
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
-    server = Server(name, proc, port, log_path)
+    server = Server(name, proc, port, log_path, ca_file)
     try:
-        _wait_ready(server, ready_path, ready_timeout_s)
+        wait_ready(server, server.url + ready_path, ready_timeout_s)
     except BaseException:
         server.stop()
         raise
     return server
 
 
-@contextlib.contextmanager
-def running(
-    name: str,
-    argv: Sequence[str],
-    *,
-    port: int,
-    cpu: int,
-    ready_path: str,
-    env: Mapping[str, str] | None = None,
-    ready_timeout_s: float = 60.0,
-) -> Iterator[Server]:
-    server = start(
-        name,
-        argv,
-        port=port,
-        cpu=cpu,
-        ready_path=ready_path,
-        env=env,
-        ready_timeout_s=ready_timeout_s,
-    )
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _wait_ready(server: Server, path: str, timeout_s: float) -> None:
+def wait_ready(server: Server, url: str, timeout_s: float = 60.0) -> None:
+    """Wait until `url` (served by `server`, or a sibling it runs) answers; fail early
+    with the log's tail if the server exits."""
     deadline = time.monotonic() + timeout_s
-    url = server.url + path
+    problem = "no answer"
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             tail = server.log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500:
-                return
-        except (urllib.error.URLError, OSError):
-            pass
+        problem = _problem(url, server.ca_file)
+        if not problem:
+            return
         time.sleep(0.1)
-    raise RuntimeError(f"{server.name} was not ready at {url} within {timeout_s:.0f} s")
+    raise RuntimeError(f"{server.name} was not ready at {url} within {timeout_s:.0f} s: {problem}")
+
+
+def _problem(url: str, ca_file: Path | None) -> str:
+    """Why `url` is not ready ("" once it answers below 500). The CA file is read on
+    every try: a server that writes its own certificate has done so once it listens."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return "" if response.status < 500 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return "" if exc.code < 500 else f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:  # ssl.SSLError, a missing CA file
+        return str(exc)
 
 
 def tree(pid: int) -> list[int]:

@@ -364,6 +364,38 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _transport(meta: dict[str, Any]) -> str:
+    """Results from before the bench served TLS have no `upstream_tls`: plain HTTP."""
+    return "TLS" if meta.get("upstream_tls") else "plain HTTP"
+
+
+def _attestation_note(meta: dict[str, Any]) -> str:
+    """What the mode in the header meant in this run, so figures from runs in different
+    modes are never compared unawares."""
+    if not meta.get("upstream_tls"):
+        return (
+            "every target reached the upstream over plain HTTP; teegate trusted the "
+            "catalog's `confidential_compute` flag (no evidence checked)."
+        )
+    shared = (
+        "every target reaches the upstream over TLS, to a devstack enclave's self-signed "
+        "certificate (nginx serves that certificate and key in the non-stream runs); the bare "
+        "proxy and LiteLLM verify it as their CA file. "
+    )
+    if meta["attestation"] == "attested-tls":
+        return shared + (
+            "teegate fetches the enclave's TDX quote (`/v1/attestation/report`, fresh nonce) "
+            "before serving, verifies it with dcap-qvl against the devstack's dev root CA (a "
+            "test PKI, so verdicts say `simulated`) with collateral and GPU verdicts from "
+            "the devstack's PCS and NRAS stand-ins, checks that report_data binds that "
+            "certificate's key, and pins every inference connection to the certificate."
+        )
+    return shared + (
+        "teegate checks no evidence: it trusts the catalog's `confidential_compute` flag, "
+        "over TLS verified with the same certificate as CA file."
+    )
+
+
 def render(results: dict[str, Any], plot_name: str | None) -> str:
     meta = results["meta"]
     plan = meta["plan"]
@@ -384,6 +416,7 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
         f"(hypervisor steal {_fmt(100 * meta.get('steal_share', math.nan), 0)}%)",
         f"- teegate {meta['teegate_commit']}, attestation mode `{meta['attestation']}`; "
         f"LiteLLM {meta['litellm'] or 'not run'}; nginx {meta['nginx']}; {meta['wrk']}",
+        f"- Upstream and attestation: {_attestation_note(meta)}",
         "",
     ]
     if results.get("notes"):
@@ -400,7 +433,8 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
         "",
         f"wrk, closed loop, 1 thread, c connections, {plan['warmup_s']:.0f} s warm-up then "
         f"{plan['duration_s']:.0f} s measured per point; upstream = nginx answering a fixed "
-        "`chat.completion` with usage. Errors = socket errors, timeouts and non-2xx answers.",
+        f"`chat.completion` with usage, over {_transport(meta)}. Errors = socket errors, "
+        "timeouts and non-2xx answers.",
         "",
         *_nonstream_tables(results),
         "## Streams",

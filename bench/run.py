@@ -5,7 +5,10 @@
     bench/run --report-only   rewrite the report from the last results.json
 
 The proxy under test always runs alone on CPU 0 with one worker; nginx, the
-devstack, wrk and the stream load generator share CPU 1.
+devstack, wrk and the stream load generator share CPU 1. Every upstream is a
+devstack enclave over TLS (nginx serving that enclave's certificate and key for
+the non-stream runs); teegate attests it (attested-tls, the default) or trusts
+its catalog (--attestation provider-asserted).
 """
 
 from __future__ import annotations
@@ -36,15 +39,7 @@ from bench.common import (
 from bench.profile import profile_teegate
 from bench.wrk import run_wrk
 
-ATTESTATION_MODES = ("provider-asserted", "attested-tls")
-ATTESTED_TLS_NOT_WIRED = (
-    "--attestation attested-tls: the bench upstreams (nginx, the paced devstack) serve plain "
-    "HTTP and no TDX evidence yet. To flip it: run the devstack with TLS and its PCS/NRAS "
-    "stand-ins (teegate.devstack.serve_devstack), let nginx serve the devstack's TLS key and "
-    "proxy /v1/attestation/report to it, give teegate's TOML an [attestation] table (pccs_url, "
-    "nras_*, dev_root_ca_file) and the bare proxy and LiteLLM the dev root CA; "
-    "targets.teegate_config already writes the mode. See bench/README.md."
-)
+ATTESTATION_MODES = ("attested-tls", "provider-asserted")
 
 
 @dataclass(frozen=True)
@@ -91,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--attestation",
         choices=ATTESTATION_MODES,
-        default="provider-asserted",
-        help="teegate's upstream attestation mode; attested-tls is the switch for when the "
-        "bench upstreams serve TDX evidence bound to their TLS key (not wired yet)",
+        default="attested-tls",
+        help="teegate's upstream attestation mode: attested-tls verifies the enclave's TDX "
+        "quote and pins its TLS key; provider-asserted trusts the catalog over CA-verified "
+        "TLS. The upstreams serve TLS either way.",
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL runs")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
@@ -102,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    if args.attestation != "provider-asserted":
-        parser.error(ATTESTED_TLS_NOT_WIRED)
     plan = Plan.for_mode(args.quick)
     out = args.out or (WORK / "quick" if args.quick else REPO / "docs")
     results_path = (WORK / "quick" if args.quick else WORK) / "results.json"
@@ -133,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     if not use_postgres:
         results["notes"].append("PostgreSQL runs skipped (--no-postgres or not reachable).")
 
-    stores = [targets.prepare_store("sqlite", args.attestation)]
+    stores = [targets.prepare_store("sqlite")]
     if use_postgres:
-        stores.append(targets.prepare_store("postgres", args.attestation))
+        stores.append(targets.prepare_store("postgres"))
 
     _nonstream_phase(plan, tools, stores, args.attestation, results, not args.no_profile)
     _stream_phase(plan, tools, stores[0], args.attestation, results)
@@ -192,9 +186,12 @@ def _nonstream_phase(
     profile: bool,
 ) -> None:
     body = chat_body(stream=False)
-    with _server(targets.nginx(tools.nginx)) as nginx:
-        upstream = nginx.url
-        _nonstream_target(plan, tools, "nginx (upstream alone)", nginx, "", body, results)
+    with (
+        _upstream(targets.devstack("evidence", chunk_delay_ms=0, completion_tokens=1)) as enclave,
+        _upstream(targets.nginx(tools.nginx, enclave)) as upstream,
+    ):
+        label = "nginx (upstream alone)"
+        _nonstream_target(plan, tools, label, upstream.server, "", body, results)
         with _server(targets.bare(upstream)) as server:
             _nonstream_target(plan, tools, "bare proxy", server, "", body, results)
         if tools.litellm is not None:
@@ -278,15 +275,20 @@ def _stream_phase(
     }
     proxies = _stream_proxies(tools, store, attestation)
 
-    ds = targets.devstack(plan.stream_pace_ms, STREAM_COMPLETION_TOKENS)
-    with _server(ds):
+    latency_upstream = targets.devstack("latency", plan.stream_pace_ms, STREAM_COMPLETION_TOKENS)
+    with _upstream(latency_upstream) as ds:
         stats = streams.run(
-            streams.latency_run(f"{ds.url}/v1/chat/completions", body, streams=plan.latency_streams)
+            streams.latency_run(
+                f"{ds.url}/v1/chat/completions",
+                body,
+                streams=plan.latency_streams,
+                ca_file=ds.enclave.cert_file,
+            )
         )
         latency["upstream alone"] = stats.as_dict()
         _log_latency("upstream alone", stats)
         for label, start, auth in proxies:
-            with _server(start(ds.url)) as server:
+            with _server(start(ds)) as server:
                 stats = streams.run(
                     streams.latency_run(
                         f"{server.url}/v1/chat/completions",
@@ -298,9 +300,10 @@ def _stream_phase(
                 latency[label] = stats.as_dict()
                 _log_latency(label, stats)
 
-    with _server(targets.devstack(plan.hold_pace_ms, STREAM_COMPLETION_TOKENS)) as ds:
+    hold_upstream = targets.devstack("hold", plan.hold_pace_ms, STREAM_COMPLETION_TOKENS)
+    with _upstream(hold_upstream) as ds:
         for label, start, auth in proxies:
-            with _server(start(ds.url)) as server:
+            with _server(start(ds)) as server:
                 held = streams.run(
                     streams.hold_run(
                         f"{server.url}/v1/chat/completions",
@@ -323,8 +326,8 @@ def _stream_phase(
 
 def _stream_proxies(
     tools: Tools, store: targets.TeegateStore, attestation: str
-) -> list[tuple[str, Callable[[str], procs.Server], str]]:
-    proxies: list[tuple[str, Callable[[str], procs.Server], str]] = [
+) -> list[tuple[str, Callable[[targets.Upstream], procs.Server], str]]:
+    proxies: list[tuple[str, Callable[[targets.Upstream], procs.Server], str]] = [
         ("bare proxy", targets.bare, ""),
     ]
     litellm = tools.litellm
@@ -352,6 +355,12 @@ def _server(server: procs.Server) -> Iterator[procs.Server]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def _upstream(upstream: targets.Upstream) -> Iterator[targets.Upstream]:
+    with _server(upstream.server):
+        yield upstream
 
 
 # --- what ran where ----------------------------------------------------------------------
@@ -385,6 +394,7 @@ def _meta(plan: Plan, tools: Tools, attestation: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "teegate_commit": commit + (" + uncommitted changes in src/" if dirty else ""),
         "attestation": attestation,
+        "upstream_tls": True,
         "nginx": output(tools.nginx, "-v").removeprefix("nginx version: "),
         "wrk": output(tools.wrk, "-v").splitlines()[0] if tools.wrk else "?",
         "litellm": LITELLM_VERSION if tools.litellm else None,

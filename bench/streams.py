@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -123,10 +125,13 @@ async def latency_run(
     concurrency: int = 1,
     warmup: int = 2,
     bound_s: float = 120.0,
+    ca_file: Path | None = None,
 ) -> LatencyStats:
-    """`streams` paced streams, `concurrency` at a time, after `warmup` unmeasured ones."""
+    """`streams` paced streams, `concurrency` at a time, after `warmup` unmeasured ones;
+    an https target (the upstream alone) is verified against `ca_file`."""
     timeout = aiohttp.ClientTimeout(total=bound_s, sock_read=30)
-    connector = aiohttp.TCPConnector(limit=0)
+    verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+    connector = aiohttp.TCPConnector(limit=0, ssl=verify)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         for _ in range(warmup):
             await _one_stream(session, url, auth, body)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import procs
 from bench.common import (
     CATALOG_JSON,
+    DEV_ROOT_CA,
+    ENCLAVE_CERT,
+    ENCLAVE_KEY,
     FIXED_COMPLETION,
     HARNESS_CPU,
     HOST,
@@ -26,8 +31,12 @@ from bench.common import (
     WORK,
     log,
 )
+from teegate.devstack import SimulatedAttestationServices
 
 KEY_HASH_SECRET = "bench-key-hash-secret"
+VERDICT_MODES = {"attested-tls": "simulated", "provider-asserted": "provider-asserted"}
+"""The verdict mode teegate must show per attestation mode: "simulated" is a TDX
+quote verified by dcap-qvl against the devstack's dev root CA, not Intel's."""
 LITELLM_MASTER_KEY = "sk-bench-" + "0" * 32
 """LiteLLM refuses to start without one; no database, so requests authenticate against it."""
 
@@ -35,8 +44,84 @@ LITELLM_MASTER_KEY = "sk-bench-" + "0" * 32
 # --- upstreams ---------------------------------------------------------------------------
 
 
-def nginx(nginx_bin: str) -> procs.Server:
-    """nginx answering a fixed chat.completion (with usage) and the devstack catalog."""
+@dataclass(frozen=True)
+class Enclave:
+    """A devstack enclave as the other processes see it: its TLS files and services."""
+
+    tls_dir: Path
+    services_url: str
+    """The Intel PCS and NVIDIA NRAS stand-ins (plain HTTP, as in `teegate dev`)."""
+
+    @property
+    def cert_file(self) -> Path:
+        """The enclave's self-signed certificate: what nginx serves, and the CA file
+        the bare proxy, LiteLLM and the load generators verify the upstream with."""
+        return self.tls_dir / ENCLAVE_CERT
+
+    @property
+    def key_file(self) -> Path:
+        return self.tls_dir / ENCLAVE_KEY
+
+    @property
+    def root_ca_file(self) -> Path:
+        """The dev root CA of the enclave's test DCAP PKI: what teegate verifies quotes with."""
+        return self.tls_dir / DEV_ROOT_CA
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An upstream server presenting an enclave's certificate (https://)."""
+
+    server: procs.Server
+    enclave: Enclave
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def devstack(name: str, chunk_delay_ms: float, completion_tokens: int) -> Upstream:
+    """A fresh enclave (`bench/devstack_server.py`): https upstream, evidence, services."""
+    tls_dir = WORK / "tls" / name
+    shutil.rmtree(tls_dir, ignore_errors=True)  # readiness must see this run's certificate
+    port, services_port = procs.free_ports(2)
+    enclave = Enclave(tls_dir, f"http://{HOST}:{services_port}")
+    argv = [
+        str(PROJECT_PYTHON),
+        "-m",
+        "bench.devstack_server",
+        "--port",
+        str(port),
+        "--services-port",
+        str(services_port),
+        "--tls-dir",
+        str(tls_dir),
+        "--chunk-delay-ms",
+        str(chunk_delay_ms),
+        "--completion-tokens",
+        str(completion_tokens),
+    ]
+    server = procs.start(
+        f"devstack-{name}",
+        argv,
+        port=port,
+        cpu=HARNESS_CPU,
+        ready_path="/v1/models",
+        env={"PYTHONPATH": str(REPO)},
+        ca_file=enclave.cert_file,
+    )
+    try:
+        procs.wait_ready(server, f"{enclave.services_url}/.well-known/jwks.json")
+    except BaseException:
+        server.stop()
+        raise
+    return Upstream(server, enclave)
+
+
+def nginx(nginx_bin: str, behind: Upstream) -> Upstream:
+    """nginx over TLS with the enclave's own certificate and key, answering a fixed
+    chat.completion (with usage) and the devstack catalog; the evidence path goes to
+    the enclave behind it, so the quote it relays binds the key nginx presents."""
     prefix = WORK / "nginx"
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     port = procs.free_port()
@@ -44,6 +129,7 @@ def nginx(nginx_bin: str) -> procs.Server:
     if any(c in answer for c in "'$\\"):
         raise ValueError("the fixed answer must not hold ', $ or \\ (nginx string rules)")
     user = "user root root;\n" if os.geteuid() == 0 else ""
+    enclave = behind.enclave
     conf = prefix / "nginx.conf"
     conf.write_text(
         f"""{user}worker_processes 1;
@@ -58,7 +144,9 @@ http {{
   client_body_buffer_size 64k;
   client_body_temp_path {prefix}/tmp;
   server {{
-    listen {HOST}:{port} backlog=4096;
+    listen {HOST}:{port} ssl backlog=4096;
+    ssl_certificate {enclave.cert_file};
+    ssl_certificate_key {enclave.key_file};
     location = /v1/chat/completions {{
       default_type application/json;
       return 200 '{answer}';
@@ -67,60 +155,32 @@ http {{
       default_type application/json;
       alias {CATALOG_JSON};
     }}
+    location = /v1/attestation/report {{
+      proxy_pass {behind.url};
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate {enclave.cert_file};
+      proxy_ssl_name localhost;
+    }}
     location / {{ return 404; }}
   }}
 }}
 """
     )
-    return procs.start(
+    server = procs.start(
         "nginx",
         [nginx_bin, "-p", str(prefix), "-c", str(conf)],
         port=port,
         cpu=HARNESS_CPU,
         ready_path="/v1/models",
+        ca_file=enclave.cert_file,
     )
-
-
-def devstack(chunk_delay_ms: float, completion_tokens: int) -> procs.Server:
-    port = procs.free_port()
-    argv = [
-        str(PROJECT_PYTHON),
-        "-m",
-        "bench.devstack_server",
-        "--port",
-        str(port),
-        "--chunk-delay-ms",
-        str(chunk_delay_ms),
-        "--completion-tokens",
-        str(completion_tokens),
-    ]
-    return procs.start(
-        "devstack",
-        argv,
-        port=port,
-        cpu=HARNESS_CPU,
-        ready_path="/v1/models",
-        env={"PYTHONPATH": str(REPO)},
-    )
+    return Upstream(server, enclave)
 
 
 # --- proxies -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Proxy:
-    """A proxy under test: how to reach it, and with which key (if any)."""
-
-    label: str
-    server: procs.Server
-    auth: str = ""
-
-    @property
-    def chat_url(self) -> str:
-        return f"{self.server.url}/v1/chat/completions"
-
-
-def bare(upstream: str) -> procs.Server:
+def bare(upstream: Upstream) -> procs.Server:
     port = procs.free_port()
     argv = [
         str(PROJECT_PYTHON),
@@ -129,7 +189,9 @@ def bare(upstream: str) -> procs.Server:
         "--port",
         str(port),
         "--upstream",
-        upstream,
+        upstream.url,
+        "--ca-file",
+        str(upstream.enclave.cert_file),
     ]
     return procs.start(
         "bare",
@@ -141,9 +203,13 @@ def bare(upstream: str) -> procs.Server:
     )
 
 
-def litellm(litellm_bin: Path, upstream: str) -> procs.Server:
-    """LiteLLM proxy, one model, no database, one worker. JSON is valid YAML."""
+def litellm(litellm_bin: Path, upstream: Upstream) -> procs.Server:
+    """LiteLLM proxy, one model, no database, one worker. JSON is valid YAML.
+
+    It verifies the upstream with the enclave's certificate as its CA bundle, set
+    both ways LiteLLM documents (`ssl_verify` and `SSL_CERT_FILE`, which wins)."""
     port = procs.free_port()
+    ca_file = str(upstream.enclave.cert_file)
     config = WORK / "litellm-config.yaml"
     config.write_text(
         json.dumps(
@@ -153,12 +219,12 @@ def litellm(litellm_bin: Path, upstream: str) -> procs.Server:
                         "model_name": MODEL,
                         "litellm_params": {
                             "model": f"openai/{MODEL}",
-                            "api_base": f"{upstream}/v1",
+                            "api_base": f"{upstream.url}/v1",
                             "api_key": "bench-upstream-key",
                         },
                     }
                 ],
-                "litellm_settings": {"telemetry": False},
+                "litellm_settings": {"telemetry": False, "ssl_verify": ca_file},
                 "general_settings": {"master_key": LITELLM_MASTER_KEY},
             },
             indent=2,
@@ -175,7 +241,11 @@ def litellm(litellm_bin: Path, upstream: str) -> procs.Server:
         "--num_workers",
         "1",
     ]
-    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    env = {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOG": "ERROR",
+        "SSL_CERT_FILE": ca_file,
+    }
     return procs.start(
         "litellm",
         argv,
@@ -200,13 +270,19 @@ class TeegateStore:
 
 
 def teegate_config(
-    store_name: str, database_url: str, upstream: str, attestation: str, port: int
+    store_name: str,
+    database_url: str,
+    port: int,
+    upstream: Upstream | None = None,
+    attestation: str = "attested-tls",
 ) -> Path:
-    """The TOML teegate runs with. `attestation` is the switch: provider-asserted now,
-    attested-tls once the upstream serves attestation evidence."""
+    """The TOML teegate runs with; without an upstream, enough for the store commands.
+
+    attested-tls is verified as `teegate dev` does it: quotes against the enclave's
+    dev root CA (allowed in development only), collateral from its PCS stand-in, GPU
+    evidence through its NRAS stand-in."""
     path = WORK / f"teegate-{store_name}.toml"
-    path.write_text(
-        f"""# generated by bench/targets.py
+    text = f"""# generated by bench/targets.py
 environment = "development"
 host = "{HOST}"
 port = {port}
@@ -216,14 +292,34 @@ database_url = "{database_url}"
 key_hash_secret = "{KEY_HASH_SECRET}"
 upstream_pool_size = 4096
 catalog_refresh_s = 60
+"""
+    if upstream is not None:
+        text += _upstream_toml(upstream, attestation)
+    path.write_text(text)
+    return path
 
+
+def _upstream_toml(upstream: Upstream, attestation: str) -> str:
+    text = f"""
 [[upstreams]]
 name = "bench"
-base_url = "{upstream}"
+base_url = "{upstream.url}"
 attestation = "{attestation}"
 """
+    if attestation != "attested-tls":
+        return text
+    services = upstream.enclave.services_url
+    return (
+        text
+        + f"""
+[attestation]
+pccs_url = "{services}"
+nras_attest_url = "{services}/v3/attest/gpu"
+nras_jwks_url = "{services}/.well-known/jwks.json"
+nras_issuer = "{SimulatedAttestationServices.issuer}"
+dev_root_ca_file = "{upstream.enclave.root_ca_file}"
+"""
     )
-    return path
 
 
 def _teegate_cli(config: Path, *args: str) -> str:
@@ -239,7 +335,7 @@ def _teegate_cli(config: Path, *args: str) -> str:
     return done.stdout
 
 
-def prepare_store(store_name: str, attestation: str) -> TeegateStore:
+def prepare_store(store_name: str) -> TeegateStore:
     """A fresh database: migrations, account `bench` with credit, a key with a high rpm."""
     if store_name == "sqlite":
         db = WORK / "teegate-data" / "bench.db"
@@ -250,7 +346,7 @@ def prepare_store(store_name: str, attestation: str) -> TeegateStore:
     else:
         asyncio.run(_recreate_postgres_database())
         url = PG_URL
-    config = teegate_config(store_name, url, "http://127.0.0.1:9", attestation, 0)
+    config = teegate_config(store_name, url, 0)
     _teegate_cli(config, "db", "upgrade")
     _teegate_cli(config, "accounts", "create", "bench", "--credit-usd", "1000000")
     out = _teegate_cli(config, "keys", "create", "--account", "bench", "--rpm", "100000000")
@@ -284,13 +380,42 @@ def postgres_available() -> bool:
     return True
 
 
-def teegate(store: TeegateStore, upstream: str, attestation: str) -> procs.Server:
+def teegate(store: TeegateStore, upstream: Upstream, attestation: str) -> procs.Server:
+    """teegate on CPU 0, ready (attested) and serving the model in the expected mode.
+
+    In provider-asserted mode its CA-verified upstream connections trust the
+    enclave's certificate through `SSL_CERT_FILE`; attested-tls needs no CA at all:
+    the quote vouches for the key and every connection is pinned to it."""
     port = procs.free_port()
-    config = teegate_config(store.name, store.database_url, upstream, attestation, port)
-    return procs.start(
+    config = teegate_config(store.name, store.database_url, port, upstream, attestation)
+    env = (
+        {} if attestation == "attested-tls" else {"SSL_CERT_FILE": str(upstream.enclave.cert_file)}
+    )
+    server = procs.start(
         f"teegate-{store.name}",
         [str(TEEGATE), "serve", "--config", str(config)],
         port=port,
         cpu=PROXY_CPU,
         ready_path="/readyz",
+        env=env,
     )
+    try:
+        _check_attestation(server, store.key, attestation)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _check_attestation(server: procs.Server, key: str, attestation: str) -> None:
+    """Stop the run if teegate does not serve the model in the mode asked for: a
+    misconfigured verifier must fail the bench, not fall back and pass quietly."""
+    expected = VERDICT_MODES[attestation]
+    request = urllib.request.Request(
+        f"{server.url}/v1/models/{MODEL}", headers={"Authorization": f"Bearer {key}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        verdict = json.load(response).get("attestation") or {}
+    if verdict.get("mode") != expected or verdict.get("status") != "verified":
+        raise RuntimeError(f"teegate serves {MODEL} with attestation {verdict}, not {expected}")
+    log(f"teegate attestation: {MODEL} {verdict['status']}, mode {verdict['mode']}")
