@@ -1,10 +1,11 @@
-"""The ledger writer under the group committer: its own SQLite thread and connection,
+"""The ledger writer under the group committer: its own SQLite connections and threads,
 its own PostgreSQL connection, one-by-one retries, raw driver errors mapped to 503,
 and the writes' guard against a settlement that does not match its hold."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from dataclasses import replace
@@ -21,31 +22,33 @@ from teegate.errors import ServiceUnavailable
 from teegate.invariants import InvariantViolation
 from teegate.store import Ledger, _sqlite_writer, create_engine, upgrade
 from teegate.store._outage import is_outage, is_retryable
-from teegate.store._sqlite_writer import SQLITE_THREAD
+from teegate.store._sqlite_writer import CHECKPOINT_THREAD, SQLITE_THREAD
 from tests.billing_support import ledger_state
 from tests.test_ledger import a_hold, by_usage, funded
 
 
-def writer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(SQLITE_THREAD)]
+def ledger_threads() -> list[threading.Thread]:
+    names = (SQLITE_THREAD, CHECKPOINT_THREAD)
+    return [t for t in threading.enumerate() if t.name.startswith(names)]
 
 
-async def test_the_sqlite_writer_thread_stops_with_the_ledger(tmp_path: Path) -> None:
+async def test_no_sqlite_writer_thread_outlives_the_ledger(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
     try:
         await upgrade(engine)
         account = await funded(engine, "acme", 10**9)
-        before = writer_threads()
+        before = ledger_threads()
         async with Ledger(engine).running() as ledger:
             assert (await ledger.place_hold(a_hold(account, "req_1"))).placed
-            assert len(writer_threads()) == len(before) + 1  # one thread for every batch
             assert (await ledger.place_hold(a_hold(account, "req_2"))).placed
-            assert len(writer_threads()) == len(before) + 1
-        assert writer_threads() == before
-        # its connection is closed too: nothing holds the file open or a transaction
+            started = [t.name for t in ledger_threads() if t not in before]
+            assert started == [CHECKPOINT_THREAD]  # batches ran on the loop: the lock was free
+        assert ledger_threads() == before
+        # its connections are closed too: nothing holds the file open or a transaction
         with sqlite3.connect(tmp_path / "ledger.db", timeout=0) as other:
             other.execute("BEGIN IMMEDIATE")
             other.execute("ROLLBACK")
+            assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # not busy
     finally:
         await engine.dispose()
 
@@ -54,10 +57,10 @@ async def test_a_ledger_that_only_reads_starts_no_thread(tmp_path: Path) -> None
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
     try:
         await upgrade(engine)
-        before = writer_threads()
+        before = ledger_threads()
         async with Ledger(engine).running() as ledger:
             assert await ledger.balance(1) is None
-            assert writer_threads() == before
+            assert ledger_threads() == before
     finally:
         await engine.dispose()
 
@@ -104,6 +107,12 @@ async def test_a_settlement_that_does_not_match_its_hold_changes_nothing(
             await ledger.settle(by_usage(other, 1, 1))
         state = await ledger_state(engine, account)
         assert (state.open_holds, state.usage_records, state.held_nano) == (1, 0, hold.amount_nano)
+        if engine.dialect.name == "sqlite":  # the writer's open connection holds no write lock
+            path = engine.url.database
+            assert path is not None
+            with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as c:
+                c.execute("BEGIN IMMEDIATE")
+                c.execute("ROLLBACK")
         assert await ledger.settle(by_usage(hold, 1, 1)) is True  # the real one still settles
         assert await ledger.settle(by_usage(other, 1, 1)) is False  # nothing open: no check
         unknown = replace(a_hold(account, "req_unknown"))
@@ -170,7 +179,7 @@ async def test_an_unopenable_sqlite_file_is_503_and_the_writer_recovers(
         await upgrade(engine)
         account = await funded(engine, "acme", 10**9)
 
-        def unopenable(path: str) -> sqlite3.Connection:
+        def unopenable(path: str, **_: object) -> sqlite3.Connection:
             raise sqlite3.OperationalError("unable to open database file")
 
         async with Ledger(engine).running() as ledger:

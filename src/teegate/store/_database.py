@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
-    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}",
 )
-"""Every SQLite connection teegate opens: the engine's and the ledger writer's own."""
+"""Every SQLite connection teegate opens: the engine's and the ledger writer's own.
+The busy timeout is the driver's `timeout`: the ledger writer's event-loop connection
+must have none."""
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -44,11 +46,19 @@ def apply_sqlite_pragmas(dbapi_connection: Any) -> None:
     cursor.close()
 
 
-def connect_sqlite(path: str) -> sqlite3.Connection:
-    """A plain sqlite3 connection set up as the engine's are, in autocommit mode:
-    its owner says BEGIN and COMMIT itself."""
-    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
-    apply_sqlite_pragmas(connection)
+def connect_sqlite(
+    path: str, *, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S, pragmas: Sequence[str] = ()
+) -> sqlite3.Connection:
+    """A plain sqlite3 connection set up as the engine's are, then `pragmas`, in autocommit
+    mode: its owner says BEGIN and COMMIT itself."""
+    connection = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+    try:
+        apply_sqlite_pragmas(connection)
+        for pragma in pragmas:
+            connection.execute(pragma)
+    except BaseException:  # e.g. locked, with no busy timeout: not left open half set up
+        connection.close()
+        raise
     return connection
 
 

@@ -5,10 +5,11 @@ transaction (one fsync on SQLite, one commit round trip on PostgreSQL), and
 each write in it still gets its own result. Under load this turns N commits
 into N / batch; idle, a write waits for nothing but its own transaction.
 
-A batch costs the event loop one hand-off, whatever its size: on SQLite the
-whole transaction runs in one call on the writer's own thread, on PostgreSQL on
-the writer's own connection, without SQLAlchemy in between (`_sqlite_writer.py`,
-`_postgres_writer.py`).
+A batch is one call into the engine's writer, whatever its size: on SQLite the
+whole transaction runs inline on the event loop (on a thread only while another
+connection holds the write lock), on PostgreSQL as one statement per kind of
+write on the writer's own connection; neither goes through SQLAlchemy
+(`_sqlite_writer.py`, `_postgres_writer.py`).
 
 Writes in a batch run ordered by their lock key (the account id), so two
 writers never take account rows in opposite orders. If a batch fails for a

@@ -1,0 +1,156 @@
+"""The SQLite ledger writer on real files: batches on the event loop unless another
+connection holds the write lock, and checkpoints on the checkpointer's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.testing import capture_logs
+
+from teegate.store import Ledger, _sqlite_writer, create_engine, upgrade
+from teegate.store._sqlite_writer import SQLITE_THREAD
+from tests.billing_support import ledger_state
+from tests.test_ledger import a_hold, funded
+
+PAGE_BYTES = 4096
+WAL_FRAME_BYTES = 24 + PAGE_BYTES  # each frame: its header, then the page
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    await upgrade(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def database(engine: AsyncEngine) -> Path:
+    assert engine.url.database is not None
+    return Path(engine.url.database)
+
+
+def wal_bytes(engine: AsyncEngine) -> int:
+    wal = database(engine).with_name(database(engine).name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def checkpoint(engine: AsyncEngine) -> None:
+    """Copy the setup (schema, account) into the database file and empty the WAL."""
+    with contextlib.closing(sqlite3.connect(database(engine))) as conn:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
+
+
+def holds_in_the_database_file(engine: AsyncEngine, tmp_path: Path) -> int:
+    """Rows the checkpoints copied out of the WAL: a copy of the database file alone."""
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(database(engine), copy)
+    with contextlib.closing(sqlite3.connect(copy)) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM holds").fetchone()
+    return int(count)
+
+
+async def logged(logs: list[MutableMapping[str, Any]], event: str) -> None:
+    while not any(entry["event"] == event for entry in logs):
+        await asyncio.sleep(0.01)
+
+
+async def test_a_batch_waits_for_another_connection_s_lock_on_a_thread(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    account = await funded(sqlite_engine, "acme", 10**12)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async with Ledger(sqlite_engine).running() as ledger:
+        assert (await ledger.place_hold(a_hold(account, "req_before"))).placed
+        other = sqlite3.connect(database(sqlite_engine), timeout=0, isolation_level=None)
+        ticker = asyncio.create_task(tick())
+        try:
+            other.execute("BEGIN IMMEDIATE")  # what the `teegate` CLI does when it writes
+            placing = asyncio.create_task(ledger.place_hold(a_hold(account, "req_blocked")))
+            await asyncio.sleep(0.2)
+            assert not placing.done()
+            assert ticks >= 5  # the loop kept running: the batch waits on the writer's thread
+            assert any(t.name.startswith(SQLITE_THREAD) for t in threading.enumerate())
+            other.execute("ROLLBACK")
+            assert (await asyncio.wait_for(placing, 5)).placed
+        finally:
+            ticker.cancel()
+            other.close()
+        assert (await ledger.place_hold(a_hold(account, "req_after"))).placed
+    state = await ledger_state(sqlite_engine, account)
+    state.check()
+    assert state.open_holds == 3
+
+
+async def test_the_writer_leaves_checkpoints_to_the_checkpointer(
+    sqlite_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No commit checkpoints (SQLite's default would, every 1000 pages); closing does."""
+    monkeypatch.setattr(_sqlite_writer, "CHECKPOINT_INTERVAL_S", 3600.0)  # only on close
+    account = await funded(sqlite_engine, "acme", 10**15)
+    checkpoint(sqlite_engine)
+    async with Ledger(sqlite_engine).running() as ledger:
+        for i in range(600):
+            await ledger.place_hold(a_hold(account, f"req_{i}"))
+        assert wal_bytes(sqlite_engine) > 1000 * WAL_FRAME_BYTES
+        assert holds_in_the_database_file(sqlite_engine, tmp_path) == 0
+    assert holds_in_the_database_file(sqlite_engine, tmp_path) == 600
+
+
+async def test_the_wal_stays_bounded_under_steady_writes(
+    sqlite_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent PASSIVE checkpoints alone never catch up with steady writes; past the
+    restart bound, the checkpointer makes the WAL start over."""
+    monkeypatch.setattr(_sqlite_writer, "CHECKPOINT_INTERVAL_S", 0.01)
+    monkeypatch.setattr(_sqlite_writer, "WAL_RESTART_FRAMES", 64)
+    account = await funded(sqlite_engine, "acme", 10**15)
+    checkpoint(sqlite_engine)
+    largest = 0
+    async with Ledger(sqlite_engine).running() as ledger:
+        for start in range(0, 4000, 8):  # 500 batches of 8: ~3500 WAL frames, never restarted
+            holds = [a_hold(account, f"req_{i}") for i in range(start, start + 8)]
+            await asyncio.gather(*(ledger.place_hold(h) for h in holds))
+            largest = max(largest, wal_bytes(sqlite_engine))
+    assert largest < 1200 * WAL_FRAME_BYTES  # ~300 here, PASSIVE alone ~3500: never reset
+    assert holds_in_the_database_file(sqlite_engine, tmp_path) == 4000
+
+
+async def test_a_failed_checkpoint_is_logged_and_tried_again(
+    sqlite_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sqlite_writer, "CHECKPOINT_INTERVAL_S", 0.01)
+    account = await funded(sqlite_engine, "acme", 10**12)
+    checkpoint(sqlite_engine)
+
+    def unopenable(path: str, **_: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    with capture_logs() as logs:
+        async with Ledger(sqlite_engine).running() as ledger:
+            assert (await ledger.place_hold(a_hold(account, "req_1"))).placed  # connected
+            with monkeypatch.context() as patch:
+                patch.setattr(_sqlite_writer, "connect_sqlite", unopenable)
+                await asyncio.wait_for(logged(logs, "wal_checkpoint_failed"), 5)
+                assert (await ledger.place_hold(a_hold(account, "req_2"))).placed
+    failed = next(e for e in logs if e["event"] == "wal_checkpoint_failed")
+    assert (failed["log_level"], failed["error"]) == ("warning", "OperationalError")
+    assert holds_in_the_database_file(sqlite_engine, tmp_path) == 2  # the next one succeeded
