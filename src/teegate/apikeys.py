@@ -7,10 +7,12 @@ usable key, and without the server's secret not even a guessable one.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
 import string
+from collections.abc import Callable
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 SECRET_CHARS = 43  # 62**43 > 2**256
@@ -32,9 +34,21 @@ def is_well_formed(token: str, prefix: str) -> bool:
     return token.startswith(prefix) and _SECRET_BODY.fullmatch(token, len(prefix)) is not None
 
 
+def key_hasher(secret: bytes) -> Callable[[str], str]:
+    """HMAC-SHA256 keyed once. Every request hashes its key: copying the keyed state
+    costs a fraction of keying anew (OpenSSL 3 also looks the digest up per call)."""
+    keyed = hmac.new(secret, digestmod=hashlib.sha256)
+
+    def hash_key(token: str) -> str:
+        digest = keyed.copy()
+        digest.update(token.encode())
+        return digest.hexdigest()
+
+    return hash_key
+
+
 def hash_key(token: str, secret: bytes) -> str:
-    """One-shot HMAC (OpenSSL in one call): every request hashes its key."""
-    return hmac.digest(secret, token.encode(), "sha256").hex()
+    return key_hasher(secret)(token)
 
 
 def same_hash(a: str, b: str) -> bool:

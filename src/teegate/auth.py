@@ -52,7 +52,7 @@ class Authenticator:
     def __init__(self, lookup: KeyLookup, *, prefix: str, secret: bytes) -> None:
         self._lookup = lookup
         self._prefix = prefix
-        self._secret = secret
+        self._hash_key = apikeys.key_hasher(secret)
         self._cache: dict[str, _Answer] = {}
         self._asking: dict[str, asyncio.Future[Principal | None]] = {}
 
@@ -66,7 +66,7 @@ class Authenticator:
                 f"Malformed API key: keys look like '{self._prefix}' followed by "
                 f"{apikeys.SECRET_CHARS} letters and digits."
             )
-        key_hash = apikeys.hash_key(token, self._secret)
+        key_hash = self._hash_key(token)
         principal = await self._resolve(key_hash)
         if principal is None:
             raise InvalidApiKey("Incorrect API key provided, or the key was revoked.")

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
+import yarl
 
 from teegate.config import Timeouts, UpstreamSettings
 from teegate.errors import UpstreamError, UpstreamKeyChanged, UpstreamTimeout
@@ -132,6 +133,8 @@ class UpstreamClient:
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, connect=timeouts.connect_s, sock_read=None
         )
+        # Parsed once: aiohttp would parse a string on every request.
+        self._chat_url = yarl.URL(f"{self.base_url}/v1/chat/completions")
         self._sessions: dict[bytes | None, aiohttp.ClientSession] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self._requires_pin = settings.attestation == "attested-tls"
@@ -245,9 +248,6 @@ class UpstreamClient:
                 raise
         return UpstreamStream(resp, self.name, self._timeouts.read_s)
 
-    @property
-    def _chat_url(self) -> str:
-        return f"{self.base_url}/v1/chat/completions"
 
     def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
         if resp.status >= 400:
