@@ -28,7 +28,7 @@ class FakeStream:
     def close(self) -> None:
         self.closed = True
 
-    def release(self) -> None:
+    async def finish(self) -> None:
         self.released = True
 
 

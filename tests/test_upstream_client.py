@@ -24,14 +24,19 @@ SILENCE_S = 3.0
 
 
 class Script:
-    """What the upstream does next: send `events` then fall silent, or hang before headers."""
+    """What the upstream does next: send `events` then fall silent (or end, if `ends`),
+    or hang before headers. `clients` records each request's client port."""
 
     events = 0
     hang = False
+    ends = False
+    clients: list[int] = []
 
 
 def stalling_upstream() -> Starlette:
     async def chat(request: Request) -> Response:
+        assert request.client is not None
+        Script.clients.append(request.client.port)
         if Script.hang:
             await asyncio.sleep(SILENCE_S)
 
@@ -39,6 +44,10 @@ def stalling_upstream() -> Starlette:
             for i in range(Script.events):
                 yield b'data: {"choices":[],"n":%d}\n\n' % i
                 await asyncio.sleep(READ_S / 3)  # steady: never a silence of READ_S
+            if Script.ends:
+                yield b"data: [DONE]\n\n"
+                await asyncio.sleep(0.05)  # the transfer's end comes apart, as over TLS
+                return
             await asyncio.sleep(SILENCE_S)
             yield b"data: [DONE]\n\n"
 
@@ -56,7 +65,7 @@ def upstream_url() -> Iterator[str]:
 @pytest.fixture
 def script() -> Iterator[type[Script]]:
     yield Script
-    Script.events, Script.hang = 0, False
+    Script.events, Script.hang, Script.ends, Script.clients = 0, False, False, []
 
 
 def client_for(url: str) -> UpstreamClient:
@@ -99,3 +108,21 @@ async def test_headers_that_never_come_are_an_upstream_timeout(
     finally:
         await client.aclose()
     assert READ_S <= time.monotonic() - started < SILENCE_S
+
+
+async def test_a_finished_stream_hands_its_connection_back(
+    upstream_url: str, script: type[Script]
+) -> None:
+    script.events, script.ends = 1, True
+    client = client_for(upstream_url)
+    try:
+        for _ in range(3):
+            stream = await client.open_stream(b"{}")
+            async for events in stream.events():  # as the relay does: stop at [DONE]
+                if events[-1] == b"[DONE]":
+                    break
+            await stream.finish()
+    finally:
+        await client.aclose()
+    assert len(script.clients) == 3
+    assert len(set(script.clients)) == 1  # one connection: no new handshake per stream

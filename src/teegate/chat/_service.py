@@ -172,8 +172,8 @@ async def _relay(
             for data in events:
                 if data == b"[DONE]":
                     status = "ok"
-                    stream.release()
                     yield pending + DONE
+                    await stream.finish()
                     return
                 chunk = _parse_chunk(data)
                 if tally.observe_chunk(chunk) and not include_usage:

@@ -50,13 +50,14 @@ class UpstreamStream:
         self._response = response
         self._upstream = upstream
         self._idle_s = idle_s
+        self._deadline: _IdleDeadline | None = None
 
     async def events(self) -> AsyncIterator[list[bytes]]:
         """The `data` of the events each socket read completes (often one, never
         none): a relay handles them together, with one write downstream."""
         decoder = SSEDecoder()
         content = self._response.content
-        deadline = _IdleDeadline(content, self._idle_s)
+        deadline = self._deadline = _IdleDeadline(content, self._idle_s)
         try:
             while chunk := await content.readany():
                 deadline.last_read = deadline.loop.time()
@@ -73,15 +74,28 @@ class UpstreamStream:
         finally:
             deadline.cancel()
 
-    def close(self) -> None:
-        """Drop the connection: an unfinished stream must not be reused, and the
-        upstream should stop generating for a client that is gone."""
-        self._response.close()
-
-    def release(self) -> None:
-        """A stream read to its end hands its connection back to the pool (no new
-        TLS handshake for the next request); aiohttp closes it if bytes remain."""
+    async def finish(self) -> None:
+        """After [DONE]: read to the end of the response (the transfer's last bytes
+        often arrive just after), then hand the connection back to the pool for the
+        next request, with no new TCP and TLS handshake. A response that does not end
+        within the idle bound is closed instead."""
+        content = self._response.content
+        try:
+            while await content.readany():
+                pass
+        except (TimeoutError, aiohttp.ClientError):
+            self.close()
+            return
         self._response.release()
+        self.close()
+
+    def close(self) -> None:
+        """Drop the connection (unless `finish` handed it back): an unfinished
+        stream must not be reused, and the upstream should stop generating for a
+        client that is gone."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._response.close()
 
 
 class _IdleDeadline:
@@ -247,7 +261,6 @@ class UpstreamClient:
                 resp.close()
                 raise
         return UpstreamStream(resp, self.name, self._timeouts.read_s)
-
 
     def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
         if resp.status >= 400:
