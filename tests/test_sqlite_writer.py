@@ -66,6 +66,26 @@ async def logged(logs: list[MutableMapping[str, Any]], event: str) -> None:
         await asyncio.sleep(0.01)
 
 
+async def test_a_lock_held_for_a_moment_is_waited_out_inline(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    """A checkpoint restarting the WAL holds the lock for a few ms: the batch retries
+    on the loop, in steps finer than SQLite's busy handler, and no thread starts."""
+    account = await funded(sqlite_engine, "acme", 10**12)
+    async with Ledger(sqlite_engine).running() as ledger:
+        assert (await ledger.place_hold(a_hold(account, "req_before"))).placed
+        other = sqlite3.connect(database(sqlite_engine), timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            asyncio.get_running_loop().call_later(0.002, other.execute, "ROLLBACK")
+            assert (await ledger.place_hold(a_hold(account, "req_after_a_moment"))).placed
+            assert not other.in_transaction  # it did wait for the lock's release
+        finally:
+            other.close()
+        assert not any(t.name.startswith(SQLITE_THREAD) for t in threading.enumerate())
+    (await ledger_state(sqlite_engine, account)).check()
+
+
 async def test_a_batch_waits_for_another_connection_s_lock_on_a_thread(
     sqlite_engine: AsyncEngine,
 ) -> None:

@@ -44,8 +44,15 @@ WRITER_PRAGMAS = ("PRAGMA wal_autocheckpoint=0", "PRAGMA journal_size_limit=6710
 """The writer's connections leave checkpoints to the checkpointer, and when the WAL
 starts over, cut the file back to 64 MiB (a burst would otherwise leave it at its peak)."""
 
-CHECKPOINT_INTERVAL_S = 1.0
-"""How often the checkpointer copies the WAL into the database, if anything committed."""
+CHECKPOINT_INTERVAL_S = 0.1
+"""How often the checkpointer copies the WAL into the database, if anything committed:
+often, so that each checkpoint (which competes with the loop for the CPU) is short."""
+
+INLINE_RETRY_PAUSES_S = (0.0005, 0.001, 0.002, 0.004)
+"""Pauses between inline attempts while the write lock is busy. A checkpoint that
+restarts the WAL holds it for a few ms; SQLite's own busy handler (on the thread)
+would sleep 1, 2, 5, 10 ms... past its release. Past these, the batch waits on the
+thread (the CLI, or a long checkpoint, holds the lock)."""
 
 WAL_RESTART_FRAMES = 4096
 """WAL frames (16 MiB of 4 KiB pages) past which the checkpointer makes the WAL restart.
@@ -85,16 +92,21 @@ class SqliteWriter:
         self._checkpointer = Checkpointer(path, CHECKPOINT_INTERVAL_S, WAL_RESTART_FRAMES)
 
     async def transaction(self, writes: Sequence[Write[Any]]) -> list[Any]:
-        try:
-            conn = self._inline.begin()
-        except sqlite3.OperationalError as exc:
-            if not is_busy(exc):
-                raise
-            results = await self._on_thread(writes)
-        else:
-            results = self._inline.finish(conn, writes)
+        results = await self._inline_or_on_thread(writes)
         self._checkpointer.committed()
         return results
+
+    async def _inline_or_on_thread(self, writes: Sequence[Write[Any]]) -> list[Any]:
+        for pause_s in INLINE_RETRY_PAUSES_S:
+            try:
+                conn = self._inline.begin()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                await asyncio.sleep(pause_s)
+                continue
+            return self._inline.finish(conn, writes)
+        return await self._on_thread(writes)
 
     async def close(self) -> None:
         """Close the connections (the thread's on its thread), then stop the threads; the
