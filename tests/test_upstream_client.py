@@ -31,12 +31,14 @@ class Script:
     hang = False
     ends = False
     clients: list[int] = []
+    cookies: list[str | None] = []
 
 
 def stalling_upstream() -> Starlette:
     async def chat(request: Request) -> Response:
         assert request.client is not None
         Script.clients.append(request.client.port)
+        Script.cookies.append(request.headers.get("cookie"))
         if Script.hang:
             await asyncio.sleep(SILENCE_S)
 
@@ -51,7 +53,9 @@ def stalling_upstream() -> Starlette:
             await asyncio.sleep(SILENCE_S)
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        response = StreamingResponse(events(), media_type="text/event-stream")
+        response.set_cookie("upstream_session", "abc")  # must not come back on any request
+        return response
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
@@ -65,7 +69,8 @@ def upstream_url() -> Iterator[str]:
 @pytest.fixture
 def script() -> Iterator[type[Script]]:
     yield Script
-    Script.events, Script.hang, Script.ends, Script.clients = 0, False, False, []
+    Script.events, Script.hang, Script.ends = 0, False, False
+    Script.clients, Script.cookies = [], []
 
 
 def client_for(url: str) -> UpstreamClient:
@@ -114,7 +119,7 @@ async def test_a_finished_stream_hands_its_connection_back(
     upstream_url: str, script: type[Script]
 ) -> None:
     script.events, script.ends = 1, True
-    client = client_for(upstream_url)
+    client = client_for(upstream_url.replace("127.0.0.1", "localhost"))  # a jar keeps no IP's
     try:
         for _ in range(3):
             stream = await client.open_stream(b"{}")
@@ -126,3 +131,4 @@ async def test_a_finished_stream_hands_its_connection_back(
         await client.aclose()
     assert len(script.clients) == 3
     assert len(set(script.clients)) == 1  # one connection: no new handshake per stream
+    assert script.cookies == [None, None, None]  # one user's cookie never reaches another's

@@ -181,6 +181,9 @@ class UpstreamClient:
         connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=verify, keepalive_timeout=30)
         return aiohttp.ClientSession(
             connector=connector,
+            # Cookies an upstream sets must never ride along on another user's request
+            # (and filtering a jar costs every request something).
+            cookie_jar=aiohttp.DummyCookieJar(),
             headers=self._headers,
             timeout=aiohttp.ClientTimeout(
                 total=None, connect=self._timeouts.connect_s, sock_read=self._timeouts.read_s
