@@ -55,12 +55,14 @@ class Plan:
     hold_window_s: float
     hold_open_bound_s: float
     profile_s: float
+    interleaved_rounds: int
+    interleaved_s: float
 
     @classmethod
     def for_mode(cls, quick: bool) -> Plan:
         if quick:
-            return cls(True, (1, 32), 2, 1, 3, 5, 200, 250, 2, 10, 3)
-        return cls(False, (1, 8, 32, 128), 10, 2, 20, 5, 2000, 250, 8, 60, 15)
+            return cls(True, (1, 32), 2, 1, 3, 5, 200, 250, 2, 10, 3, 1, 2)
+        return cls(False, (1, 8, 32, 128), 10, 2, 20, 5, 2000, 250, 8, 60, 15, 5, 4)
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,45 @@ def _nonstream_phase(
                 _nonstream_target(plan, tools, label, server, store.key, body, results)
                 if profile and store.name == "sqlite":
                     results["profile"] = _profile(plan, tools, server, store.key, body)
+        with contextlib.ExitStack() as stack:
+            bare = stack.enter_context(_server(targets.bare(upstream)))
+            side_by_side = [("bare proxy", bare, "")]
+            for store in stores:
+                server = stack.enter_context(_server(targets.teegate(store, upstream, attestation)))
+                side_by_side.append((f"teegate ({store.name})", server, store.key))
+            _interleaved(plan, tools, side_by_side, body, results)
+
+
+def _interleaved(
+    plan: Plan,
+    tools: Tools,
+    side_by_side: list[tuple[str, procs.Server, str]],
+    body: bytes,
+    results: dict[str, Any],
+) -> None:
+    """The target points (c=1, c=32) again, with the bare proxy and teegate all up and
+    taking turns, round after round: this machine's speed drifts by tens of percent
+    within a minute (other tenants), so a ratio of two runs minutes apart measures the
+    drift as much as the proxies. Each target's median over the rounds is reported."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for c in (1, 32):
+        for _, server, auth in side_by_side:
+            url = f"{server.url}/v1/chat/completions"
+            run_wrk(tools.wrk, url, body, connections=c, duration_s=plan.warmup_s, auth=auth)
+        for _ in range(plan.interleaved_rounds):
+            for label, server, auth in side_by_side:
+                url = f"{server.url}/v1/chat/completions"
+                result = run_wrk(
+                    tools.wrk, url, body, connections=c, duration_s=plan.interleaved_s, auth=auth
+                )
+                out.setdefault(label, {}).setdefault(str(c), []).append(result.as_dict())
+        for label, _, _ in side_by_side:
+            rounds = out[label][str(c)]
+            log(
+                f"{label:24} c={c:<4} interleaved, {len(rounds)} rounds: req/s "
+                + ", ".join(f"{r['rps']:.0f}" for r in rounds)
+            )
+    results["interleaved"] = out
 
 
 def _nonstream_target(
