@@ -270,8 +270,8 @@ def test_failover_between_upstreams_without_a_failed_request(
         other = Devstack(second.url)
         with start_gateway(
             upstreams=(devstack.url, second.url),
-            verdict_ttl_s=2,
-            refresh_margin_s=1,
+            verdict_ttl_s=4,  # with room for a refresh on a loaded machine (dcap-qvl + NRAS)
+            refresh_margin_s=2,
             retry_interval_s=1,
         ) as gateway:
             client = gateway.client()
