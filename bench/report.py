@@ -394,7 +394,8 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
         f"{_fmt(prof['rps'], 0)} req/s, **{_fmt(prof['cpu_per_request_us'], 0)} µs of CPU per "
         f"request** (utime + stime / requests): {_fmt(prof['loop_cpu_per_request_us'], 0)} µs "
         f"on the event-loop thread, the rest on {prof['helper_threads']} helper thread(s) "
-        f"(aiosqlite runs each connection on a thread of its own). The process used "
+        "(aiosqlite runs each read connection on a thread of its own; the SQLite ledger's "
+        "WAL checkpointer has one too). The process used "
         f"{100 * prof['cpu_share']:.0f}% of its core: below 100% means requests wait (on the "
         "store, on thread hand-offs) rather than on CPU.",
         "",
