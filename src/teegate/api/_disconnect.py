@@ -43,3 +43,35 @@ class DisconnectWatch:
         if self._active and self._task is not None:
             self.saw_disconnect = True
             self._task.cancel()
+
+
+class LateWatches:
+    """Starts the watch of each call still running `after_s` after it began, with one
+    timer for all of them: a timer per request costs more than the rest of its
+    bookkeeping, and most calls end long before."""
+
+    def __init__(self, after_s: float) -> None:
+        self._after_s = after_s
+        self._due: dict[DisconnectWatch, float] = {}  # in insertion order: earliest first
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, watch: DisconnectWatch) -> None:
+        loop = asyncio.get_running_loop()
+        self._due[watch] = loop.time() + self._after_s
+        if self._timer is None:
+            self._timer = loop.call_later(self._after_s, self._sweep)
+
+    def remove(self, watch: DisconnectWatch) -> None:
+        self._due.pop(watch, None)
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._due:
+            watch, due = next(iter(self._due.items()))
+            if due > now:
+                self._timer = loop.call_at(due, self._sweep)
+                return
+            del self._due[watch]
+            watch.start()
+        self._timer = None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from teegate.api._disconnect import LateWatches
 from teegate.auth import Authenticator, Principal
 from teegate.billing import Billing
 from teegate.catalog import AttestationView, Catalog
@@ -15,6 +16,9 @@ from teegate.errors import RateLimitExceeded
 from teegate.metrics import Metrics
 from teegate.ratelimit import RateLimiter
 from teegate.readiness import Readiness
+
+WATCH_AFTER_S = 0.05
+"""How long an upstream call runs before a watch listens for its client leaving."""
 
 
 @dataclass(slots=True)
@@ -28,6 +32,7 @@ class Gateway:
     metrics: Metrics
     readiness: Readiness
     billing: Billing
+    late_watches: LateWatches = field(default_factory=lambda: LateWatches(WATCH_AFTER_S))
 
 
 def gateway(request: Request) -> Gateway:

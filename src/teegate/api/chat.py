@@ -19,7 +19,6 @@ from teegate.chat import parse_chat_request
 from teegate.errors import UpstreamError
 
 T = TypeVar("T")
-WATCH_AFTER_S = 0.05
 
 
 async def create_chat_completion(request: Request) -> Response | SSEResponse:
@@ -54,12 +53,14 @@ async def _unless_client_leaves(request: Request, call: Awaitable[T]) -> T:
     """Run the upstream call, cancelling it if the client disconnects first.
 
     The call runs in this task; the watch starts only if the call is still
-    running after WATCH_AFTER_S, so a fast answer costs a timer and nothing else.
+    running after WATCH_AFTER_S (LateWatches), so a fast answer costs two dict
+    operations and nothing else.
     A stream's call ends when the upstream has answered with headers; from then
     on SSEResponse watches.
     """
     watch = DisconnectWatch(request.receive)
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch.start)
+    late = gateway(request).late_watches
+    late.add(watch)
     try:
         return await call
     except asyncio.CancelledError:
@@ -68,5 +69,5 @@ async def _unless_client_leaves(request: Request, call: Awaitable[T]) -> T:
         watch.absorb()
         raise UpstreamError("the client disconnected before the completion finished") from None
     finally:
-        timer.cancel()
+        late.remove(watch)
         watch.stop()
