@@ -23,6 +23,10 @@ log = structlog.get_logger("teegate.ratelimit")
 
 RETRY_AFTER_FAILURE_S = 1.0
 REDIS_TIMEOUT_S = 0.25
+REDIS_CONNECTIONS = 32
+"""Connections per process. A burst of requests shares them (a decision takes one
+round trip) instead of opening one connection each: a cold burst of a hundred
+connects could outlast the timeout and degrade the limiter for nothing."""
 KEY_TTL_S = WINDOW_S * 2
 
 HIT_SCRIPT = """
@@ -34,12 +38,15 @@ return count
 
 class RedisRateLimiter:
     def __init__(self, url: str, *, replicas: int) -> None:
-        self._redis = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=REDIS_TIMEOUT_S,  # waiting for a free connection is bounded too
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
             retry_on_timeout=False,
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._hit = self._redis.register_script(HIT_SCRIPT)
         self._replicas = replicas
         self._local = LocalRateLimiter()
