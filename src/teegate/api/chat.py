@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from teegate.api._body import read_json_body
-from teegate.api._disconnect import DisconnectWatch
+from teegate.api._disconnect import DisconnectWatch, LateWatches
 from teegate.api._responses import JSON
 from teegate.api._state import authorize, gateway
 from teegate.api._streaming import SSEResponse
@@ -28,14 +28,18 @@ async def create_chat_completion(request: Request) -> Response | SSEResponse:
     chat = parse_chat_request(raw, gw.settings.defaults)
     request_id: str = request.state.request_id
     if chat.stream:
-        streamed = await _unless_client_leaves(request, gw.chat.stream(principal, chat, request_id))
+        streamed = await _unless_client_leaves(
+            request, gw.late_watches, gw.chat.stream(principal, chat, request_id)
+        )
         try:
             headers = _headers(request, streamed.admitted)
         except BaseException:
             await streamed.aclose()
             raise
         return SSEResponse(streamed, headers)
-    completion = await _unless_client_leaves(request, gw.chat.complete(principal, chat, request_id))
+    completion = await _unless_client_leaves(
+        request, gw.late_watches, gw.chat.complete(principal, chat, request_id)
+    )
     return Response(
         completion.raw,
         media_type=JSON,
@@ -49,7 +53,7 @@ def _headers(request: Request, admitted: Admitted) -> dict[str, str]:
     return headers
 
 
-async def _unless_client_leaves(request: Request, call: Awaitable[T]) -> T:
+async def _unless_client_leaves(request: Request, late: LateWatches, call: Awaitable[T]) -> T:
     """Run the upstream call, cancelling it if the client disconnects first.
 
     The call runs in this task; the watch starts only if the call is still
@@ -59,7 +63,6 @@ async def _unless_client_leaves(request: Request, call: Awaitable[T]) -> T:
     on SSEResponse watches.
     """
     watch = DisconnectWatch(request.receive)
-    late = gateway(request).late_watches
     late.add(watch)
     try:
         return await call
