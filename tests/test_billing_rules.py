@@ -16,6 +16,7 @@ from teegate.billing import (
     REQUEST_OVERHEAD_TOKENS,
     TOOL_OVERHEAD_TOKENS,
     Balance,
+    Billing,
     Hold,
     LedgerMeter,
     LedgerStore,
@@ -183,6 +184,7 @@ class FakeStore:
         self.holds: dict[str, Hold] = {}
         self.settled: list[Settlement] = []
         self.gate: asyncio.Event | None = None
+        self.settle_gate: asyncio.Event | None = None
 
     async def place_hold(self, hold: Hold) -> Placement:
         if self.gate is not None:
@@ -194,6 +196,8 @@ class FakeStore:
         return Placement(True, available)
 
     async def settle(self, settlement: Settlement) -> bool:
+        if self.settle_gate is not None:
+            await self.settle_gate.wait()
         if self.holds.pop(settlement.hold.request_id, None) is None:
             return False
         self.balance_nano -= settlement.cost_nano
@@ -280,3 +284,21 @@ async def test_a_caller_cancelled_while_holding_gets_its_hold_voided() -> None:
     [void] = store.settled
     assert (void.settled_by, void.cost_nano, void.status) == ("void", 0, "client_gone")
     assert store.holds == {} and store.balance_nano == 10**9
+
+
+async def test_a_balance_read_waits_for_the_settlements_under_way() -> None:
+    """An answer is settled after it is sent: a read right after it sees it charged."""
+    store = FakeStore(10**9)
+    store.settle_gate = asyncio.Event()
+    billing = Billing(store, hold_ttl_s=60, reaper_interval_s=60)
+    reservation = await billing.meter.reserve(a_ticket())
+    settling = asyncio.ensure_future(reservation.settle(Outcome("ok", Tally(usage=Usage(5, 5)))))
+    await asyncio.sleep(0)
+    reading = asyncio.ensure_future(billing.balance(7))
+    await asyncio.sleep(0.01)
+    assert not reading.done()
+    store.settle_gate.set()
+    balance = await reading
+    assert settling.done()
+    [settled] = store.settled
+    assert (balance.balance_nano, balance.held_nano) == (10**9 - settled.cost_nano, 0)

@@ -8,8 +8,7 @@ from typing import Any, cast
 
 import orjson
 
-from teegate.chat import Outcome
-from teegate.chat._service import _relay
+from teegate.chat._service import Relayed, _relay
 from teegate.upstream import UpstreamStream
 
 CONTENT = orjson.dumps({"choices": [{"index": 0, "delta": {"content": "héllo"}}]})
@@ -32,21 +31,11 @@ class FakeStream:
         self.released = True
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.outcomes: list[Outcome] = []
-
-    async def settle(self, outcome: Outcome) -> None:
-        self.outcomes.append(outcome)
-
-
-async def relay(reads: list[list[bytes]], include_usage: bool) -> tuple[list[bytes], Recorder]:
-    stream, reservation = FakeStream(reads), Recorder()
-    writes = [
-        w async for w in _relay(cast(UpstreamStream, stream), include_usage, reservation, [False])
-    ]
+async def relay(reads: list[list[bytes]], include_usage: bool) -> tuple[list[bytes], Relayed]:
+    stream, relayed = FakeStream(reads), Relayed()
+    writes = [w async for w in _relay(cast(UpstreamStream, stream), include_usage, relayed)]
     assert stream.closed
-    return writes, reservation
+    return writes, relayed
 
 
 def sse(data: bytes) -> bytes:
@@ -54,9 +43,8 @@ def sse(data: bytes) -> bytes:
 
 
 async def test_one_write_per_socket_read_and_the_usage_chunk_kept_private() -> None:
-    writes, reservation = await relay([[CONTENT, CONTENT], [USAGE, b"[DONE]"]], False)
+    writes, outcome = await relay([[CONTENT, CONTENT], [USAGE, b"[DONE]"]], False)
     assert writes == [sse(CONTENT) * 2, sse(b"[DONE]")]
-    (outcome,) = reservation.outcomes
     assert outcome.status == "ok"
     assert outcome.tally.usage is not None and outcome.tally.usage.completion_tokens == 2
     assert outcome.tally.output_bytes == 2 * len("héllo".encode())
@@ -68,16 +56,16 @@ async def test_the_usage_chunk_is_relayed_when_asked_for() -> None:
 
 
 async def test_a_bad_event_mid_read_keeps_the_events_before_it() -> None:
-    writes, reservation = await relay([[CONTENT, b"not json", CONTENT]], False)
+    writes, outcome = await relay([[CONTENT, b"not json", CONTENT]], False)
     assert len(writes) == 1
     assert writes[0].startswith(sse(CONTENT) + b"data: ")
     error: dict[str, Any] = orjson.loads(writes[0][len(sse(CONTENT)) + 6 :])
     assert error["error"]["code"] == "upstream_error"
-    assert [o.status for o in reservation.outcomes] == ["upstream_error"]
+    assert outcome.status == "upstream_error"
 
 
 async def test_a_stream_that_ends_without_done_is_an_upstream_error() -> None:
-    writes, reservation = await relay([[CONTENT]], False)
+    writes, outcome = await relay([[CONTENT]], False)
     assert writes[0] == sse(CONTENT)
     assert b"upstream_error" in writes[1]
-    assert [o.status for o in reservation.outcomes] == ["upstream_error"]
+    assert outcome.status == "upstream_error"

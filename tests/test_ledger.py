@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teegate.billing import (
@@ -24,6 +27,8 @@ from teegate.billing import (
 )
 from teegate.errors import ServiceUnavailable
 from teegate.store import AccountStore, Ledger, create_engine, upgrade
+from teegate.store._database import SQLITE_PAGE_SIZE
+from teegate.store._migrate import _config
 from teegate.store._schema import metadata
 from tests.billing_support import ledger_state
 
@@ -291,3 +296,45 @@ def test_db_upgrade_command_migrates_either_engine(url: str) -> None:
             await engine.dispose()
 
     assert asyncio.run(current())
+
+
+async def test_the_lean_indexes_migration_keeps_the_books(url: str) -> None:
+    """0003 (fewer pages per commit) on a ledger written under 0002: every hold and
+    usage record is still there, and the reaper still finds the open holds."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(_config(sync), "0002"))
+        account = await funded(engine, "acme", 10**9)
+        async with Ledger(engine).running() as ledger:
+            settled, left_open = a_hold(account, "req_1"), a_hold(account, "req_2", ttl_ms=10)
+            for hold in (settled, left_open):
+                assert (await ledger.place_hold(hold)).placed
+            assert await ledger.settle(by_usage(settled, 40, 30))
+        await upgrade(engine)
+        ledger = Ledger(engine)
+        assert [h.request_id for h in await ledger.expired_holds(NOW_MS + 10, 60_000, 10)] == [
+            "req_2"
+        ]
+        [record] = await ledger.usage(UsageQuery(limit=10, account_id=account))
+        assert (record.request_id, record.completion_tokens) == ("req_1", 30)
+        (await ledger_state(engine, account)).check()
+        if engine.dialect.name == "sqlite":
+            async with engine.connect() as conn:
+                usage_sql = await conn.scalar(
+                    text("SELECT sql FROM sqlite_master WHERE name = 'usage_records'")
+                )
+            assert "WITHOUT ROWID" in usage_sql
+    finally:
+        await engine.dispose()
+
+
+async def test_a_new_sqlite_ledger_has_small_pages(tmp_path: Path) -> None:
+    """Every page a commit changes is written whole to the WAL: 2 KiB, not 4."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
+    try:
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("PRAGMA page_size")) == SQLITE_PAGE_SIZE == 2048
+    finally:
+        await engine.dispose()

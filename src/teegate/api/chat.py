@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from teegate.api._body import read_json_body
 from teegate.api._disconnect import DisconnectWatch, LateWatches
@@ -15,7 +16,7 @@ from teegate.api._responses import JSON
 from teegate.api._state import authorize, gateway
 from teegate.api._streaming import SSEResponse
 from teegate.catalog import Admitted
-from teegate.chat import parse_chat_request
+from teegate.chat import Completion, parse_chat_request
 from teegate.errors import UpstreamError
 
 T = TypeVar("T")
@@ -40,11 +41,22 @@ async def create_chat_completion(request: Request) -> Response | SSEResponse:
     completion = await _unless_client_leaves(
         request, gw.late_watches, gw.chat.complete(principal, chat, request_id)
     )
-    return Response(
-        completion.raw,
-        media_type=JSON,
-        headers=_headers(request, completion.admitted),
-    )
+    return SettledAfterSending(completion, _headers(request, completion.admitted))
+
+
+class SettledAfterSending(Response):
+    """The answer, then its settlement: whether the send worked or the client had
+    gone, the charge for what the upstream delivered is settled exactly once."""
+
+    def __init__(self, completion: Completion, headers: dict[str, str]) -> None:
+        super().__init__(completion.raw, media_type=JSON, headers=headers)
+        self._completion = completion
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._completion.settle()
 
 
 def _headers(request: Request, admitted: Admitted) -> dict[str, str]:

@@ -50,6 +50,14 @@ class LedgerMeter:
         self._ttl_ms = seconds_to_ms(hold_ttl_s)
         self._clock = clock
         self._voiding: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Future[None]] = set()
+
+    async def settled(self) -> None:
+        """Wait for the settlements under way now. An answer is settled after it is
+        sent, so a client that reads its balance or usage right after its answer would
+        otherwise find that answer not charged yet."""
+        if self._settling or self._voiding:
+            await asyncio.wait([*self._settling, *self._voiding])
 
     async def reserve(self, ticket: Ticket) -> HeldReservation:
         """Place the hold or refuse with 402; nothing has gone upstream either way."""
@@ -63,7 +71,7 @@ class LedgerMeter:
                 f"but {nano_to_usd(max(placement.available_nano, 0))} USD is available. "
                 "Add credit or lower max_tokens."
             )
-        return HeldReservation(hold, self._store, self._clock)
+        return HeldReservation(hold, self._store, self._clock, self._settling)
 
     def hold_for(self, ticket: Ticket) -> Hold:
         """The hold a ticket needs, priced at the catalog's marked-up price right now."""
@@ -117,10 +125,13 @@ class LedgerMeter:
 class HeldReservation:
     """One request's hold; `settle` resolves it once, from what was delivered."""
 
-    def __init__(self, hold: Hold, store: LedgerStore, clock: Clock) -> None:
+    def __init__(
+        self, hold: Hold, store: LedgerStore, clock: Clock, settling: set[asyncio.Future[None]]
+    ) -> None:
         self.hold = hold
         self._store = store
         self._clock = clock
+        self._settling = settling
         self._settled = False
 
     def __repr__(self) -> str:
@@ -146,6 +157,12 @@ class HeldReservation:
                 account_id=self.hold.account_id,
                 held_nano=self.hold.amount_nano,
             )
-        resolved = await self._store.settle(settlement)
+        finished = asyncio.get_running_loop().create_future()
+        self._settling.add(finished)
+        try:
+            resolved = await self._store.settle(settlement)
+        finally:
+            self._settling.discard(finished)
+            finished.set_result(None)
         if not resolved:  # the reaper got there first: the pre-charge stands
             log.warning("hold_already_resolved", request_id=self.hold.request_id)

@@ -10,7 +10,8 @@ MAX_USAGE_PAGE = 1000
 
 
 class Billing:
-    """One object for app wiring; each read is scoped to the caller's own account."""
+    """One object for app wiring; each read is scoped to the caller's own account, and
+    waits for this process's settlements under way (`LedgerMeter.settled`)."""
 
     def __init__(
         self,
@@ -27,16 +28,19 @@ class Billing:
         )
 
     async def balance(self, account_id: int) -> Balance:
+        await self.meter.settled()
         found = await self._store.balance(account_id)
         return found or Balance(account_id, 0, 0)
 
     async def usage(
         self, account_id: int, *, since_ms: int | None, limit: int
     ) -> list[UsageRecord]:
+        await self.meter.settled()
         query = UsageQuery(
             limit=min(limit, MAX_USAGE_PAGE), account_id=account_id, since_ms=since_ms
         )
         return await self._store.usage(query)
 
     async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
+        await self.meter.settled()
         return await self._store.generation(account_id, request_id)

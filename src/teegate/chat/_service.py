@@ -8,11 +8,12 @@ once from what was actually delivered.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
 import orjson
+import structlog
 
 from teegate.auth import Principal
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
@@ -26,6 +27,8 @@ from teegate.errors import (
     UpstreamKeyChanged,
 )
 from teegate.upstream import UpstreamClient, UpstreamStream
+
+log = structlog.get_logger("teegate.chat")
 
 DONE = b"data: [DONE]\n\n"
 
@@ -52,28 +55,50 @@ class Meter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Completion:
+    """An answer whose charge is settled after it is sent: its hold, committed before
+    the upstream call, already covers it, so the client need not wait for the second
+    commit. Whoever sends the answer calls `settle` once, sent or not."""
+
     admitted: Admitted
     raw: bytes
     """The upstream's answer as it sent it: parsed for billing, relayed unchanged."""
+    request_id: str
+    _reservation: Reservation | None
+    _outcome: Outcome
+
+    async def settle(self) -> None:
+        await _settle_after_answer(self._reservation, self._outcome, self.request_id)
+
+
+@dataclass(slots=True)
+class Relayed:
+    """What a relay has delivered so far; its settlement reads it once the body ended."""
+
+    status: Status = "client_gone"
+    tally: Tally = field(default_factory=Tally)
 
 
 @dataclass(slots=True)
 class StreamedCompletion:
-    """A relay that settles exactly once, whether it ran to the end, was cut short,
-    or was never started at all (an async generator's `finally` only runs if it began)."""
+    """A relay whose charge is settled once, after its body has ended, however it
+    ended: run to [DONE], cut short, or never started. Whoever sends the body
+    calls `aclose` once it is over."""
 
     admitted: Admitted
     chunks: AsyncGenerator[bytes, None]
+    request_id: str
     _stream: UpstreamStream
     _reservation: Reservation | None
-    started: list[bool]
+    _relayed: Relayed
+    _settled: bool = False
 
     async def aclose(self) -> None:
         await self.chunks.aclose()
-        if not self.started[0]:
-            self.started[0] = True
-            self._stream.close()
-            await _settle(self._reservation, Outcome("client_gone"))
+        self._stream.close()  # a relay that never started has not closed it
+        if not self._settled:
+            self._settled = True
+            outcome = Outcome(self._relayed.status, self._relayed.tally)
+            await _settle_after_answer(self._reservation, outcome, self.request_id)
 
 
 class ChatService:
@@ -110,8 +135,7 @@ class ChatService:
             raise
         tally = Tally()
         tally.observe_response(answer.body)
-        await _settle(reservation, Outcome("ok", tally))
-        return Completion(admitted, answer.raw)
+        return Completion(admitted, answer.raw, request_id, reservation, Outcome("ok", tally))
 
     async def stream(
         self, principal: Principal, request: ChatRequest, request_id: str
@@ -132,9 +156,9 @@ class ChatService:
             await _settle(reservation, Outcome("upstream_error"))
             self._refuse_if_key_changed(admitted, exc)
             raise
-        started = [False]
-        chunks = _relay(stream, request.include_usage, reservation, started)
-        return StreamedCompletion(admitted, chunks, stream, reservation, started)
+        relayed = Relayed()
+        chunks = _relay(stream, request.include_usage, relayed)
+        return StreamedCompletion(admitted, chunks, request_id, stream, reservation, relayed)
 
     def _refuse_if_key_changed(self, admitted: Admitted, exc: BaseException) -> None:
         """A key other than the attested one means the attestation no longer holds:
@@ -156,22 +180,17 @@ class ChatService:
 
 
 async def _relay(
-    stream: UpstreamStream,
-    include_usage: bool,
-    reservation: Reservation | None,
-    started: list[bool],
+    stream: UpstreamStream, include_usage: bool, relayed: Relayed
 ) -> AsyncGenerator[bytes, None]:
     """Forward events as they arrive, those of one socket read in one write; keep
     the usage chunk unless it was asked for."""
-    started[0] = True
-    tally = Tally()
-    status: Status = "client_gone"
+    tally = relayed.tally
     pending = b""
     try:
         async for events in stream.events():
             for data in events:
                 if data == b"[DONE]":
-                    status = "ok"
+                    relayed.status = "ok"
                     yield pending + DONE
                     await stream.finish()
                     return
@@ -184,11 +203,10 @@ async def _relay(
                 yield out
         raise UpstreamError("the upstream ended the stream before it was complete")
     except TeegateError as exc:
-        status = "upstream_error"
+        relayed.status = "upstream_error"
         yield pending + b"data: " + exc.body() + b"\n\n"
     finally:
         stream.close()
-        await _settle(reservation, Outcome(status, tally))
 
 
 def _parse_chunk(data: bytes) -> dict[str, Any]:
@@ -201,6 +219,19 @@ def _parse_chunk(data: bytes) -> dict[str, Any]:
     if "error" in chunk:
         raise UpstreamError("the upstream reported an error mid-stream")
     return chunk
+
+
+async def _settle_after_answer(
+    reservation: Reservation | None, outcome: Outcome, request_id: str
+) -> None:
+    """Never raises: the answer is out by now. A settlement that fails leaves the
+    hold open, and the reaper posts it at the held amount, as after a crash."""
+    try:
+        await _settle(reservation, outcome)
+    except TeegateError as exc:
+        log.error(
+            "settle_failed", request_id=request_id, error=type(exc).__name__, detail=exc.message
+        )
 
 
 async def _settle(reservation: Reservation | None, outcome: Outcome) -> None:
