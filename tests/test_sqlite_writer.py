@@ -17,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
 from teegate.store import Ledger, _sqlite_writer, create_engine, upgrade
-from teegate.store._sqlite_writer import SQLITE_THREAD
+from teegate.store._database import SQLITE_PAGE_SIZE
+from teegate.store._sqlite_writer import SQLITE_THREAD, Checkpointer
 from tests.billing_support import ledger_state
 from tests.test_ledger import a_hold, funded
 
-PAGE_BYTES = 4096
+PAGE_BYTES = SQLITE_PAGE_SIZE
 WAL_FRAME_BYTES = 24 + PAGE_BYTES  # each frame: its header, then the page
 
 
@@ -174,3 +175,36 @@ async def test_a_failed_checkpoint_is_logged_and_tried_again(
     failed = next(e for e in logs if e["event"] == "wal_checkpoint_failed")
     assert (failed["log_level"], failed["error"]) == ("warning", "OperationalError")
     assert holds_in_the_database_file(sqlite_engine, tmp_path) == 2  # the next one succeeded
+
+
+def wal_salt(path: Path) -> bytes:
+    """The WAL header's salts: new ones each time a writer starts the WAL over."""
+    with path.with_name(path.name + "-wal").open("rb") as wal:
+        return wal.read(24)[16:24]
+
+
+def test_the_checkpointer_starts_the_next_wal_so_no_request_syncs_it(tmp_path: Path) -> None:
+    """The first commit of a new WAL syncs its header (an fsync): once the WAL is copied,
+    the checkpointer makes that commit itself, and the next writer only appends."""
+    path = tmp_path / "wal.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("CREATE TABLE t (x INTEGER)")
+        writer.execute("INSERT INTO t VALUES (1)")
+
+        writer.execute("PRAGMA wal_checkpoint(PASSIVE)")  # a plain checkpoint, for contrast
+        salt = wal_salt(path)
+        writer.execute("INSERT INTO t VALUES (2)")
+        assert wal_salt(path) != salt  # that writer started the WAL over (and synced it)
+
+        checkpointer = Checkpointer(str(path), 3600, 4096)
+        assert checkpointer._checkpoint()
+        checkpointer._disconnect()
+        salt = wal_salt(path)
+        writer.execute("INSERT INTO t VALUES (3)")
+        assert wal_salt(path) == salt  # this one appended to the WAL the checkpointer began
+        assert writer.execute("SELECT count(*) FROM t").fetchone() == (3,)
+    finally:
+        writer.close()
