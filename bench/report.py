@@ -162,6 +162,34 @@ def _goal_rows(results: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _floor_note(results: dict[str, Any]) -> list[str]:
+    """Name the targets the bare proxy misses too: there the stack, not teegate, sets the
+    figure, and what teegate answers for is its distance from the floor."""
+    rss_teegate = _stream(results, "hold", SQLITE, "rss_per_stream_kb")
+    rss_bare = _stream(results, "hold", BARE, "rss_per_stream_kb")
+    cpu_teegate = _stream(results, "hold", SQLITE, "cpu_per_chunk_us")
+    cpu_bare = _stream(results, "hold", BARE, "cpu_per_chunk_us")
+    missed = []
+    if rss_bare is not None and rss_teegate is not None and rss_bare * 1.024 > 40:
+        missed.append(
+            f"RSS per open stream ({_fmt(rss_bare, 1)} KiB; teegate "
+            f"{_fmt(rss_teegate - rss_bare, 1)} KiB from it)"
+        )
+    if cpu_bare is not None and cpu_teegate is not None and cpu_bare > 20:
+        missed.append(
+            f"CPU per relayed chunk ({_fmt(cpu_bare, 1)} µs; teegate "
+            f"{_fmt(cpu_teegate - cpu_bare, 1)} µs from it)"
+        )
+    if not missed:
+        return []
+    return [
+        "The bare proxy misses these targets itself: " + "; ".join(missed) + ". There the "
+        "floor of this stack (Python, uvloop, aiohttp, TLS to the upstream) on this machine "
+        "is past the target, and teegate's own part is its distance from the floor.",
+        "",
+    ]
+
+
 def _interleaved_section(results: dict[str, Any]) -> list[str]:
     rounds = results.get("interleaved")
     if not rounds:
@@ -486,6 +514,7 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
         "## Targets",
         "",
         *_table(["", "target", "teegate", "", "bare proxy (the floor)"], _goal_rows(results)),
+        *_floor_note(results),
         *_interleaved_section(results),
     ]
     lines += [
