@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import shutil
 import sqlite3
+import sys
 import threading
 from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from structlog.testing import capture_logs
 
 from teegate.store import Ledger, _sqlite_writer, create_engine, upgrade
 from teegate.store._database import SQLITE_PAGE_SIZE
-from teegate.store._sqlite_writer import SQLITE_THREAD, Checkpointer
+from teegate.store._sqlite_writer import SQLITE_THREAD, Checkpointer, WalWriteback
 from tests.billing_support import ledger_state
 from tests.test_ledger import a_hold, funded
 
@@ -199,7 +200,7 @@ def test_the_checkpointer_starts_the_next_wal_so_no_request_syncs_it(tmp_path: P
         writer.execute("INSERT INTO t VALUES (2)")
         assert wal_salt(path) != salt  # that writer started the WAL over (and synced it)
 
-        checkpointer = Checkpointer(str(path), 3600, 4096)
+        checkpointer = Checkpointer(str(path), 3600, 4096, 3600)
         assert checkpointer._checkpoint()
         checkpointer._disconnect()
         salt = wal_salt(path)
@@ -208,3 +209,40 @@ def test_the_checkpointer_starts_the_next_wal_so_no_request_syncs_it(tmp_path: P
         assert writer.execute("SELECT count(*) FROM t").fetchone() == (3,)
     finally:
         writer.close()
+
+
+async def test_between_checkpoints_the_wal_is_written_back_without_waiting(
+    sqlite_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that a checkpoint's fsync finds little left to write: started after commits,
+    not when nothing was committed, and nothing is copied into the database by it."""
+    monkeypatch.setattr(_sqlite_writer, "CHECKPOINT_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(_sqlite_writer, "WAL_WRITEBACK_INTERVAL_S", 0.01)
+    started: list[bool] = []
+    start = WalWriteback.start
+    monkeypatch.setattr(WalWriteback, "start", lambda self: started.append(start(self)) or True)
+    account = await funded(sqlite_engine, "acme", 10**12)
+    checkpoint(sqlite_engine)
+    async with Ledger(sqlite_engine).running() as ledger:
+        assert (await ledger.place_hold(a_hold(account, "req_1"))).placed
+        for _ in range(200):
+            if started:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert started == [sys.platform == "linux"]  # once: nothing was committed since
+        assert holds_in_the_database_file(sqlite_engine, tmp_path) == 0
+
+
+def test_writeback_follows_the_wal_file_it_is_given(tmp_path: Path) -> None:
+    wal = tmp_path / "db-wal"
+    writeback = WalWriteback(str(wal))
+    try:
+        assert writeback.start() is False  # no WAL yet
+        wal.write_bytes(b"x" * 65536)
+        assert writeback.start() is (sys.platform == "linux")
+        wal.unlink()
+        wal.write_bytes(b"y" * 65536)  # a new WAL file: a new inode
+        assert writeback.start() is (sys.platform == "linux")
+    finally:
+        writeback.close()

@@ -19,11 +19,14 @@ next request's hold pays it, and after a quiet second that is every request's.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,6 +67,12 @@ A writer starts the WAL over only if it begins while every frame is copied; unde
 steady writes (a commit every few ms is enough) the checkpointer keeps losing that
 race, and the WAL would grow for as long as the load lasts."""
 
+WAL_WRITEBACK_INTERVAL_S = 0.1
+"""How often, between checkpoints, the checkpointer starts the kernel writing out what
+was committed to the WAL since (without waiting for it). A checkpoint must fsync the
+WAL first; a second of commits flushed at once (~35 MB, one request at a time) kept
+the kernel busy on the event loop's core for tens of ms: c=1 p99 went 2.1 -> 1.7 ms."""
+
 CHECKPOINT_PASSES = 4
 """PASSIVE checkpoints per wake-up at most. The first copies up to a second of commits,
 each next one what was committed during the one before, until one finds nothing new;
@@ -92,7 +101,9 @@ class SqliteWriter:
         self._inline = _Connection(path, busy_timeout_s=0)  # the loop never waits on a lock
         self._waiting = _Connection(path, busy_timeout_s=SQLITE_BUSY_TIMEOUT_S)  # the thread's
         self._thread: ThreadPoolExecutor | None = None  # started the first time a lock is busy
-        self._checkpointer = Checkpointer(path, CHECKPOINT_INTERVAL_S, WAL_RESTART_FRAMES)
+        self._checkpointer = Checkpointer(
+            path, CHECKPOINT_INTERVAL_S, WAL_RESTART_FRAMES, WAL_WRITEBACK_INTERVAL_S
+        )
 
     async def transaction(self, writes: Sequence[Write[Any]]) -> list[Any]:
         results = await self._inline_or_on_thread(writes)
@@ -178,17 +189,22 @@ class Checkpointer:
     """Copies the WAL into the database on its own thread, so that no commit pays for it.
 
     It wakes every `interval_s` and checkpoints if anything was committed since its last
-    checkpoint, and once more when stopped. PASSIVE checkpoints never wait and never make
-    anyone wait. If they cannot catch up and the WAL is past `restart_frames`, a RESTART
-    one holds writers back (the writer's batch meanwhile waits on its thread) while it
-    copies the last frames and waits for readers, so that the next writer starts the
-    WAL over.
+    checkpoint, and once more when stopped; in between, it starts the WAL's writeback
+    (`WalWriteback`) every `writeback_s` if anything was committed meanwhile. PASSIVE
+    checkpoints never wait and never make anyone wait. If they cannot catch up and the
+    WAL is past `restart_frames`, a RESTART one holds writers back (the writer's batch
+    meanwhile waits on its thread) while it copies the last frames and waits for
+    readers; then the checkpointer starts the WAL over itself.
     """
 
-    def __init__(self, path: str, interval_s: float, restart_frames: int) -> None:
+    def __init__(
+        self, path: str, interval_s: float, restart_frames: int, writeback_s: float
+    ) -> None:
         self._path = path
         self._interval_s = interval_s
         self._restart_frames = restart_frames
+        self._writeback_s = min(writeback_s, interval_s)
+        self._writeback = WalWriteback(path + "-wal")
         self._commits = 0  # counted on the event loop, only read by the thread
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None  # started with the first commit
@@ -208,16 +224,23 @@ class Checkpointer:
             await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
-        checkpointed = 0
+        checkpointed = written = 0
+        due = time.monotonic() + self._interval_s
         try:
             while True:
-                stopping = self._stopping.wait(self._interval_s)
+                stopping = self._stopping.wait(self._writeback_s)
                 commits = self._commits
-                if commits != checkpointed and self._checkpoint():
-                    checkpointed = commits
+                if stopping or time.monotonic() >= due:
+                    due = time.monotonic() + self._interval_s
+                    if commits != checkpointed and self._checkpoint():
+                        checkpointed = written = commits
+                elif commits != written:
+                    self._writeback.start()
+                    written = commits
                 if stopping:
                     return
         finally:
+            self._writeback.close()
             self._disconnect()
 
     def _checkpoint(self) -> bool:
@@ -273,3 +296,47 @@ def _start_wal_over(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+class WalWriteback:
+    """Starts the kernel writing a file's dirty pages out, without waiting for the disk
+    (Linux's sync_file_range(SYNC_FILE_RANGE_WRITE), as PostgreSQL's *_flush_after
+    settings do): nothing here is made durable, that stays the checkpoint's fsync. Where
+    the call does not exist, `start` does nothing."""
+
+    SYNC_FILE_RANGE_WRITE = 2
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._call = _sync_file_range()
+
+    def start(self) -> bool:
+        """True if writeback was started."""
+        if self._call is None:
+            return False
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDONLY)
+            elif os.fstat(self._fd).st_ino != os.stat(self._path).st_ino:  # a new WAL file
+                self.close()
+                self._fd = os.open(self._path, os.O_RDONLY)
+        except OSError:  # no WAL yet, or gone: nothing to write out
+            self.close()
+            return False
+        return self._call(self._fd, 0, 0, self.SYNC_FILE_RANGE_WRITE) == 0
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError, TypeError):  # not Linux
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    call.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], call)
