@@ -169,7 +169,15 @@ def _floor_note(results: dict[str, Any]) -> list[str]:
     rss_bare = _stream(results, "hold", BARE, "rss_per_stream_kb")
     cpu_teegate = _stream(results, "hold", SQLITE, "cpu_per_chunk_us")
     cpu_bare = _stream(results, "hold", BARE, "cpu_per_chunk_us")
+    upstream_ttft = _stream(results, "latency", UPSTREAM, "ttft_p50_ms")
+    ttft_teegate = _diff(_stream(results, "latency", SQLITE, "ttft_p50_ms"), upstream_ttft)
+    ttft_bare = _diff(_stream(results, "latency", BARE, "ttft_p50_ms"), upstream_ttft)
     missed = []
+    if ttft_bare is not None and ttft_teegate is not None and ttft_bare > 1:
+        missed.append(
+            f"stream TTFT added ({_fmt(ttft_bare)} ms; teegate "
+            f"{_fmt(ttft_teegate - ttft_bare)} ms from it)"
+        )
     if rss_bare is not None and rss_teegate is not None and rss_bare * 1.024 > 40:
         missed.append(
             f"RSS per open stream ({_fmt(rss_bare, 1)} KiB; teegate "
