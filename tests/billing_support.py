@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,6 +126,18 @@ async def _books(url: str, account: str) -> LedgerState:
 def books(url: str, account: str) -> LedgerState:
     """An account's books, read from a synchronous test."""
     return asyncio.run(_books(url, account))
+
+
+def settled_books(url: str, account: str, timeout_s: float = 10) -> LedgerState:
+    """The books once no hold is open: an answer is settled just after it is sent,
+    so a test that reads the tables straight after its last answer waits for that."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = books(url, account)
+        if state.open_holds == 0:
+            return state
+        assert time.monotonic() < deadline, f"holds still open: {state}"
+        time.sleep(0.05)
 
 
 class TcpProxy:

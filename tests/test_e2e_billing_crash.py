@@ -16,7 +16,7 @@ import pytest
 
 from teegate.billing import nano_to_usd
 from teegate.devstack import DevstackConfig, build_app
-from tests.billing_support import ENGINES, LedgerState, books, database_url
+from tests.billing_support import ENGINES, books, database_url, settled_books
 from tests.conftest import KEY_SECRET, gateway_settings, prepare_database
 from tests.servers import free_port, serving
 
@@ -72,16 +72,6 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
-def wait_for(url: str, predicate: object, timeout_s: float = 10) -> LedgerState:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        state = books(url, "crash")
-        if predicate(state):  # type: ignore[operator]
-            return state
-        assert time.monotonic() < deadline, f"books never reached the expected state: {state}"
-        time.sleep(0.05)
-
-
 @contextmanager
 def stream_a_little(base_url: str, key: str) -> Iterator[None]:
     """Start a long stream, read a few events of it, and leave it running."""
@@ -123,7 +113,7 @@ def test_kill_9_mid_stream_then_the_reaper_settles_the_hold_once(
 
         with gateway_process(config, tmp_path / "second.log", TEEGATE_HOLD_TTL_S="1") as second:
             wait_healthy(base_url, second)
-            reaped = wait_for(url, lambda s: s.open_holds == 0)
+            reaped = settled_books(url, "crash")
             time.sleep(0.5)  # more reaper passes: nothing may be counted twice
             after = books(url, "crash")
             headers = {"Authorization": f"Bearer {key}"}

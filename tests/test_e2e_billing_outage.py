@@ -36,6 +36,12 @@ def test_a_database_outage_is_503_before_any_upstream_call(engine: str, tmp_path
                 client = Gateway(server.url, settings, key, "acme").client()
                 messages = [{"role": "user", "content": "hello"}]
                 assert client.chat.completions.create(model=V3, messages=messages).choices
+                # An answer is settled just after it is sent; a balance read waits for
+                # that, so the outage below starts with no settlement in flight.
+                balance = httpx.get(
+                    f"{server.url}/v1/balance", headers={"Authorization": f"Bearer {key}"}
+                )
+                assert (balance.status_code, balance.json()["held"]) == (200, "0")
                 before = devstack.chat_requests()
                 proxy.cut()
                 for wait_s in (0, KEY_CACHE_TTL_S + 0.1):  # the key cached, then looked up

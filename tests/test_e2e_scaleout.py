@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from teegate.devstack import DevstackConfig, build_app
-from tests.billing_support import books, database_url
+from tests.billing_support import database_url, settled_books
 from tests.conftest import KEY_SECRET, Devstack, postgres_url
 from tests.servers import free_port, serving
 
@@ -149,7 +149,7 @@ def test_two_replicas_admit_exactly_the_limit_and_bill_exactly(cluster: Cluster)
             assert response.json()["error"]["code"] == "rate_limit_exceeded"
             assert int(response.headers["retry-after"]) >= 1
             assert response.headers["x-ratelimit-remaining"] == "0"
-    state = books(cluster.database_url, ACCOUNT)
+    state = settled_books(cluster.database_url, ACCOUNT)
     state.check()
     assert state.open_holds == 0
     assert state.usage_records >= limit
@@ -205,6 +205,6 @@ def test_sigterm_finishes_in_flight_streams_and_settles_them(cluster: Cluster) -
     assert endings == ["data: [DONE]"] * 20
     # uvicorn re-raises the signal once it has shut down cleanly
     assert cluster.processes[1].wait(30) in (0, -signal.SIGTERM)
-    state = books(cluster.database_url, ACCOUNT)
+    state = settled_books(cluster.database_url, ACCOUNT)
     state.check()
     assert state.open_holds == 0
