@@ -41,7 +41,11 @@ async def create_chat_completion(request: Request) -> Response | SSEResponse:
     completion = await _unless_client_leaves(
         request, gw.late_watches, gw.chat.complete(principal, chat, request_id)
     )
-    return SettledAfterSending(completion, _headers(request, completion.admitted))
+    try:
+        return SettledAfterSending(completion, _headers(request, completion.admitted))
+    except BaseException:
+        await completion.settle()
+        raise
 
 
 class SettledAfterSending(Response):
