@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -27,7 +26,6 @@ from teegate.billing import (
 )
 from teegate.errors import ServiceUnavailable
 from teegate.store import AccountStore, Ledger, create_engine, upgrade
-from teegate.store._database import SQLITE_PAGE_SIZE
 from teegate.store._migrate import _config
 from teegate.store._schema import metadata
 from tests.billing_support import ledger_state
@@ -325,16 +323,5 @@ async def test_the_lean_indexes_migration_keeps_the_books(url: str) -> None:
                     text("SELECT sql FROM sqlite_master WHERE name = 'usage_records'")
                 )
             assert "WITHOUT ROWID" in usage_sql
-    finally:
-        await engine.dispose()
-
-
-async def test_a_new_sqlite_ledger_has_small_pages(tmp_path: Path) -> None:
-    """Every page a commit changes is written whole to the WAL: 2 KiB, not 4."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
-    try:
-        await upgrade(engine)
-        async with engine.connect() as conn:
-            assert await conn.scalar(text("PRAGMA page_size")) == SQLITE_PAGE_SIZE == 2048
     finally:
         await engine.dispose()

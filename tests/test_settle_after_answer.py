@@ -5,7 +5,6 @@ the settlement still runs exactly once whether the answer got out or not."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import orjson
@@ -20,6 +19,7 @@ from teegate.chat._service import Relayed, _relay
 from teegate.errors import ServiceUnavailable
 from teegate.upstream import UpstreamStream
 from tests.test_billing_rules import MODEL
+from tests.test_chat_relay import FakeStream
 
 ADMITTED = Admitted(MODEL, AttestationStatus(passed=True, mode="provider-asserted"))
 CONTENT = orjson.dumps({"choices": [{"index": 0, "delta": {"content": "hi"}}]})
@@ -80,22 +80,6 @@ async def test_a_settlement_that_fails_after_the_answer_is_logged_not_raised() -
         await a_completion(journal).settle()
     [entry] = [e for e in logs if e["event"] == "settle_failed"]
     assert (entry["request_id"], entry["error"]) == ("req_1", "ServiceUnavailable")
-
-
-class FakeStream:
-    def __init__(self, reads: list[list[bytes]]) -> None:
-        self.reads = reads
-        self.closed = False
-
-    async def events(self) -> AsyncIterator[list[bytes]]:
-        for read in self.reads:
-            yield read
-
-    def close(self) -> None:
-        self.closed = True
-
-    async def finish(self) -> None:
-        pass
 
 
 def a_stream(journal: Journal, reads: list[list[bytes]]) -> tuple[StreamedCompletion, FakeStream]:

@@ -316,10 +316,9 @@ class WalWriteback:
         if self._call is None:
             return False
         try:
+            if self._fd is not None and os.fstat(self._fd).st_ino != os.stat(self._path).st_ino:
+                self.close()  # a new WAL file
             if self._fd is None:
-                self._fd = os.open(self._path, os.O_RDONLY)
-            elif os.fstat(self._fd).st_ino != os.stat(self._path).st_ino:  # a new WAL file
-                self.close()
                 self._fd = os.open(self._path, os.O_RDONLY)
         except OSError:  # no WAL yet, or gone: nothing to write out
             self.close()
