@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 
 from teegate import apikeys, auth
+from teegate.apikeys import Principal
 from teegate.auth import (
     KEY_CACHE_TTL_S,
     KEY_IDLE_S,
     KEY_REFRESH_S,
     Authenticator,
-    Principal,
     issue_key,
     rotate_key,
 )

@@ -9,7 +9,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from teegate.auth import Principal
+from teegate.apikeys import Principal
 from teegate.billing import (
     FALLBACK_BYTES_PER_TOKEN,
     MESSAGE_OVERHEAD_TOKENS,

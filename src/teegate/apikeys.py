@@ -1,4 +1,5 @@
-"""API key secrets: how they are made, recognised and hashed.
+"""API keys and who they name: how keys are made, recognised and hashed, and the
+principal a key resolves to.
 
 A key is the configured prefix plus 43 base62 characters (256 random bits).
 Only HMAC-SHA256(key_hash_secret, key) is stored: a stolen database yields no
@@ -13,10 +14,20 @@ import re
 import secrets
 import string
 from collections.abc import Callable
+from dataclasses import dataclass
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 SECRET_CHARS = 43  # 62**43 > 2**256
 KEY_ID_CHARS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller a valid key names: what billing charges and the limiter counts."""
+
+    key_id: str
+    account_id: int
+    rpm: int | None
 
 
 def generate_key(prefix: str) -> str:

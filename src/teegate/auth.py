@@ -18,6 +18,7 @@ from typing import Protocol
 import structlog
 
 from teegate import apikeys
+from teegate.apikeys import Principal
 from teegate.errors import InvalidApiKey
 from teegate.store import AccountStore, ApiKey, KeyOwner
 
@@ -27,13 +28,6 @@ KEY_IDLE_S = 60.0
 KEY_CACHE_MAX_ENTRIES = 100_000
 
 log = structlog.get_logger("teegate.auth")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    key_id: str
-    account_id: int
-    rpm: int | None
 
 
 class KeyLookup(Protocol):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from starlette.requests import Request
 
 from teegate.api._disconnect import LateWatches
-from teegate.auth import Authenticator, Principal
+from teegate.apikeys import Principal
 from teegate.billing import Billing
 from teegate.catalog import AttestationView, Catalog
 from teegate.chat import ChatService
@@ -21,10 +22,16 @@ WATCH_AFTER_S = 0.05
 """How long an upstream call runs before a watch listens for its client leaving."""
 
 
+class KeyAuthenticator(Protocol):
+    """What a route needs of the (store-backed) authenticator: api/ never reaches the store."""
+
+    async def authenticate(self, authorization: str | None) -> Principal: ...
+
+
 @dataclass(slots=True)
 class Gateway:
     settings: Settings
-    authenticator: Authenticator
+    authenticator: KeyAuthenticator
     limiter: RateLimiter
     catalog: Catalog
     attestation: AttestationView

@@ -15,7 +15,7 @@ import anyio
 import orjson
 import structlog
 
-from teegate.auth import Principal
+from teegate.apikeys import Principal
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
 from teegate.chat._outcome import Outcome, Status, Tally
 from teegate.chat._request import ChatRequest, check_against_model
