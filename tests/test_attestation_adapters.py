@@ -13,13 +13,12 @@ import pytest
 from aiohttp import web
 
 from teegate.attestation import (
-    AttestedTlsAdapter,
-    ChutesAdapter,
     ProviderAssertedAdapter,
     attested_tls_report_data,
     chutes_report_data,
     spki_sha256,
 )
+from teegate.attestation.http import AttestedTlsAdapter, ChutesAdapter
 from teegate.devstack.tdx_pki import TdxTestPki, chutes_evidence_entry, self_signed_tls_certificate
 from teegate.errors import AttestationFailed
 

@@ -19,18 +19,20 @@ from cryptography.hazmat.primitives import serialization
 
 from teegate.attestation import (
     AttestationPolicy,
-    AttestedTlsAdapter,
     Attestor,
-    ChutesAdapter,
     Collateral,
-    EvidenceHttpClient,
     EvidenceVerifier,
     MeasurementAllowList,
-    NvidiaRemoteAttestationService,
     ProviderAssertedAdapter,
     StaticCollateralProvider,
     UpstreamAttestation,
     VerdictCache,
+)
+from teegate.attestation.http import (
+    AttestedTlsAdapter,
+    ChutesAdapter,
+    EvidenceHttpClient,
+    NvidiaRemoteAttestationService,
 )
 from teegate.devstack.tdx_pki import (
     LocalGpuAttestationService,

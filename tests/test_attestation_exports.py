@@ -1,4 +1,5 @@
-"""The public surface of teegate.attestation: exactly what __all__ lists, nothing private."""
+"""The public surface of teegate.attestation (and its HTTP edge, teegate.attestation.http):
+exactly what __all__ lists, nothing private."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ast
 from pathlib import Path
 
 import teegate.attestation as attestation
+import teegate.attestation.http as attestation_http
 
 SOURCE = Path(attestation.__file__).parent
 
@@ -18,7 +20,7 @@ def test_all_names_exist_and_are_unique() -> None:
 
 
 def test_public_classes_and_functions_are_all_exported() -> None:
-    exported = set(attestation.__all__)
+    exported = set(attestation.__all__) | set(attestation_http.__all__)
     for module in SOURCE.glob("_*.py"):
         if module.name == "__init__.py":
             continue

@@ -14,7 +14,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from teegate.attestation import EvidenceHttpClient
+from teegate.attestation.http import EvidenceHttpClient
 from teegate.devstack.tdx_pki import self_signed_tls_certificate
 from teegate.errors import AttestationFailed
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from teegate.attestation import GpuEvidence, NvidiaRemoteAttestationService
+from teegate.attestation import GpuEvidence
+from teegate.attestation.http import NvidiaRemoteAttestationService
 from teegate.devstack.tdx_pki import LocalGpuAttestationService, fake_gpu_evidence
 from teegate.errors import AttestationFailed
 

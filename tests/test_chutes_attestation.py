@@ -22,12 +22,12 @@ from teegate.assurance import (
 from teegate.attestation import (
     AttestationPolicy,
     Attestor,
-    ChutesAdapter,
     EvidenceBatch,
     EvidenceVerifier,
     UpstreamAttestation,
     Verdict,
 )
+from teegate.attestation.http import ChutesAdapter
 from teegate.catalog import CatalogEntryError, CatalogModel, parse_entry
 from teegate.config import CHUTES_API_URL, Settings, UpstreamSettings, load_settings
 from teegate.errors import ConfigError

@@ -24,17 +24,19 @@ import uvicorn
 
 from teegate.attestation import (
     AttestationPolicy,
-    AttestedTlsAdapter,
     Attestor,
-    ChutesAdapter,
     EvidenceAdapter,
-    EvidenceHttpClient,
     EvidenceVerifier,
     MeasurementAllowList,
-    NvidiaRemoteAttestationService,
     PccsCollateralProvider,
     UpstreamAttestation,
     Verdict,
+)
+from teegate.attestation.http import (
+    AttestedTlsAdapter,
+    ChutesAdapter,
+    EvidenceHttpClient,
+    NvidiaRemoteAttestationService,
 )
 from teegate.devstack import (
     SERVICES_FAULTS,

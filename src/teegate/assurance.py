@@ -25,15 +25,17 @@ import structlog
 
 from teegate.attestation import (
     AttestationPolicy,
-    AttestedTlsAdapter,
     Attestor,
-    ChutesAdapter,
-    EvidenceHttpClient,
     EvidenceVerifier,
     MeasurementAllowList,
-    NvidiaRemoteAttestationService,
     PccsCollateralProvider,
     UpstreamAttestation,
+)
+from teegate.attestation.http import (
+    AttestedTlsAdapter,
+    ChutesAdapter,
+    EvidenceHttpClient,
+    NvidiaRemoteAttestationService,
 )
 from teegate.catalog import AttestationStatus, CatalogModel
 from teegate.config import AttestationSettings, Settings, UpstreamSettings

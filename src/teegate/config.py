@@ -30,13 +30,15 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from teegate.attestation import NRAS_GPU_ATTEST_URL, NRAS_ISSUER, NRAS_JWKS_URL
 from teegate.errors import ConfigError
 
 _OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("teegate_overrides", default=None)
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 CHUTES_API_URL = "https://api.chutes.ai"
+NRAS_GPU_ATTEST_URL = "https://nras.attestation.nvidia.com/v3/attest/gpu"
+NRAS_JWKS_URL = "https://nras.attestation.nvidia.com/.well-known/jwks.json"
+NRAS_ISSUER = "https://nras.attestation.nvidia.com"
 
 AttestationMode = Literal["attested-tls", "chutes", "provider-asserted"]
 Environment = Literal["production", "development"]

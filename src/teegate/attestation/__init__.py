@@ -1,9 +1,11 @@
 """Attestation: is this upstream really a TEE, and is it the one we talk to?
 
-Wiring, in short::
+Wiring, in short (the HTTP edge, `teegate.attestation.http`, is imported on its own,
+so that importing this package loads no HTTP client)::
 
+    from teegate.attestation.http import AttestedTlsAdapter, NvidiaRemoteAttestationService
     verifier = EvidenceVerifier(PccsCollateralProvider(pccs_url),        # Intel root
-                                gpu_service=NvidiaRemoteAttestationService())
+                                gpu_service=NvidiaRemoteAttestationService(...))
     attestor = Attestor(verifier, [UpstreamAttestation("up", AttestedTlsAdapter(url))])
     attestor.start()                       # background refresh, fresh nonces
     verdict = attestor.cache.require("up") # request path: no I/O, raises AttestationFailed
@@ -17,15 +19,6 @@ dependency errors are mapped to it here and never escape (fail closed).
 
 from __future__ import annotations
 
-from teegate.attestation._adapters import (
-    AttestationMode,
-    AttestedTlsAdapter,
-    ChutesAdapter,
-    EvidenceAdapter,
-    EvidenceBatch,
-    InstanceEvidence,
-    ProviderAssertedAdapter,
-)
 from teegate.attestation._attestor import Attestor, UpstreamAttestation
 from teegate.attestation._binding import (
     NONCE_BYTES,
@@ -42,20 +35,20 @@ from teegate.attestation._collateral import (
     PccsCollateralProvider,
     StaticCollateralProvider,
 )
+from teegate.attestation._evidence import (
+    AttestationMode,
+    EvidenceAdapter,
+    EvidenceBatch,
+    InstanceEvidence,
+    ProviderAssertedAdapter,
+)
 from teegate.attestation._gpu import (
-    NRAS_ISSUER,
+    GpuAttestationService,
     GpuDevice,
     GpuEvidence,
     GpuVerification,
     parse_jwks,
     verify_gpu_tokens,
-)
-from teegate.attestation._http import EvidenceHttpClient, HttpJson
-from teegate.attestation._nras import (
-    NRAS_GPU_ATTEST_URL,
-    NRAS_JWKS_URL,
-    GpuAttestationService,
-    NvidiaRemoteAttestationService,
 )
 from teegate.attestation._policy import (
     DEFAULT_ALLOWED_TCB_STATUSES,
@@ -78,32 +71,24 @@ __all__ = [
     "DEFAULT_ALLOWED_TCB_STATUSES",
     "KNOWN_TCB_STATUSES",
     "NONCE_BYTES",
-    "NRAS_GPU_ATTEST_URL",
-    "NRAS_ISSUER",
-    "NRAS_JWKS_URL",
     "TDX_TEE_TYPE",
     "TRANSIENT_CHECKS",
     "AttestationMode",
     "AttestationPolicy",
-    "AttestedTlsAdapter",
     "Attestor",
     "Check",
     "CheckLog",
-    "ChutesAdapter",
     "Collateral",
     "CollateralProvider",
     "EvidenceAdapter",
     "EvidenceBatch",
-    "EvidenceHttpClient",
     "EvidenceVerifier",
     "GpuAttestationService",
     "GpuDevice",
     "GpuEvidence",
     "GpuVerification",
-    "HttpJson",
     "InstanceEvidence",
     "MeasurementAllowList",
-    "NvidiaRemoteAttestationService",
     "PccsCollateralProvider",
     "ProviderAssertedAdapter",
     "StaticCollateralProvider",

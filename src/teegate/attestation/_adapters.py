@@ -1,8 +1,10 @@
-"""Attestation modes: how evidence is fetched from an upstream and what it must bind.
+"""The adapters that fetch evidence over HTTP, and what it must bind, per mode.
 
 An adapter turns one request with teegate's fresh nonce into `InstanceEvidence`:
 the quote, the report_data it must carry, GPU evidence, and the key it binds. It
 does no verification itself; `EvidenceVerifier` does the same checks for every mode.
+This is attestation's HTTP edge (with `_http.py` and `_nras.py`): it is exported by
+`teegate.attestation.http`, never loaded by `import teegate.attestation`.
 
     attested-tls       GET {base}/v1/attestation/report?nonce=<hex>; report_data =
                        SHA-256(TLS SPKI of the connection it came over) ‖ nonce
@@ -10,6 +12,7 @@ does no verification itself; `EvidenceVerifier` does the same checks for every m
                        instance; report_data = SHA-256(nonce_hex + e2e pubkey b64) ‖
                        SHA-256(instance certificate SPKI)
     provider-asserted  no evidence: the upstream catalog's confidential_compute flag
+                       (`ProviderAssertedAdapter`: no HTTP, so not here)
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 from teegate.attestation._binding import (
     attested_tls_report_data,
@@ -28,63 +30,17 @@ from teegate.attestation._binding import (
     chutes_report_data,
     spki_sha256,
 )
+from teegate.attestation._evidence import AttestationMode, EvidenceBatch, InstanceEvidence
 from teegate.attestation._gpu import GpuEvidence
 from teegate.attestation._http import EvidenceHttpClient
 from teegate.errors import AttestationFailed
 
-__all__ = [
-    "AttestationMode",
-    "AttestedTlsAdapter",
-    "ChutesAdapter",
-    "EvidenceAdapter",
-    "EvidenceBatch",
-    "InstanceEvidence",
-    "ProviderAssertedAdapter",
-]
-
-AttestationMode = Literal["attested-tls", "chutes", "provider-asserted"]
+__all__ = ["AttestedTlsAdapter", "ChutesAdapter"]
 
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 _MAX_INSTANCES = 256
 _MAX_GPU_ITEMS = 64
 _MAX_FIELD_CHARS = 256 * 1024
-
-
-@dataclass(frozen=True)
-class InstanceEvidence:
-    """What one TEE instance presented, and what its quote's report_data must be."""
-
-    instance_id: str | None
-    quote: bytes = field(repr=False)
-    expected_report_data: bytes = field(repr=False)
-    gpu: GpuEvidence | None = None
-    tls_spki_sha256: bytes | None = None
-    tls_cert_sha256: bytes | None = None
-    e2e_pubkey: str | None = None
-
-
-@dataclass(frozen=True)
-class EvidenceBatch:
-    """One fetch: evidence per instance, and instances that failed to give any.
-
-    `rejected` pairs an instance id with why its entry could not be used; such an
-    instance gets a failed verdict. `provider_asserted` is set only in that mode.
-    """
-
-    instances: tuple[InstanceEvidence, ...] = ()
-    rejected: tuple[tuple[str, AttestationFailed], ...] = ()
-    provider_asserted: bool | None = None
-
-
-class EvidenceAdapter(Protocol):
-    """Fetches an upstream's evidence for `nonce` (32 fresh bytes)."""
-
-    @property
-    def mode(self) -> AttestationMode: ...
-
-    async def fetch(self, nonce: bytes) -> EvidenceBatch: ...
-
-    async def aclose(self) -> None: ...
 
 
 class AttestedTlsAdapter:
@@ -197,30 +153,6 @@ class ChutesAdapter:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-class ProviderAssertedAdapter:
-    """provider-asserted: no hardware evidence, only what the upstream's catalog claims.
-
-    Never a default: it exists for upstreams the operator chose to trust on their
-    word, and every verdict it yields is labelled `provider-asserted`.
-    """
-
-    def __init__(self, confidential_compute: Callable[[], bool]) -> None:
-        self._flag = confidential_compute
-
-    def __repr__(self) -> str:
-        return "ProviderAssertedAdapter()"
-
-    @property
-    def mode(self) -> AttestationMode:
-        return "provider-asserted"
-
-    async def fetch(self, nonce: bytes) -> EvidenceBatch:
-        return EvidenceBatch(provider_asserted=self._flag() is True)
-
-    async def aclose(self) -> None:
-        return None
 
 
 # ---- parsing evidence documents: malformed evidence is a rejection ----

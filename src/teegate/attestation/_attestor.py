@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from teegate.attestation._adapters import EvidenceAdapter, EvidenceBatch, InstanceEvidence
 from teegate.attestation._binding import NONCE_BYTES
 from teegate.attestation._check import Check, CheckLog, summarize
+from teegate.attestation._evidence import EvidenceAdapter, EvidenceBatch, InstanceEvidence
 from teegate.attestation._policy import AttestationPolicy
 from teegate.attestation._verdict import Verdict, VerdictCache, VerdictEvidence, VerdictMode
 from teegate.attestation._verifier import EvidenceVerifier, VerifiedInstance

@@ -6,7 +6,8 @@ the SHA-256 of each detached per-GPU token, so one signature covers them all. Ev
 token must be ES384-signed by a key from the service's JWKS, issued by the
 configured issuer, valid now, and carry our nonce (`eat_nonce`).
 
-Pure functions: fetching tokens and keys is `_nras.py`'s job.
+Pure functions, and the interface of the service that signs the tokens: fetching
+tokens and keys over HTTP is `_nras.py`'s job (attestation's HTTP edge).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 
@@ -23,7 +24,7 @@ from teegate.attestation._check import CheckLog, summarize
 from teegate.errors import AttestationFailed
 
 __all__ = [
-    "NRAS_ISSUER",
+    "GpuAttestationService",
     "GpuDevice",
     "GpuEvidence",
     "GpuVerification",
@@ -31,7 +32,6 @@ __all__ = [
     "verify_gpu_tokens",
 ]
 
-NRAS_ISSUER = "https://nras.attestation.nvidia.com"
 _MAX_TOKEN_CHARS = 64 * 1024
 _MAX_GPUS = 64
 _CLOCK_SKEW_S = 60
@@ -68,6 +68,19 @@ class GpuEvidence:
     @property
     def present(self) -> bool:
         return bool(self.evidence_list) or self.tokens is not None
+
+
+class GpuAttestationService(Protocol):
+    """Turns raw GPU evidence into signed tokens, and publishes the keys that sign them."""
+
+    @property
+    def issuer(self) -> str: ...
+
+    async def attest(self, evidence: GpuEvidence, nonce: bytes) -> Any: ...
+
+    async def signing_keys(self, *, refresh: bool = False) -> Mapping[str, jwt.PyJWK]: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True)

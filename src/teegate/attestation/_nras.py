@@ -1,6 +1,7 @@
 """Where GPU tokens and their signing keys come from: NVIDIA's remote attestation service.
 
-Production points `NvidiaRemoteAttestationService` at NRAS; the dev stack and tests
+Production points `NvidiaRemoteAttestationService` at NRAS (the endpoints are
+settings, defaulting to NVIDIA's: see `teegate.config`); the dev stack and tests
 point it at a local server backed by `teegate.devstack.tdx_pki.LocalGpuAttestationService`,
 so the same client code runs in both. Keys are cached and refetched when a token
 names an unknown `kid` (key rotation), at most once per `min_refetch_interval_s`.
@@ -10,35 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import jwt
 
-from teegate.attestation._gpu import NRAS_ISSUER, GpuEvidence, parse_jwks
+from teegate.attestation._gpu import GpuEvidence, parse_jwks
 from teegate.attestation._http import EvidenceHttpClient
 
-__all__ = [
-    "NRAS_GPU_ATTEST_URL",
-    "NRAS_JWKS_URL",
-    "GpuAttestationService",
-    "NvidiaRemoteAttestationService",
-]
-
-NRAS_GPU_ATTEST_URL = "https://nras.attestation.nvidia.com/v3/attest/gpu"
-NRAS_JWKS_URL = "https://nras.attestation.nvidia.com/.well-known/jwks.json"
-
-
-class GpuAttestationService(Protocol):
-    """Turns raw GPU evidence into signed tokens, and publishes the keys that sign them."""
-
-    @property
-    def issuer(self) -> str: ...
-
-    async def attest(self, evidence: GpuEvidence, nonce: bytes) -> Any: ...
-
-    async def signing_keys(self, *, refresh: bool = False) -> Mapping[str, jwt.PyJWK]: ...
-
-    async def aclose(self) -> None: ...
+__all__ = ["NvidiaRemoteAttestationService"]
 
 
 class NvidiaRemoteAttestationService:
@@ -48,9 +28,9 @@ class NvidiaRemoteAttestationService:
         self,
         http: EvidenceHttpClient | None = None,
         *,
-        attest_url: str = NRAS_GPU_ATTEST_URL,
-        jwks_url: str = NRAS_JWKS_URL,
-        issuer: str = NRAS_ISSUER,
+        attest_url: str,
+        jwks_url: str,
+        issuer: str,
         keys_ttl_s: float = 3600.0,
         min_refetch_interval_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,

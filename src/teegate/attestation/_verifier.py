@@ -14,11 +14,15 @@ from typing import Any
 
 import jwt
 
-from teegate.attestation._adapters import InstanceEvidence
 from teegate.attestation._check import CheckLog, summarize
 from teegate.attestation._collateral import Collateral, CollateralProvider
-from teegate.attestation._gpu import GpuEvidence, GpuVerification, verify_gpu_tokens
-from teegate.attestation._nras import GpuAttestationService
+from teegate.attestation._evidence import InstanceEvidence
+from teegate.attestation._gpu import (
+    GpuAttestationService,
+    GpuEvidence,
+    GpuVerification,
+    verify_gpu_tokens,
+)
 from teegate.attestation._policy import AttestationPolicy
 from teegate.attestation._tdx import TdxVerification, verify_tdx_quote
 from teegate.attestation._verdict import VerdictMode

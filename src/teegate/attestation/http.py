@@ -1,0 +1,18 @@
+"""Attestation's HTTP edge: evidence, GPU tokens and their signing keys fetched over aiohttp.
+
+A module of its own, imported by whoever wires real upstreams (`teegate.assurance`),
+so that `import teegate.attestation` (verification, verdicts, the attestor) loads
+no HTTP client.
+"""
+
+from teegate.attestation._adapters import AttestedTlsAdapter, ChutesAdapter
+from teegate.attestation._http import EvidenceHttpClient, HttpJson
+from teegate.attestation._nras import NvidiaRemoteAttestationService
+
+__all__ = [
+    "AttestedTlsAdapter",
+    "ChutesAdapter",
+    "EvidenceHttpClient",
+    "HttpJson",
+    "NvidiaRemoteAttestationService",
+]
