@@ -8,7 +8,6 @@ import gc
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,9 +31,10 @@ from teegate.errors import ConfigError, TeegateError
 from teegate.live import open_live_upstreams
 from teegate.logs import configure_logging
 from teegate.metrics import Metrics
-from teegate.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from teegate.ratelimit import LocalRateLimiter, RateLimiter
+from teegate.ratelimit.redis import RedisRateLimiter
 from teegate.readiness import Check, Readiness
-from teegate.store import AccountStore, Ledger, create_engine, is_current
+from teegate.store import AccountStore, Ledger, create_engine, is_current, ping
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -138,8 +138,7 @@ def _attestation_check(settings: Settings, assurance: UpstreamAssurance) -> Chec
 
 def _database_check(engine: AsyncEngine) -> Check:
     async def check() -> str | None:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await ping(engine)
         return None
 
     return check

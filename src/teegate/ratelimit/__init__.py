@@ -1,6 +1,5 @@
-"""Per-key rate limiting behind one interface."""
+"""Per-key rate limiting behind one interface; the Redis limiter is `teegate.ratelimit.redis`."""
 
 from teegate.ratelimit._limiter import WINDOW_S, Decision, LocalRateLimiter, RateLimiter
-from teegate.ratelimit._redis import RedisRateLimiter
 
-__all__ = ["WINDOW_S", "Decision", "LocalRateLimiter", "RateLimiter", "RedisRateLimiter"]
+__all__ = ["WINDOW_S", "Decision", "LocalRateLimiter", "RateLimiter"]

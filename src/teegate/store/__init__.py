@@ -9,7 +9,7 @@ from teegate.store._accounts import (
     StoreNotFound,
     now_ms,
 )
-from teegate.store._database import create_engine
+from teegate.store._database import create_engine, ping
 from teegate.store._group import GroupCommitter
 from teegate.store._ledger import Ledger
 from teegate.store._migrate import is_current, upgrade
@@ -26,5 +26,6 @@ __all__ = [
     "create_engine",
     "is_current",
     "now_ms",
+    "ping",
     "upgrade",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -38,6 +38,12 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database: readiness asks it, and only the store talks SQL."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
 
 
 def sqlite_file(url: URL) -> str | None:
