@@ -15,7 +15,6 @@ flag alone, which the gate has already checked, and are labelled so everywhere.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -229,7 +228,7 @@ class ChuteAttestations:
             )
 
     def _adapter(self, settings: UpstreamSettings, chute_id: str) -> ChutesAdapter:
-        api_key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
+        api_key = settings.api_key
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         http = EvidenceHttpClient(ssl_context=self._ssl.get(settings.name), headers=headers)
         return ChutesAdapter(chute_id, api_base=settings.evidence_url, http=http)

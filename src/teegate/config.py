@@ -60,6 +60,12 @@ class UpstreamSettings(BaseModel):
     evidence_url: str = Field(default=CHUTES_API_URL, pattern=r"^https?://")
     evidence_ca_file: FilePath | None = None
 
+    @property
+    def api_key(self) -> str | None:
+        """The key `api_key_env` names, read where it is needed: this module is the one
+        reader of the environment, and the key is never part of the settings' values."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
     @model_validator(mode="after")
     def _check_mode(self) -> UpstreamSettings:
         if self.evidence_ca_file is not None and self.attestation != "chutes":

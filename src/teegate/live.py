@@ -38,24 +38,21 @@ async def open_live_upstreams(settings: Settings) -> AsyncIterator[LiveUpstreams
     """Attest first (the catalog of an attested-tls upstream is read over the pinned
     channel), then sync the catalog once (which lists the chutes to attest), then
     attest those chutes; the caller runs `sync.run()` if it stays."""
+    attestation = build_attestation(settings)
+    assurance = UpstreamAssurance(settings.upstreams, attestation.attestor if attestation else None)
     clients = {
         u.name: UpstreamClient(
             u,
             settings.timeouts,
             pool_size=settings.upstream_pool_size,
             ssl_context=evidence_ssl_context(u),  # chutes in development only
+            current_pin=functools.partial(_pin_of, assurance, u.name),
         )
         for u in settings.upstreams
     }
-    attestation = build_attestation(settings)
     try:
-        assurance = UpstreamAssurance(
-            settings.upstreams, attestation.attestor if attestation else None
-        )
         if attestation is not None:
             await attestation.attest_pending()
-        for name, client in clients.items():
-            client.current_pin = functools.partial(_pin_of, assurance, name)
         catalog = Catalog()
         sources: list[CatalogSource] = [
             ChutesCatalog(client, attestation.chutes)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -133,6 +132,7 @@ class UpstreamClient:
         *,
         pool_size: int = 256,
         ssl_context: ssl.SSLContext | None = None,
+        current_pin: Callable[[], bytes | None] = lambda: None,
     ) -> None:
         self.name = settings.name
         self.base_url = settings.base_url.rstrip("/")
@@ -141,7 +141,7 @@ class UpstreamClient:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._headers = {"Content-Type": "application/json"}
         if settings.api_key_env:
-            self._headers["Authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
+            self._headers["Authorization"] = f"Bearer {settings.api_key or ''}"
         # Streams time their silences themselves (UpstreamStream); the headers are
         # bounded by the same read timeout, around the request.
         self._stream_timeout = aiohttp.ClientTimeout(
@@ -152,7 +152,7 @@ class UpstreamClient:
         self._sessions: dict[bytes | None, aiohttp.ClientSession] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self._requires_pin = settings.attestation == "attested-tls"
-        self.current_pin: Callable[[], bytes | None] = lambda: None
+        self._current_pin = current_pin
 
     def __repr__(self) -> str:
         return f"UpstreamClient(name={self.name!r}, base_url={self.base_url!r})"
@@ -216,7 +216,7 @@ class UpstreamClient:
         """
         timeout = aiohttp.ClientTimeout(total=self._timeouts.catalog_s)
         url = f"{self.base_url}/v1/models"
-        pin = self.current_pin()
+        pin = self._current_pin()
         trusted = pin is not None or not self._requires_pin
         session = self.session(pin) if trusted else self._unauthenticated_session()
         async with self._guard("catalog"), session.get(url, timeout=timeout) as resp:
