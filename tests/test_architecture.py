@@ -1,0 +1,277 @@
+"""The layers, checked: what each part of teegate may import.
+
+- A domain package, imported alone in a fresh interpreter, loads no web framework
+  and no SQL or storage driver, not even indirectly (`sys.modules` is what counts).
+- Nothing under `teegate.api` reaches `teegate.store`, directly or through another
+  module (a static walk of the imports).
+- No package imports another package's private (`_name`) module or name.
+- Every public surface (a package, or a module that only re-exports) lists exactly its
+  public names in `__all__`, sorted as ruff sorts it (as httpx's
+  tests/test_exported_members.py keeps httpx's list honest).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import re
+import subprocess
+import sys
+import types
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import teegate
+
+SRC = Path(teegate.__file__).parent.parent
+PACKAGE = SRC / "teegate"
+
+DOMAIN_MODULES = [
+    "teegate.apikeys",  # the key/principal model; auth.py is its store-backed edge
+    "teegate.attestation",  # minus its HTTP edge, teegate.attestation.http
+    "teegate.billing",
+    "teegate.catalog",
+    "teegate.chat",
+    "teegate.ratelimit",  # minus its Redis edge, teegate.ratelimit.redis
+]
+WEB_FRAMEWORKS = ("aiohttp", "fastapi", "httptools", "starlette", "uvicorn")
+STORAGE_DRIVERS = ("aiosqlite", "asyncpg", "redis", "sqlalchemy", "sqlite3")
+
+# Run in a fresh interpreter: records which module first asked for each module, so a
+# leak can be told as the chain of imports that brought it in.
+_TRACE_IMPORTS = """
+import importlib, json, sys
+
+first_importer = {}
+
+class ImportTracer:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name not in first_importer:
+            frame = sys._getframe(1)
+            while frame is not None and (
+                frame.f_code.co_filename.startswith("<frozen")
+                or frame.f_globals.get("__name__", "").startswith("importlib")
+            ):
+                frame = frame.f_back
+            first_importer[name] = frame.f_globals.get("__name__") if frame else None
+        return None
+
+sys.path.insert(0, sys.argv[2])
+sys.meta_path.insert(0, ImportTracer)
+importlib.import_module(sys.argv[1])
+forbidden = set(sys.argv[3].split(","))
+leaks = {}
+for top in sorted({m.partition(".")[0] for m in sys.modules} & forbidden):
+    chain = [top]
+    while (importer := first_importer.get(chain[-1])) not in (None, "__main__"):
+        if importer in chain:
+            break
+        chain.append(importer)
+    leaks[top] = chain[::-1]
+print(json.dumps(leaks))
+"""
+
+
+def leaks_on_import(module: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """Each forbidden package that `import module` loads, with the chain of imports
+    from `module` to it."""
+    result = subprocess.run(
+        [sys.executable, "-c", _TRACE_IMPORTS, module, str(SRC), ",".join(forbidden)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    leaks: dict[str, list[str]] = json.loads(result.stdout)
+    return leaks
+
+
+@pytest.mark.parametrize("module", DOMAIN_MODULES)
+def test_a_domain_package_loads_no_web_framework_or_storage_driver(module: str) -> None:
+    leaks = leaks_on_import(module, WEB_FRAMEWORKS + STORAGE_DRIVERS)
+    assert not leaks, f"`import {module}` loads " + "; ".join(
+        f"{name} (through {' -> '.join(chain)})" for name, chain in leaks.items()
+    )
+
+
+def test_the_import_check_sees_indirect_imports() -> None:
+    """auth.py is the store's edge: SQLAlchemy arrives only through teegate.store."""
+    leaks = leaks_on_import("teegate.auth", STORAGE_DRIVERS)
+    chain = leaks["sqlalchemy"]
+    assert chain[0] == "teegate.auth"
+    assert "teegate.store" in chain
+    assert chain[-1] == "sqlalchemy"
+
+
+# ---- the static import graph of src/teegate ----
+
+
+def module_files() -> dict[str, Path]:
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+MODULES = module_files()
+
+
+def imported_names(module: str, tree: ast.Module) -> Iterator[tuple[str, int]]:
+    """Every dotted name an import in `tree` names (the module, and module.name for
+    each name taken from it), with its line; relative imports resolved."""
+    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            yield base, node.lineno
+            for alias in node.names:
+                if alias.name != "*":
+                    yield f"{base}.{alias.name}", node.lineno
+
+
+def with_parents(name: str) -> Iterator[str]:
+    """A module and the packages that importing it runs first."""
+    parts = name.split(".")
+    for end in range(1, len(parts) + 1):
+        yield ".".join(parts[:end])
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(), str(path))
+        graph[module] = {
+            m
+            for name, _ in imported_names(module, tree)
+            for m in with_parents(name)
+            if m in MODULES and m != module
+        }
+    return graph
+
+
+def test_api_never_reaches_the_store() -> None:
+    graph = import_graph()
+    api = sorted(m for m in MODULES if m == "teegate.api" or m.startswith("teegate.api."))
+    came_from: dict[str, str | None] = dict.fromkeys(api)
+    queue = deque(api)
+    while queue:
+        module = queue.popleft()
+        if module == "teegate.store" or module.startswith("teegate.store."):
+            chain = [module]
+            while (previous := came_from[chain[-1]]) is not None:
+                chain.append(previous)
+            pytest.fail(f"api/ reaches the store: {' -> '.join(reversed(chain))}")
+        for imported in sorted(graph[module] - came_from.keys()):
+            came_from[imported] = module
+            queue.append(imported)
+    assert "teegate.api._state" in came_from  # the walk did walk
+
+
+def private_owner(name: str) -> str | None:
+    """The package whose private module or name `name` reaches into, if any."""
+    parts = name.split(".")
+    if parts[0] != "teegate":
+        return None
+    for index, part in enumerate(parts[1:], start=1):
+        if part.startswith("_") and not (part.startswith("__") and part.endswith("__")):
+            return ".".join(parts[:index])
+    return None
+
+
+def test_no_package_imports_another_packages_private_module() -> None:
+    offences: dict[str, str] = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(), str(path))
+        for name, line in imported_names(module, tree):
+            owner = private_owner(name)
+            if owner is None or owner == "teegate":
+                continue  # teegate itself has no private modules to guard
+            if module != owner and not module.startswith(owner + "."):
+                offences.setdefault(f"{path.relative_to(SRC)}:{line}", name)
+    assert not offences, "import the public name instead:\n" + "\n".join(
+        f"{where} imports {name}" for where, name in offences.items()
+    )
+
+
+# ---- __all__ ----
+
+
+def public_surfaces() -> list[str]:
+    """Every package, and every public module that only re-exports (an edge such as
+    teegate.attestation.http)."""
+    surfaces = []
+    for module, path in MODULES.items():
+        if module == "teegate" or any(p.startswith("_") for p in module.split(".")):
+            continue
+        if path.name == "__init__.py" or _only_reexports(ast.parse(path.read_text())):
+            surfaces.append(module)
+    return surfaces
+
+
+def _only_reexports(tree: ast.Module) -> bool:
+    def allowed(node: ast.stmt) -> bool:
+        docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        dunder_all = isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        )
+        return docstring or dunder_all or isinstance(node, ast.Import | ast.ImportFrom)
+
+    return any(isinstance(n, ast.ImportFrom) for n in tree.body) and all(map(allowed, tree.body))
+
+
+def ruff_sort_key(name: str) -> tuple[int, list[str | int]]:
+    """RUF022's order: SCREAMING_CASE, then CamelCase, then the rest, each naturally."""
+    if len(name) > 1 and name.upper() == name and name.lower() != name:
+        kind = 0
+    elif name[:1].isupper():
+        kind = 1
+    else:
+        kind = 2
+    natural: list[str | int] = [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+    return kind, natural
+
+
+def public_names(module: types.ModuleType) -> set[str]:
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and not (name == "annotations" and value.__class__.__name__ == "_Feature")
+    }
+
+
+SURFACES = public_surfaces()
+
+
+def test_the_surfaces_include_the_edges() -> None:
+    assert {"teegate.attestation.http", "teegate.ratelimit.redis", "teegate.billing"} <= set(
+        SURFACES
+    )
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_all_is_sorted_and_complete(surface: str) -> None:
+    module = importlib.import_module(surface)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{surface} has no __all__"
+    assert list(exported) == sorted(exported, key=ruff_sort_key), f"{surface}.__all__ unsorted"
+    assert len(set(exported)) == len(exported), f"{surface}.__all__ lists a name twice"
+    missing = [name for name in exported if not hasattr(module, name)]
+    assert not missing, f"{surface}.__all__ lists names it does not have: {missing}"
+    unlisted = sorted(public_names(module) - set(exported))
+    assert not unlisted, f"{surface} has public names missing from __all__: {unlisted}"
