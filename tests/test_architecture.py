@@ -5,6 +5,7 @@
 - Nothing under `teegate.api` reaches `teegate.store`, directly or through another
   module (a static walk of the imports).
 - No package imports another package's private (`_name`) module or name.
+- config.py is the one module that reads the environment.
 - Every public surface (a package, or a module that only re-exports) lists exactly its
   public names in `__all__`, sorted as ruff sorts it (as httpx's
   tests/test_exported_members.py keeps httpx's list honest).
@@ -205,6 +206,37 @@ def test_no_package_imports_another_packages_private_module() -> None:
     assert not offences, "import the public name instead:\n" + "\n".join(
         f"{where} imports {name}" for where, name in offences.items()
     )
+
+
+def environment_reads(tree: ast.Module) -> Iterator[int]:
+    """Lines that read `os.environ` (setting a variable for a child process is no read)."""
+    written = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Load)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            if any(alias.name in {"environ", "getenv", "getenvb"} for alias in node.names):
+                yield node.lineno
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and node.attr in {"environ", "getenv", "getenvb"}
+            and id(node) not in written
+        ):
+            yield node.lineno
+
+
+def test_config_is_the_one_reader_of_the_environment() -> None:
+    reads = [
+        f"{path.relative_to(SRC)}:{line}"
+        for module, path in MODULES.items()
+        if module != "teegate.config"
+        for line in environment_reads(ast.parse(path.read_text(), str(path)))
+    ]
+    assert not reads, "read settings through teegate.config instead:\n" + "\n".join(reads)
 
 
 # ---- __all__ ----
