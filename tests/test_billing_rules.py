@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
-from teegate.apikeys import Principal
 from teegate.billing import (
     FALLBACK_BYTES_PER_TOKEN,
     MESSAGE_OVERHEAD_TOKENS,
@@ -18,11 +18,14 @@ from teegate.billing import (
     Balance,
     Billing,
     Hold,
+    HoldRequest,
     LedgerMeter,
     LedgerStore,
+    Outcome,
     Placement,
     Rates,
     Settlement,
+    Usage,
     UsageQuery,
     UsageRecord,
     cost_nano,
@@ -32,9 +35,7 @@ from teegate.billing import (
     prompt_upper_bound,
     settlement_for,
 )
-from teegate.catalog import Admitted, AttestationStatus, parse_entry
-from teegate.chat import Outcome, Tally, Ticket, Usage, parse_chat_request
-from teegate.config import RequestDefaults
+from teegate.catalog import parse_entry
 from teegate.errors import InsufficientBalance
 
 RATES = Rates(740_000_000, 3_237_500_000)
@@ -219,12 +220,11 @@ class FakeStore:
         return None
 
 
-def a_ticket(request_id: str = "req_1", max_tokens: int = 100, n: int = 1) -> Ticket:
-    raw = orjson.dumps({"model": MODEL.id, "messages": [{"role": "user", "content": "hi"}],
-                        "max_tokens": max_tokens, "n": n, "stream": True})  # fmt: skip
-    request = parse_chat_request(raw, RequestDefaults())
-    admitted = Admitted(MODEL, AttestationStatus(passed=True, mode="provider-asserted"))
-    return Ticket(request_id, Principal("key_1", 7, None), admitted, request)
+def a_hold_request(request_id: str = "req_1", max_tokens: int = 100, n: int = 1) -> HoldRequest:
+    body = {"model": MODEL.id, "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": max_tokens, "n": n, "stream": True}  # fmt: skip
+    rates = Rates(MODEL.price.prompt, MODEL.price.completion)
+    return HoldRequest(request_id, 7, "key_1", MODEL.id, rates, True, body, max_tokens, n)
 
 
 def test_the_fake_conforms_to_the_protocol() -> None:
@@ -232,10 +232,10 @@ def test_the_fake_conforms_to_the_protocol() -> None:
     assert store is not None
 
 
-async def test_reserve_snapshots_the_marked_up_price_and_the_estimate() -> None:
+async def test_a_hold_snapshots_the_marked_up_price_and_the_estimate() -> None:
     store = FakeStore(10**9)
     meter = LedgerMeter(store, hold_ttl_s=60, clock=lambda: 1_000)
-    await meter.reserve(a_ticket(max_tokens=100, n=2))
+    await meter.place(a_hold_request(max_tokens=100, n=2))
     [hold] = store.holds.values()
     prompt = REQUEST_OVERHEAD_TOKENS + MESSAGE_OVERHEAD_TOKENS + 2
     assert (hold.rates, hold.prompt_tokens, hold.completion_tokens) == (RATES, prompt, 200)
@@ -250,32 +250,34 @@ async def test_reserve_snapshots_the_marked_up_price_and_the_estimate() -> None:
 
 async def test_a_hold_that_does_not_fit_is_402_with_amounts_in_usd() -> None:
     meter = LedgerMeter(FakeStore(1_000), hold_ttl_s=60)
-    needed = meter.hold_for(a_ticket()).amount_nano
+    needed = meter.hold_for(a_hold_request()).amount_nano
     with pytest.raises(InsufficientBalance) as info:
-        await meter.reserve(a_ticket())
+        await meter.place(a_hold_request())
     assert info.value.status == 402 and info.value.code == "insufficient_balance"
     assert f"needs {Decimal(needed) / 10**9} USD" in info.value.message
     assert "but 0.000001 USD is available" in info.value.message
 
 
-async def test_settle_is_once_per_reservation() -> None:
+async def test_a_hold_settled_twice_posts_once() -> None:
     store = FakeStore(10**9)
-    reservation = await LedgerMeter(store, hold_ttl_s=60).reserve(a_ticket())
-    tally = Tally(usage=Usage(5, 5))
-    await reservation.settle(Outcome("ok", tally))
-    await reservation.settle(Outcome("ok", tally))
+    meter = LedgerMeter(store, hold_ttl_s=60)
+    hold = await meter.place(a_hold_request())
+    with capture_logs() as logs:
+        await meter.settle(hold, Outcome("ok", Usage(5, 5)))
+        await meter.settle(hold, Outcome("ok", Usage(5, 5)))
     assert len(store.settled) == 1 and store.settled[0].settled_by == "usage"
+    assert [e["event"] for e in logs] == ["hold_already_resolved"]
 
 
 async def test_a_caller_cancelled_while_holding_gets_its_hold_voided() -> None:
     store = FakeStore(10**9)
     store.gate = asyncio.Event()
     meter = LedgerMeter(store, hold_ttl_s=60)
-    reserving = asyncio.ensure_future(meter.reserve(a_ticket()))
+    placing = asyncio.ensure_future(meter.place(a_hold_request()))
     await asyncio.sleep(0.01)
-    reserving.cancel()
+    placing.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await reserving
+        await placing
     store.gate.set()  # the placement, already submitted, completes after the caller left
     for _ in range(50):
         if store.settled:
@@ -291,8 +293,8 @@ async def test_a_balance_read_waits_for_the_settlements_under_way() -> None:
     store = FakeStore(10**9)
     store.settle_gate = asyncio.Event()
     billing = Billing(store, hold_ttl_s=60, reaper_interval_s=60)
-    reservation = await billing.meter.reserve(a_ticket())
-    settling = asyncio.ensure_future(reservation.settle(Outcome("ok", Tally(usage=Usage(5, 5)))))
+    hold = await billing.meter.place(a_hold_request())
+    settling = asyncio.ensure_future(billing.meter.settle(hold, Outcome("ok", Usage(5, 5))))
     await asyncio.sleep(0)
     reading = asyncio.ensure_future(billing.balance(7))
     await asyncio.sleep(0.01)

@@ -3,56 +3,54 @@ stays private unless asked for, and a fault mid-read keeps what came before it."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
-from teegate.chat._service import Relayed, _relay
-from teegate.upstream import UpstreamStream
-
-CONTENT = orjson.dumps({"choices": [{"index": 0, "delta": {"content": "héllo"}}]})
-USAGE = orjson.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
-
-
-class FakeStream:
-    def __init__(self, reads: list[list[bytes]]) -> None:
-        self.reads = reads
-        self.closed = self.released = False
-
-    async def events(self) -> AsyncIterator[list[bytes]]:
-        for read in self.reads:
-            yield read
-
-    def close(self) -> None:
-        self.closed = True
-
-    async def finish(self) -> None:
-        self.released = True
+from teegate.billing import Outcome
+from tests.chat_support import (
+    CONTENT,
+    USAGE,
+    FakeStream,
+    FakeUpstream,
+    RecordingMeter,
+    RecordingSink,
+    an_answer,
+    sse,
+)
 
 
-async def relay(reads: list[list[bytes]], include_usage: bool) -> tuple[list[bytes], Relayed]:
-    stream, relayed = FakeStream(reads), Relayed()
-    writes = [w async for w in _relay(cast(UpstreamStream, stream), include_usage, relayed)]
+async def relay(reads: list[list[bytes]], include_usage: bool) -> tuple[list[bytes], Outcome]:
+    """The writes of a streamed answer, its end of body apart, and what it settled."""
+    events: list[tuple[str, Any]] = []
+    stream, meter, sink = FakeStream(reads), RecordingMeter(events), RecordingSink(events)
+    answer = await an_answer(
+        FakeUpstream(stream=stream), meter, stream=True, include_usage=include_usage
+    )
+    await answer.send(sink)
     assert stream.closed
-    return writes, relayed
-
-
-def sse(data: bytes) -> bytes:
-    return b"data: " + data + b"\n\n"
+    assert sink.bodies[-1] == b"" and events[-3] == ("body", False)
+    [outcome] = meter.outcomes
+    return sink.bodies[:-1], outcome
 
 
 async def test_one_write_per_socket_read_and_the_usage_chunk_kept_private() -> None:
     writes, outcome = await relay([[CONTENT, CONTENT], [USAGE, b"[DONE]"]], False)
     assert writes == [sse(CONTENT) * 2, sse(b"[DONE]")]
     assert outcome.status == "ok"
-    assert outcome.tally.usage is not None and outcome.tally.usage.completion_tokens == 2
-    assert outcome.tally.output_bytes == 2 * len("héllo".encode())
+    assert outcome.usage is not None and outcome.usage.completion_tokens == 2
+    assert outcome.output_bytes == 2 * len("héllo".encode())
 
 
 async def test_the_usage_chunk_is_relayed_when_asked_for() -> None:
     writes, _ = await relay([[CONTENT], [USAGE, b"[DONE]"]], True)
     assert writes == [sse(CONTENT), sse(USAGE) + sse(b"[DONE]")]
+
+
+async def test_the_upstream_is_always_asked_for_usage() -> None:
+    upstream = FakeUpstream()
+    await an_answer(upstream, RecordingMeter([]), stream=True)
+    assert upstream.bodies[0]["stream_options"] == {"include_usage": True}
 
 
 async def test_a_bad_event_mid_read_keeps_the_events_before_it() -> None:

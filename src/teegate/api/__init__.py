@@ -1,11 +1,13 @@
 """HTTP routes and the ASGI pieces around them. No SQL here: only services."""
 
+from teegate.api._answer import AnswerResponse
 from teegate.api._errors import on_http_exception, on_teegate_error, on_unexpected
 from teegate.api._middleware import RequestContextMiddleware
 from teegate.api._routes import routes
 from teegate.api._state import Gateway
 
 __all__ = [
+    "AnswerResponse",
     "Gateway",
     "RequestContextMiddleware",
     "on_http_exception",

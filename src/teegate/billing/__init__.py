@@ -1,4 +1,4 @@
-"""Billing: exact money, prices, estimates, holds and settlement, usage records.
+"""Billing: exact money, prices, estimates, holds, outcomes and settlement, usage records.
 
 No web framework and no SQL here: storage is reached through `LedgerStore`.
 """
@@ -12,7 +12,7 @@ from teegate.billing._estimate import (
     hold_amount_nano,
     prompt_upper_bound,
 )
-from teegate.billing._meter import HeldReservation, LedgerMeter, wall_ms
+from teegate.billing._meter import HoldRequest, LedgerMeter, wall_ms
 from teegate.billing._money import (
     NANO_PER_USD,
     TOKENS_PER_PRICE_UNIT,
@@ -22,6 +22,7 @@ from teegate.billing._money import (
     nano_to_usd,
     usd_to_nano,
 )
+from teegate.billing._outcome import Outcome, Status, Usage, read_usage
 from teegate.billing._pricing import Rates, cost_nano
 from teegate.billing._reaper import Reaper
 from teegate.billing._records import (
@@ -57,18 +58,21 @@ __all__ = [
     "TOOL_OVERHEAD_TOKENS",
     "Balance",
     "Billing",
-    "HeldReservation",
     "Hold",
+    "HoldRequest",
     "HoldState",
     "InvariantViolation",
     "LedgerMeter",
     "LedgerStore",
     "MoneyError",
+    "Outcome",
     "Placement",
     "Rates",
     "Reaper",
     "SettledBy",
     "Settlement",
+    "Status",
+    "Usage",
     "UsageQuery",
     "UsageRecord",
     "cost_nano",
@@ -85,6 +89,7 @@ __all__ = [
     "nano_to_usd",
     "parse_since",
     "prompt_upper_bound",
+    "read_usage",
     "settlement_for",
     "usd_to_nano",
     "void_settlement",

@@ -1,15 +1,16 @@
-"""The Meter the chat service calls: hold before the upstream call, settle after it.
+"""The meter the chat service calls (`teegate.chat.Meter`): place a hold before the
+upstream call, settle it after.
 
-This is `teegate.chat.Meter` implemented over a LedgerStore. Amounts are
-decided here; the store only applies them, each in one atomic write.
+Amounts are decided here; the store only applies them, each in one atomic write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -19,14 +20,12 @@ from teegate.billing._estimate import (
     prompt_upper_bound,
 )
 from teegate.billing._money import nano_to_usd
+from teegate.billing._outcome import Outcome
 from teegate.billing._pricing import Rates
 from teegate.billing._records import Hold, LedgerStore, Placement
 from teegate.billing._settle import settlement_for, void_settlement
 from teegate.errors import InsufficientBalance
 from teegate.invariants import invariant
-
-if TYPE_CHECKING:
-    from teegate.chat import Outcome, Ticket
 
 log = structlog.get_logger("teegate.billing")
 
@@ -42,8 +41,24 @@ def seconds_to_ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+@dataclass(frozen=True, slots=True)
+class HoldRequest:
+    """What the chat service asks billing to hold for one request, before it runs:
+    who pays, at which rates, and the body whose cost is estimated."""
+
+    request_id: str
+    account_id: int
+    key_id: str
+    model: str
+    rates: Rates
+    stream: bool
+    body: Mapping[str, Any]
+    max_output_tokens: int
+    choices: int
+
+
 class LedgerMeter:
-    """Holds a conservative estimate per request; its reservation settles the actual cost."""
+    """Holds a conservative estimate per request, then settles the actual cost."""
 
     def __init__(self, store: LedgerStore, *, hold_ttl_s: float, clock: Clock = wall_ms) -> None:
         self._store = store
@@ -59,11 +74,11 @@ class LedgerMeter:
         if self._settling or self._voiding:
             await asyncio.wait([*self._settling, *self._voiding])
 
-    async def reserve(self, ticket: Ticket) -> HeldReservation:
+    async def place(self, request: HoldRequest) -> Hold:
         """Place the hold or refuse with 402; nothing has gone upstream either way."""
-        hold = self.hold_for(ticket)
+        hold = self.hold_for(request)
         invariant(hold.amount_nano >= 0, f"hold {hold.request_id}: negative amount")
-        placement = await self._place(hold)
+        placement = await self._placed(hold)
         if not placement.placed:
             raise InsufficientBalance(
                 f"Insufficient balance: this request needs {nano_to_usd(hold.amount_nano)} USD "
@@ -71,21 +86,19 @@ class LedgerMeter:
                 f"but {nano_to_usd(max(placement.available_nano, 0))} USD is available. "
                 "Add credit or lower max_tokens."
             )
-        return HeldReservation(hold, self._store, self._clock, self._settling)
+        return hold
 
-    def hold_for(self, ticket: Ticket) -> Hold:
-        """The hold a ticket needs, priced at the catalog's marked-up price right now."""
-        price = ticket.admitted.model.price
-        rates = Rates(price.prompt, price.completion)
-        request = ticket.request
+    def hold_for(self, request: HoldRequest) -> Hold:
+        """The hold a request needs, at the rates it was admitted at."""
+        rates = request.rates
         prompt = prompt_upper_bound(request.body)
-        completion = held_completion_tokens(request.max_output_tokens(), request.choices())
+        completion = held_completion_tokens(request.max_output_tokens, request.choices)
         created = self._clock()
         return Hold(
-            request_id=ticket.request_id,
-            account_id=ticket.principal.account_id,
-            key_id=ticket.principal.key_id,
-            model=ticket.admitted.model.id,
+            request_id=request.request_id,
+            account_id=request.account_id,
+            key_id=request.key_id,
+            model=request.model,
             stream=request.stream,
             rates=rates,
             prompt_tokens=prompt,
@@ -95,7 +108,33 @@ class LedgerMeter:
             expires_ms=created + self._ttl_ms,
         )
 
-    async def _place(self, hold: Hold) -> Placement:
+    async def settle(self, hold: Hold, outcome: Outcome) -> None:
+        """Resolve the hold from what was delivered; the store posts it at most once."""
+        settlement = settlement_for(
+            hold,
+            status=outcome.status,
+            usage=outcome.usage,
+            output_bytes=outcome.output_bytes,
+            now_ms=self._clock(),
+        )
+        if settlement.capped:
+            log.warning(
+                "settlement_capped",
+                request_id=hold.request_id,
+                account_id=hold.account_id,
+                held_nano=hold.amount_nano,
+            )
+        finished = asyncio.get_running_loop().create_future()
+        self._settling.add(finished)
+        try:
+            resolved = await self._store.settle(settlement)
+        finally:
+            self._settling.discard(finished)
+            finished.set_result(None)
+        if not resolved:  # already settled, or the reaper got there first: the first stands
+            log.warning("hold_already_resolved", request_id=hold.request_id)
+
+    async def _placed(self, hold: Hold) -> Placement:
         """Placing runs to completion even if the caller is cancelled meanwhile.
 
         A hold committed for a caller that has gone would otherwise stay open
@@ -120,49 +159,3 @@ class LedgerMeter:
             await self._store.settle(void_settlement(hold, "client_gone", self._clock()))
         except Exception as exc:  # the reaper is the safety net; say so
             log.error("void_failed", request_id=hold.request_id, error=type(exc).__name__)
-
-
-class HeldReservation:
-    """One request's hold; `settle` resolves it once, from what was delivered."""
-
-    def __init__(
-        self, hold: Hold, store: LedgerStore, clock: Clock, settling: set[asyncio.Future[None]]
-    ) -> None:
-        self.hold = hold
-        self._store = store
-        self._clock = clock
-        self._settling = settling
-        self._settled = False
-
-    def __repr__(self) -> str:
-        return f"HeldReservation(request_id={self.hold.request_id!r})"
-
-    async def settle(self, outcome: Outcome) -> None:
-        if self._settled:
-            log.warning("settle_repeated", request_id=self.hold.request_id)
-            return
-        self._settled = True
-        tally = outcome.tally
-        settlement = settlement_for(
-            self.hold,
-            status=outcome.status,
-            usage=tally.usage,
-            output_bytes=tally.output_bytes,
-            now_ms=self._clock(),
-        )
-        if settlement.capped:
-            log.warning(
-                "settlement_capped",
-                request_id=self.hold.request_id,
-                account_id=self.hold.account_id,
-                held_nano=self.hold.amount_nano,
-            )
-        finished = asyncio.get_running_loop().create_future()
-        self._settling.add(finished)
-        try:
-            resolved = await self._store.settle(settlement)
-        finally:
-            self._settling.discard(finished)
-            finished.set_result(None)
-        if not resolved:  # the reaper got there first: the pre-charge stands
-            log.warning("hold_already_resolved", request_id=self.hold.request_id)

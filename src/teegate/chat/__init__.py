@@ -1,29 +1,19 @@
-"""The chat completion flow: request validation, admission, relay and outcomes."""
+"""The chat completion flow: request validation, admission, the upstream call, and
+an answer that settles its hold once it has been sent."""
 
-from teegate.chat._outcome import Outcome, Status, Tally, Usage, read_usage
+from teegate.chat._answer import Answer
 from teegate.chat._request import ChatRequest, check_against_model, parse_chat_request
-from teegate.chat._service import (
-    ChatService,
-    Completion,
-    Meter,
-    Reservation,
-    StreamedCompletion,
-    Ticket,
-)
+from teegate.chat._seams import Meter, Sink, Upstream, UpstreamStream
+from teegate.chat._service import ChatService
 
 __all__ = [
+    "Answer",
     "ChatRequest",
     "ChatService",
-    "Completion",
     "Meter",
-    "Outcome",
-    "Reservation",
-    "Status",
-    "StreamedCompletion",
-    "Tally",
-    "Ticket",
-    "Usage",
+    "Sink",
+    "Upstream",
+    "UpstreamStream",
     "check_against_model",
     "parse_chat_request",
-    "read_usage",
 ]

@@ -35,7 +35,7 @@ class Listing(NamedTuple):
     trusted: bool
 
 
-class Answer(NamedTuple):
+class Reply(NamedTuple):
     """A whole completion: its bytes, relayed as they came, and their parse, for billing."""
 
     raw: bytes
@@ -236,7 +236,7 @@ class UpstreamClient:
             session = self._sessions[UNAUTHENTICATED] = self._new_session(UNAUTHENTICATED)
         return session
 
-    async def complete(self, body: bytes, *, pin: bytes | None = None) -> Answer:
+    async def complete(self, body: bytes, *, pin: bytes | None = None) -> Reply:
         post = self._pinned_session(pin).post(self._chat_url, data=body)
         async with self._guard("completion"), post as resp:
             self._raise_for_status(resp)
@@ -249,7 +249,7 @@ class UpstreamClient:
             raise UpstreamError(f"upstream '{self.name}' sent a response that is not JSON") from exc
         if not isinstance(parsed, dict):
             raise UpstreamError(f"upstream '{self.name}' sent a response that is not an object")
-        return Answer(raw, parsed)
+        return Reply(raw, parsed)
 
     async def open_stream(self, body: bytes, *, pin: bytes | None = None) -> UpstreamStream:
         post = self._pinned_session(pin).post(

@@ -1,9 +1,10 @@
-"""What a completion delivered, as billing needs it: the upstream's usage if it
-sent one, and otherwise the bytes it streamed (settled by a fallback rule)."""
+"""How a request ended and what it delivered, as its settlement needs it: the
+upstream's usage if it sent one, and otherwise the bytes it streamed (settled
+by the fallback rule)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Status = Literal["ok", "upstream_error", "client_gone", "refused"]
@@ -11,6 +12,8 @@ Status = Literal["ok", "upstream_error", "client_gone", "refused"]
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Token counts as the upstream reported them."""
+
     prompt_tokens: int
     completion_tokens: int
 
@@ -27,9 +30,12 @@ def read_usage(usage: object) -> Usage | None:
 
 
 @dataclass(slots=True)
-class Tally:
-    """Counts what a response carried, chunk by chunk or all at once."""
+class Outcome:
+    """Filled in as the answer goes out, chunk by chunk or all at once, and read
+    once by the settlement. Until a stream reaches [DONE] it ended with the client
+    gone."""
 
+    status: Status = "client_gone"
     usage: Usage | None = None
     output_bytes: int = 0
     chunks: int = 0
@@ -85,9 +91,3 @@ def _utf8_len(value: object) -> int:
     if not isinstance(value, str):
         return 0
     return len(value) if value.isascii() else len(value.encode())
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    status: Status
-    tally: Tally = field(default_factory=Tally)

@@ -1,4 +1,4 @@
-"""chat/_outcome.py: what a completion delivered, as billing counts it."""
+"""billing's Outcome: what a completion delivered, as its settlement counts it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from teegate.chat import Outcome, Tally, Usage, read_usage
+from teegate.billing import Outcome, Usage, read_usage
 
 
 def chunk(delta: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
@@ -81,25 +81,25 @@ def test_read_usage(raw: object, expected: Usage | None) -> None:
     ],
 )
 def test_chunk_bytes(delta: dict[str, Any], size: int) -> None:
-    tally = Tally()
-    assert tally.observe_chunk(chunk(delta)) is False
-    assert tally.output_bytes == size
-    assert tally.chunks == 1
+    outcome = Outcome()
+    assert outcome.observe_chunk(chunk(delta)) is False
+    assert outcome.output_bytes == size
+    assert outcome.chunks == 1
 
 
 def test_bytes_add_up_over_a_stream() -> None:
-    tally = Tally()
+    outcome = Outcome()
     for piece in ["Hel", "lo, ", "wörld"]:
-        tally.observe_chunk(chunk({"content": piece}))
-    assert tally.output_bytes == len("Hello, wörld".encode())
-    assert tally.chunks == 3
-    assert not tally.finished
-    assert tally.usage is None
+        outcome.observe_chunk(chunk({"content": piece}))
+    assert outcome.output_bytes == len("Hello, wörld".encode())
+    assert outcome.chunks == 3
+    assert not outcome.finished
+    assert outcome.usage is None
 
 
 def test_all_choices_count() -> None:
-    tally = Tally()
-    tally.observe_chunk(
+    outcome = Outcome()
+    outcome.observe_chunk(
         {
             "choices": [
                 {"index": 0, "delta": {"content": "ab"}},
@@ -109,24 +109,24 @@ def test_all_choices_count() -> None:
             ]
         }
     )
-    assert tally.output_bytes == 5
+    assert outcome.output_bytes == 5
 
 
 def test_finish_reason_marks_finished() -> None:
-    tally = Tally()
-    tally.observe_chunk(chunk({"content": "x"}))
-    assert not tally.finished
+    outcome = Outcome()
+    outcome.observe_chunk(chunk({"content": "x"}))
+    assert not outcome.finished
     last = chunk({})
     last["choices"][0]["finish_reason"] = "stop"
-    tally.observe_chunk(last)
-    assert tally.finished
+    outcome.observe_chunk(last)
+    assert outcome.finished
 
 
 def test_usage_only_chunk_is_detected() -> None:
-    tally = Tally()
-    assert tally.observe_chunk(usage_only(10, 20)) is True
-    assert tally.usage == Usage(10, 20)
-    assert tally.output_bytes == 0
+    outcome = Outcome()
+    assert outcome.observe_chunk(usage_only(10, 20)) is True
+    assert outcome.usage == Usage(10, 20)
+    assert outcome.output_bytes == 0
 
 
 @pytest.mark.parametrize(
@@ -140,33 +140,35 @@ def test_usage_only_chunk_is_detected() -> None:
     ],
 )
 def test_usage_only_detection_edges(candidate: dict[str, Any], is_usage_only: bool) -> None:
-    assert Tally().observe_chunk(candidate) is is_usage_only
+    assert Outcome().observe_chunk(candidate) is is_usage_only
 
 
 def test_usage_on_a_content_chunk_is_recorded_but_not_usage_only() -> None:
-    tally = Tally()
+    outcome = Outcome()
     with_usage = chunk({"content": "hey"}, usage={"prompt_tokens": 4, "completion_tokens": 1})
-    assert tally.observe_chunk(with_usage) is False
-    assert tally.usage == Usage(4, 1)
-    assert tally.output_bytes == 3
+    assert outcome.observe_chunk(with_usage) is False
+    assert outcome.usage == Usage(4, 1)
+    assert outcome.output_bytes == 3
 
 
 def test_last_usage_wins_and_null_usage_does_not_erase_it() -> None:
-    tally = Tally()
-    tally.observe_chunk(chunk({"content": "a"}, usage={"prompt_tokens": 5, "completion_tokens": 1}))
-    tally.observe_chunk(chunk({"content": "b"}, usage=None))
-    assert tally.usage == Usage(5, 1)
-    tally.observe_chunk(usage_only(5, 2))
-    tally.observe_chunk(usage_only(5, 9))
-    assert tally.usage == Usage(5, 9)
-    tally.observe_chunk(usage_only(-1, 3))  # unreadable: ignored
-    assert tally.usage == Usage(5, 9)
-    assert tally.chunks == 5
+    outcome = Outcome()
+    outcome.observe_chunk(
+        chunk({"content": "a"}, usage={"prompt_tokens": 5, "completion_tokens": 1})
+    )
+    outcome.observe_chunk(chunk({"content": "b"}, usage=None))
+    assert outcome.usage == Usage(5, 1)
+    outcome.observe_chunk(usage_only(5, 2))
+    outcome.observe_chunk(usage_only(5, 9))
+    assert outcome.usage == Usage(5, 9)
+    outcome.observe_chunk(usage_only(-1, 3))  # unreadable: ignored
+    assert outcome.usage == Usage(5, 9)
+    assert outcome.chunks == 5
 
 
 def test_observe_response() -> None:
-    tally = Tally()
-    tally.observe_response(
+    outcome = Outcome()
+    outcome.observe_response(
         {
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": "Grüße"}},
@@ -182,18 +184,18 @@ def test_observe_response() -> None:
             "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13},
         }
     )
-    assert tally.output_bytes == len("Grüße".encode()) + 1 + 2
-    assert tally.usage == Usage(9, 4)
-    assert tally.finished
+    assert outcome.output_bytes == len("Grüße".encode()) + 1 + 2
+    assert outcome.usage == Usage(9, 4)
+    assert outcome.finished
 
 
 @pytest.mark.parametrize(
     "response", [{}, {"choices": None, "usage": "n/a"}, {"choices": ["x"], "usage": {}}]
 )
 def test_observe_response_tolerates_missing_parts(response: dict[str, Any]) -> None:
-    tally = Tally()
-    tally.observe_response(response)
-    assert (tally.usage, tally.output_bytes, tally.finished) == (None, 0, True)
+    outcome = Outcome()
+    outcome.observe_response(response)
+    assert (outcome.usage, outcome.output_bytes, outcome.finished) == (None, 0, True)
 
 
 @pytest.mark.parametrize(
@@ -204,13 +206,17 @@ def test_observe_response_tolerates_missing_parts(response: dict[str, Any]) -> N
     ],
 )
 def test_malformed_chunk_shapes_are_ignored(malformed: dict[str, Any]) -> None:
-    tally = Tally()
-    tally.observe_chunk(malformed)
-    assert tally.output_bytes == 0
+    outcome = Outcome()
+    outcome.observe_chunk(malformed)
+    assert outcome.output_bytes == 0
 
 
-def test_outcome() -> None:
-    outcome = Outcome("client_gone")
+def test_an_outcome_starts_with_the_client_gone_and_nothing_delivered() -> None:
+    outcome = Outcome()
     assert outcome.status == "client_gone"
-    assert outcome.tally == Tally()
-    assert Outcome("ok").tally is not Outcome("ok").tally  # never a shared default
+    assert (outcome.usage, outcome.output_bytes, outcome.chunks, outcome.finished) == (
+        None,
+        0,
+        0,
+        False,
+    )

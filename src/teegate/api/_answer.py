@@ -1,0 +1,69 @@
+"""An Answer over ASGI: its headers, its body past the per-chunk wrappers, and a
+stream that notices its client leaving even while the upstream is silent.
+
+Starlette's StreamingResponse learns of a disconnect only when a write fails;
+a stream waiting on a slow upstream would hold its upstream connection (and
+keep it generating) until a timeout. Here a watch cancels the relay at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+
+from starlette.types import Receive, Scope, Send
+
+from teegate.api._disconnect import DisconnectWatch
+from teegate.api._middleware import BODY_SEND
+from teegate.chat import Answer
+
+JSON_HEADERS = ((b"content-type", b"application/json"),)
+SSE_HEADERS = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)
+
+
+class AnswerResponse:
+    """The ASGI side of `Answer.send`: it is the answer's Sink, for one request."""
+
+    __slots__ = ("_answer", "_headers", "_receive", "_send", "_send_body", "_watch")
+
+    def __init__(self, answer: Answer, headers: Mapping[str, str]) -> None:
+        self._answer = answer
+        self._headers = headers
+        self._watch: DisconnectWatch | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._send = send
+        self._send_body: Send = scope.get(BODY_SEND, send)
+        self._receive = receive
+        try:
+            await self._answer.send(self)
+        except asyncio.CancelledError:
+            if self._watch is None or not self._watch.saw_disconnect:
+                raise
+            self._watch.absorb()
+        except OSError:
+            pass  # the client went away mid-write
+
+    def start(self, length: int | None) -> Awaitable[None]:
+        headers = [
+            *(SSE_HEADERS if length is None else JSON_HEADERS),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self._headers.items()),
+            (b"x-tee-attestation", self._answer.admitted.attestation.header.encode("latin-1")),
+        ]
+        if length is None:  # the watch runs once this task next waits: on the start or later
+            self._watch = DisconnectWatch(self._receive)
+            self._watch.start()
+        else:
+            headers.append((b"content-length", str(length).encode()))
+        return self._send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    def write(self, body: bytes, more: bool) -> Awaitable[None]:
+        return self._send_body({"type": "http.response.body", "body": body, "more_body": more})
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
