@@ -1,12 +1,11 @@
 """Storage: schema, migrations and repositories over SQLite or PostgreSQL. No HTTP here."""
 
+from teegate.errors import StoreConflict, StoreNotFound
 from teegate.store._accounts import (
     Account,
     AccountStore,
     ApiKey,
     KeyOwner,
-    StoreConflict,
-    StoreNotFound,
     now_ms,
 )
 from teegate.store._database import create_engine

@@ -19,8 +19,8 @@ import orjson
 import yarl
 
 from teegate.config import Timeouts, UpstreamSettings
-from teegate.errors import UpstreamError, UpstreamKeyChanged, UpstreamTimeout
-from teegate.upstream._sse import SSEDecoder, SSEError
+from teegate.errors import SSEError, UpstreamError, UpstreamKeyChanged, UpstreamTimeout
+from teegate.upstream._sse import SSEDecoder
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_LINE_BYTES = 4 * 1024 * 1024
