@@ -35,7 +35,7 @@ from teegate.attestation._binding import (
     report_data_matches,
     spki_sha256,
 )
-from teegate.attestation._check import Check, CheckLog
+from teegate.attestation._check import FAIL_CLOSED, Check, CheckLog
 from teegate.attestation._collateral import (
     Collateral,
     CollateralProvider,
@@ -50,7 +50,7 @@ from teegate.attestation._gpu import (
     parse_jwks,
     verify_gpu_tokens,
 )
-from teegate.attestation._http import EvidenceHttpClient, HttpJson
+from teegate.attestation._http import UNAVAILABLE_ON, EvidenceHttpClient, HttpJson
 from teegate.attestation._nras import (
     NRAS_GPU_ATTEST_URL,
     NRAS_JWKS_URL,
@@ -76,6 +76,7 @@ from teegate.attestation._verifier import EvidenceVerifier, VerifiedInstance
 
 __all__ = [
     "DEFAULT_ALLOWED_TCB_STATUSES",
+    "FAIL_CLOSED",
     "KNOWN_TCB_STATUSES",
     "NONCE_BYTES",
     "NRAS_GPU_ATTEST_URL",
@@ -83,6 +84,7 @@ __all__ = [
     "NRAS_JWKS_URL",
     "TDX_TEE_TYPE",
     "TRANSIENT_CHECKS",
+    "UNAVAILABLE_ON",
     "AttestationMode",
     "AttestationPolicy",
     "AttestedTlsAdapter",

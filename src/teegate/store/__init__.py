@@ -12,18 +12,28 @@ from teegate.store._database import create_engine
 from teegate.store._group import GroupCommitter
 from teegate.store._ledger import Ledger
 from teegate.store._migrate import is_current, upgrade
+from teegate.store._outage import (
+    OUTAGE_VERDICTS,
+    OutageVerdict,
+    asyncpg_outage_verdicts,
+    is_outage,
+)
 
 __all__ = [
+    "OUTAGE_VERDICTS",
     "Account",
     "AccountStore",
     "ApiKey",
     "GroupCommitter",
     "KeyOwner",
     "Ledger",
+    "OutageVerdict",
     "StoreConflict",
     "StoreNotFound",
+    "asyncpg_outage_verdicts",
     "create_engine",
     "is_current",
+    "is_outage",
     "now_ms",
     "upgrade",
 ]
