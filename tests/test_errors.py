@@ -2,33 +2,49 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
+from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 
+import teegate
 from teegate import errors
+from teegate.api.openapi import build_openapi
 from teegate.errors import (
     AttestationFailed,
+    CatalogEntryError,
     ConfigError,
+    DomainError,
     InsufficientBalance,
     InternalError,
     InvalidApiKey,
     InvalidRequest,
+    InvariantViolation,
     MethodNotAllowed,
     ModelNotConfidential,
     ModelNotFound,
+    MoneyError,
     NotAvailable,
     NotFound,
     RateLimitExceeded,
     RequestTooLarge,
     ServiceUnavailable,
+    SSEError,
+    StoreConflict,
+    StoreNotFound,
     TeegateError,
+    TeegateException,
     UnsupportedCapability,
     UpstreamError,
     UpstreamKeyChanged,
     UpstreamTimeout,
+    error_envelope,
 )
+from tests.openapi_schemas import validate
 
 # class, how to build one, status, type, code
 ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
@@ -191,8 +207,145 @@ def test_hierarchy(child: type[Exception], parent: type[Exception]) -> None:
 
 
 def test_domain_errors_are_not_api_errors() -> None:
+    assert not issubclass(DomainError, TeegateError)
     assert not issubclass(AttestationFailed, TeegateError)
     assert not issubclass(ConfigError, TeegateError)
     failed = AttestationFailed("tcb_status", "OutOfDate is not allowed")
     assert (failed.check, failed.reason) == ("tcb_status", "OutOfDate is not allowed")
     assert str(failed) == "tcb_status: OutOfDate is not allowed"
+
+
+# --- the whole tree -----------------------------------------------------------------
+
+DOMAIN_ERRORS: dict[type[DomainError], type[Exception] | None] = {
+    AttestationFailed: None,
+    CatalogEntryError: ValueError,
+    ConfigError: None,
+    InvariantViolation: RuntimeError,
+    MoneyError: ValueError,
+    SSEError: ValueError,
+    StoreConflict: ValueError,
+    StoreNotFound: LookupError,
+}
+"""Each DomainError and the builtin its callers may still catch it by."""
+
+OUTSIDE_THE_TREE = "teegate.devstack"
+"""The devstack plays a third-party upstream: its errors are that upstream's, not
+teegate's (it builds their envelope with error_envelope all the same)."""
+
+
+def defined_exceptions(module_name: str) -> set[type[BaseException]]:
+    module = importlib.import_module(module_name)
+    return {
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, BaseException) and obj.__module__ == module_name
+    }
+
+
+def teegate_modules() -> list[str]:
+    return [
+        info.name
+        for info in pkgutil.walk_packages(teegate.__path__, "teegate.")
+        if not info.name.startswith((OUTSIDE_THE_TREE, "teegate.store.migrations"))
+    ]
+
+
+def test_every_teegate_exception_is_defined_in_errors_py() -> None:
+    outside = {
+        f"{cls.__module__}.{cls.__qualname__}"
+        for name in teegate_modules()
+        if name != errors.__name__
+        for cls in defined_exceptions(name)
+    }
+    assert not outside, f"define these in errors.py's tree: {sorted(outside)}"
+
+
+def drawn_tree(doc: str) -> dict[str, str | None]:
+    """Each class name drawn in the docstring's tree, and the name it hangs under."""
+    parents: dict[str, str | None] = {}
+    stack: list[tuple[int, str]] = []
+    for line in doc.splitlines():
+        words = line.split()
+        if not words or not (words[0] == "TeegateException" or "── " in line):
+            continue
+        name = words[0] if words[0] == "TeegateException" else line.split("── ")[1].split()[0]
+        column = line.index(name)
+        while stack and stack[-1][0] >= column:
+            stack.pop()
+        parents[name] = stack[-1][1] if stack else None
+        stack.append((column, name))
+    return parents
+
+
+def test_errors_py_is_one_tree_drawn_in_its_docstring() -> None:
+    defined = defined_exceptions(errors.__name__)
+    actual = {
+        cls.__name__: next((base.__name__ for base in cls.__bases__ if base in defined), None)
+        for cls in defined
+    }
+    assert all(issubclass(cls, TeegateException) for cls in defined)
+    assert errors.__doc__
+    assert drawn_tree(errors.__doc__) == actual
+    assert [name for name, parent in actual.items() if parent is None] == ["TeegateException"]
+
+
+@pytest.mark.parametrize(("cls", "builtin"), DOMAIN_ERRORS.items(), ids=str)
+def test_domain_errors_keep_the_builtin_callers_catch(
+    cls: type[DomainError], builtin: type[Exception] | None
+) -> None:
+    assert issubclass(cls, DomainError)
+    assert builtin is None or issubclass(cls, builtin)
+
+
+def test_the_domain_branch_is_complete() -> None:
+    defined = defined_exceptions(errors.__name__)
+    assert {cls for cls in defined if issubclass(cls, DomainError)} - {DomainError} == set(
+        DOMAIN_ERRORS
+    )
+
+
+def _as_json_schema(node: Any) -> Any:
+    """OpenAPI 3.0's `nullable: true` as JSON Schema's null type."""
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _as_json_schema(value) for key, value in node.items() if key != "nullable"}
+    return {"anyOf": [converted, {"type": "null"}]} if node.get("nullable") else converted
+
+
+def _errors_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = _as_json_schema(build_openapi()["components"]["schemas"]["Error"])
+    return schema
+
+
+@pytest.mark.parametrize(
+    "error", [row[1] for row in ERRORS], ids=[row[0].__name__ for row in ERRORS]
+)
+def test_every_envelope_matches_the_openapi_error_response(error: TeegateError) -> None:
+    envelope = error.envelope()
+    assert list(envelope["error"]) == ["message", "type", "code", "param", "status"]
+    validate(envelope, "ErrorResponse")  # OpenAI's own schema
+    jsonschema.Draft7Validator(_errors_schema()).validate(envelope)  # the gateway's /openapi.json
+
+
+def test_one_builder_for_both_envelopes() -> None:
+    error = InvalidRequest("Invalid value for 'n'.", param="n", code="invalid_value")
+    assert error.envelope() == error_envelope(
+        "Invalid value for 'n'.",
+        type_="invalid_request_error",
+        code="invalid_value",
+        param="n",
+        status=400,
+    )
+    upstream_style = error_envelope(
+        "Not here.", type_="invalid_request_error", code=None, param=None
+    )
+    assert upstream_style == {
+        "error": {
+            "message": "Not here.",
+            "type": "invalid_request_error",
+            "code": None,
+            "param": None,
+        }
+    }
+    validate(upstream_style, "ErrorResponse")

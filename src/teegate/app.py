@@ -114,7 +114,7 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
 
 def _freeze_startup_objects() -> None:
     """Everything built so far lives as long as the process: taken out of the
-    collector's view, a full collection no longer walks it mid-request (a tail
+    collector's view, a full collection does not walk it mid-request (a tail
     latency spike of milliseconds on a loaded heap)."""
     gc.collect()
     gc.freeze()

@@ -1,39 +1,82 @@
-"""Every error teegate can answer with, and the one place the OpenAI envelope is built.
+"""Every exception teegate raises, and the one place the OpenAI error envelope is built.
 
-    TeegateError                      the API errors: each knows its status, type and code
-    ├── InvalidRequest                400 invalid_request_error (specific code, param)
-    │   ├── RequestTooLarge           413 request_too_large
-    │   ├── UnsupportedCapability     400 unsupported_capability (tools, response_format)
-    │   └── ModelNotConfidential      400 model_not_confidential
-    ├── InvalidApiKey                 401 invalid_api_key
-    ├── InsufficientBalance           402 insufficient_balance
-    ├── NotFound                      404 not_found (routes, generations)
-    │   └── ModelNotFound             404 model_not_found
-    ├── MethodNotAllowed              405 method_not_allowed
-    ├── RateLimitExceeded             429 rate_limit_exceeded (+ Retry-After)
-    ├── InternalError                 500 internal_error
-    ├── UpstreamError                 502 upstream_error
-    │   └── UpstreamKeyChanged        the pinned TLS key was not presented: the gate
-    │                                 answers ModelNotConfidential and re-attests
-    ├── NotAvailable                  503 not_available (unsupported modality)
-    ├── ServiceUnavailable            503 service_unavailable (a dependency is down)
-    └── UpstreamTimeout               504 upstream_timeout
+    TeegateException                  the root: every exception teegate defines
+    ├── TeegateError                  an API error: each knows its status, type and code
+    │   ├── InvalidRequest            400 invalid_request_error (specific code, param)
+    │   │   ├── RequestTooLarge       413 request_too_large
+    │   │   ├── UnsupportedCapability 400 unsupported_capability (tools, response_format)
+    │   │   └── ModelNotConfidential  400 model_not_confidential
+    │   ├── InvalidApiKey             401 invalid_api_key
+    │   ├── InsufficientBalance       402 insufficient_balance
+    │   ├── NotFound                  404 not_found (routes, generations)
+    │   │   └── ModelNotFound         404 model_not_found
+    │   ├── MethodNotAllowed          405 method_not_allowed
+    │   ├── RateLimitExceeded         429 rate_limit_exceeded (+ Retry-After)
+    │   ├── InternalError             500 internal_error
+    │   ├── UpstreamError             502 upstream_error
+    │   │   └── UpstreamKeyChanged    the pinned TLS key was not presented: the gate
+    │   │                             answers ModelNotConfidential and re-attests
+    │   ├── NotAvailable              503 not_available (unsupported modality)
+    │   ├── ServiceUnavailable        503 service_unavailable (a dependency is down)
+    │   └── UpstreamTimeout           504 upstream_timeout
+    └── DomainError                   never answered as is: the layer that catches it
+        │                             decides what the client sees (if anything)
+        ├── AttestationFailed         a verdict: the gate answers ModelNotConfidential
+        ├── CatalogEntryError         an upstream catalog entry the gate cannot read
+        ├── ConfigError               a bad setting, refused at start-up
+        ├── InvariantViolation        a bug: state the code's own rules rule out
+        ├── MoneyError                a bug: a float or an inexact amount on the money path
+        ├── SSEError                  an upstream stream the gate cannot decode
+        ├── StoreConflict             a name or reference that must be unique exists
+        └── StoreNotFound             an account or key the admin named does not exist
 
-    AttestationFailed                 a domain verdict, never sent as is: the gate turns
-                                      it into ModelNotConfidential
-    ConfigError                       a bad setting, refused at start-up
+A DomainError keeps the builtin base callers may catch it by (ValueError,
+LookupError, RuntimeError). Errors raised by dependencies (aiohttp, SQLAlchemy
+and the database drivers, redis, dcap-qvl, PyJWT, cryptography) are mapped to
+these at each boundary by a table (`map_error`), so the most specific entry wins.
+The devstack, which plays a third-party upstream, keeps its own errors but builds
+its envelope with `error_envelope` too.
 
 Messages never contain prompt or completion text: only ids, field names and limits.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 
+V = TypeVar("V")
 
-class TeegateError(Exception):
+
+def error_envelope(
+    message: str, *, type_: str, code: str | None, param: str | None, status: int | None = None
+) -> dict[str, Any]:
+    """`{"error": {message, type, code, param[, status]}}`: OpenAI's envelope.
+
+    teegate adds `status`; the devstack, playing an OpenAI-style upstream, leaves it out.
+    """
+    error: dict[str, Any] = {"message": message, "type": type_, "code": code, "param": param}
+    if status is not None:
+        error["status"] = status
+    return {"error": error}
+
+
+def map_error(exc_type: type[BaseException], table: Mapping[type[BaseException], V]) -> V | None:
+    """What a boundary's `table` says about an error of `exc_type`: the entry of the
+    nearest class in its MRO, so the most specific entry wins; None if none covers it."""
+    for cls in exc_type.__mro__:
+        if cls in table:
+            return table[cls]
+    return None
+
+
+class TeegateException(Exception):
+    """The root of every exception teegate defines."""
+
+
+class TeegateError(TeegateException):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "api_error"
     code: ClassVar[str] = "internal_error"
@@ -44,15 +87,13 @@ class TeegateError(Exception):
         self.param = param
 
     def envelope(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "code": self.error_code,
-                "param": self.param,
-                "status": self.status,
-            }
-        }
+        return error_envelope(
+            self.message,
+            type_=self.type,
+            code=self.error_code,
+            param=self.param,
+            status=self.status,
+        )
 
     @property
     def error_code(self) -> str:
@@ -171,7 +212,11 @@ class UpstreamTimeout(TeegateError):
     code = "upstream_timeout"
 
 
-class AttestationFailed(Exception):
+class DomainError(TeegateException):
+    """Raised and caught inside teegate; never answered to a client as is."""
+
+
+class AttestationFailed(DomainError):
     """Evidence did not prove what it must; `check` names the check that failed."""
 
     def __init__(self, check: str, reason: str) -> None:
@@ -180,5 +225,29 @@ class AttestationFailed(Exception):
         self.reason = reason
 
 
-class ConfigError(Exception):
+class CatalogEntryError(DomainError, ValueError):
+    """An upstream's catalog entry is malformed: that model is skipped, not served."""
+
+
+class ConfigError(DomainError):
     """A setting is invalid; the message names the field."""
+
+
+class InvariantViolation(DomainError, RuntimeError):
+    """State that the code's own rules say cannot exist: a bug, never a user error."""
+
+
+class MoneyError(DomainError, ValueError):
+    """A float, a bool or an inexact amount reached the money path."""
+
+
+class SSEError(DomainError, ValueError):
+    """An upstream's event stream cannot be decoded (an event over the size limit)."""
+
+
+class StoreConflict(DomainError, ValueError):
+    """A name or reference that must be unique already exists."""
+
+
+class StoreNotFound(DomainError, LookupError):
+    """The account or key named does not exist."""

@@ -6,9 +6,9 @@ afford that.
 
 from __future__ import annotations
 
+from teegate.errors import InvariantViolation
 
-class InvariantViolation(RuntimeError):
-    """State that the code's own rules say cannot exist."""
+__all__ = ["InvariantViolation", "invariant"]
 
 
 def invariant(condition: bool, message: str) -> None:

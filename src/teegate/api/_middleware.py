@@ -27,7 +27,7 @@ sends its chunks here, past them, since each wrapper is a call per chunk."""
 
 
 class RequestIds:
-    """Unique request ids without a syscall per request (os.urandom costs ~9 µs).
+    """Unique request ids without a syscall per request.
 
     A random 64-bit prefix per process and a counter: ids never repeat across
     replicas or restarts (they key holds), and need not be unguessable (every

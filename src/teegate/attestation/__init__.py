@@ -28,7 +28,7 @@ from teegate.attestation._binding import (
     report_data_matches,
     spki_sha256,
 )
-from teegate.attestation._check import Check, CheckLog
+from teegate.attestation._check import FAIL_CLOSED, Check, CheckLog
 from teegate.attestation._collateral import (
     Collateral,
     CollateralProvider,
@@ -69,6 +69,7 @@ from teegate.attestation._verifier import EvidenceVerifier, VerifiedInstance
 
 __all__ = [
     "DEFAULT_ALLOWED_TCB_STATUSES",
+    "FAIL_CLOSED",
     "KNOWN_TCB_STATUSES",
     "NONCE_BYTES",
     "TDX_TEE_TYPE",

@@ -6,14 +6,28 @@ Every check that runs is recorded, passed or failed, in order; a failed check ra
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn
 
-from teegate.errors import AttestationFailed
+from teegate.errors import AttestationFailed, map_error
 
-__all__ = ["Check", "CheckLog"]  # summarize() is for sibling modules only
+__all__ = ["FAIL_CLOSED", "Check", "CheckLog"]  # rejects(), summarize(): for sibling modules
 
 _MAX_REASON_CHARS = 300
+
+FAIL_CLOSED: Mapping[type[BaseException], Literal["reject", "raise"]] = {
+    BaseException: "reject",  # pyo3's PanicException (a Rust panic in dcap-qvl) is one
+    Exception: "reject",  # dcap-qvl raises ValueError; PyJWT's and cryptography's errors too
+    KeyboardInterrupt: "raise",
+    SystemExit: "raise",
+    GeneratorExit: "raise",
+    asyncio.CancelledError: "raise",  # the refresh is cancelled, the evidence is not refused
+}
+"""What an error from a verifying dependency (dcap-qvl, PyJWT, cryptography) means:
+evidence that makes a verifier fail is refused, never trusted; only the
+interpreter's own signals go on. Each call site names the check it fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +73,11 @@ class CheckLog:
         last = self._checks[-1] if self._checks else None
         if last is None or last.ok or last.name != failure.check:
             self._checks.append(Check(failure.check, False, failure.reason))
+
+
+def rejects(exc: BaseException) -> bool:
+    """Whether `exc` refuses the evidence (by FAIL_CLOSED) rather than propagating."""
+    return map_error(type(exc), FAIL_CLOSED) == "reject"
 
 
 def summarize(exc: BaseException) -> str:

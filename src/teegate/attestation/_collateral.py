@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import dcap_qvl
 from cryptography import x509
 
-from teegate.attestation._check import summarize
+from teegate.attestation._check import rejects, summarize
 from teegate.errors import AttestationFailed
 
 __all__ = [
@@ -51,9 +51,9 @@ class Collateral:
             issued, next_update = _window(parsed)
         except AttestationFailed:
             raise
-        except (KeyboardInterrupt, SystemExit):
-            raise
         except BaseException as exc:  # a pyo3 panic derives from BaseException
+            if not rejects(exc):
+                raise
             reason = f"malformed collateral: {summarize(exc)}"
             raise AttestationFailed("collateral", reason) from exc
         return cls(json_text, source, issued, next_update, parsed)
@@ -148,9 +148,9 @@ class PccsCollateralProvider:
             async with asyncio.timeout(self._timeout_s):
                 parsed = await self._fetch(self.pccs_url, quote)
             text = str(parsed.to_json())
-        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
-            raise
         except BaseException as exc:  # network, PCCS and pyo3 errors alike: fail closed
+            if not rejects(exc):
+                raise
             reason = f"PCCS {self.pccs_url}: {summarize(exc)}"
             raise AttestationFailed("collateral_unavailable", reason) from exc
         return Collateral.from_json(text, source=self.pccs_url)
@@ -162,7 +162,7 @@ def _platform_key(quote: bytes) -> str:
         parsed = dcap_qvl.parse_quote(quote)
         chain = parsed.cert_chain_pem_bytes() or b""
         return f"{parsed.fmspc()}:{parsed.ca()}:{hashlib.sha256(bytes(chain)).hexdigest()}"
-    except (KeyboardInterrupt, SystemExit):
-        raise
     except BaseException as exc:  # a pyo3 panic derives from BaseException
+        if not rejects(exc):
+            raise
         raise AttestationFailed("quote_format", f"no platform id: {summarize(exc)}") from exc

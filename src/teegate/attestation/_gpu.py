@@ -228,7 +228,7 @@ class _TokenChecker:
             )
         except AttestationFailed:
             raise
-        except Exception as exc:  # PyJWT and cryptography errors alike: fail closed
+        except Exception as exc:  # PyJWT's and cryptography's alike: FAIL_CLOSED rejects
             self._log.fail("gpu_signature", f"token rejected: {summarize(exc)}")
         return claims
 

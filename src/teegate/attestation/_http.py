@@ -14,24 +14,35 @@ import asyncio
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from teegate.attestation._check import summarize
-from teegate.errors import AttestationFailed
+from teegate.errors import AttestationFailed, map_error
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TIMEOUT_S",
+    "UNAVAILABLE_ON",
     "EvidenceHttpClient",
     "HttpJson",
 ]
 
 DEFAULT_TIMEOUT_S = 15.0
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+UNAVAILABLE_ON: Mapping[type[BaseException], Literal["unavailable"]] = {
+    aiohttp.ClientError: "unavailable",  # connect, TLS, protocol, payload, aiohttp's timeouts
+    TimeoutError: "unavailable",  # the total timeout (asyncio.TimeoutError is TimeoutError)
+    ssl.SSLError: "unavailable",  # a handshake aiohttp did not wrap
+    OSError: "unavailable",  # a socket error aiohttp did not wrap
+}
+"""Errors of an evidence, NRAS or JWKS request that fail it with the client's
+transient check (the verdict stays until it goes stale); any other error is a
+bug and propagates."""
 
 
 @dataclass(frozen=True)
@@ -118,9 +129,9 @@ class EvidenceHttpClient:
                 if response.status != 200:
                     raise AttestationFailed(self._unavailable, f"{where}: HTTP {response.status}")
                 body = await self._read_bounded(response, where)
-        except AttestationFailed:
-            raise
-        except (aiohttp.ClientError, TimeoutError, ssl.SSLError, OSError) as exc:
+        except Exception as exc:
+            if map_error(type(exc), UNAVAILABLE_ON) is None:  # AttestationFailed among them
+                raise
             raise AttestationFailed(self._unavailable, f"{where}: {summarize(exc)}") from exc
         certificate = recorder.certificate_der if recorder else None
         return HttpJson(_decode_json(body, where, self._unavailable), certificate)

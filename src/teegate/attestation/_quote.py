@@ -12,7 +12,7 @@ from typing import Any
 
 import dcap_qvl
 
-from teegate.attestation._check import summarize
+from teegate.attestation._check import rejects, summarize
 from teegate.errors import AttestationFailed
 
 __all__ = [
@@ -70,9 +70,9 @@ def parse_td_quote(raw: bytes) -> TdQuote:
 def _parse(raw: bytes) -> Any:
     try:
         return dcap_qvl.parse_quote(raw)
-    except (KeyboardInterrupt, SystemExit):
-        raise
     except BaseException as exc:  # a pyo3 panic derives from BaseException
+        if not rejects(exc):
+            raise
         raise AttestationFailed("quote_format", f"unparsable quote: {summarize(exc)}") from exc
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import dcap_qvl
 
 from teegate.attestation._binding import report_data_matches
-from teegate.attestation._check import CheckLog, summarize
+from teegate.attestation._check import CheckLog, rejects, summarize
 from teegate.attestation._collateral import Collateral
 from teegate.attestation._policy import AttestationPolicy
 from teegate.attestation._quote import TdQuote, parse_td_quote
@@ -113,9 +113,9 @@ def _verify_signature(
             report = dcap_qvl.verify(quote, collateral.dcap, now_s)
         else:
             report = dcap_qvl.verify_with_root_ca(quote, collateral.dcap, root_ca_der, now_s)
-    except (KeyboardInterrupt, SystemExit):
-        raise
     except BaseException as exc:  # ValueError, or a pyo3 panic (a BaseException)
+        if not rejects(exc):
+            raise
         reason = summarize(exc)
         log.fail(_classify(reason), reason)
     root = "Intel SGX Root CA" if root_ca_der is None else "the configured (non-Intel) root"

@@ -6,10 +6,11 @@ no HTTP client.
 """
 
 from teegate.attestation._adapters import AttestedTlsAdapter, ChutesAdapter
-from teegate.attestation._http import EvidenceHttpClient, HttpJson
+from teegate.attestation._http import UNAVAILABLE_ON, EvidenceHttpClient, HttpJson
 from teegate.attestation._nras import NvidiaRemoteAttestationService
 
 __all__ = [
+    "UNAVAILABLE_ON",
     "AttestedTlsAdapter",
     "ChutesAdapter",
     "EvidenceHttpClient",

@@ -16,7 +16,6 @@ from teegate.billing._meter import HoldRequest, LedgerMeter, wall_ms
 from teegate.billing._money import (
     NANO_PER_USD,
     TOKENS_PER_PRICE_UNIT,
-    MoneyError,
     exact_int,
     marked_up_price,
     nano_to_usd,
@@ -45,7 +44,8 @@ from teegate.billing._settle import (
     settlement_for,
     void_settlement,
 )
-from teegate.invariants import InvariantViolation, invariant
+from teegate.errors import InvariantViolation, MoneyError
+from teegate.invariants import invariant
 
 __all__ = [
     "FALLBACK_BYTES_PER_TOKEN",

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from teegate.errors import MoneyError
+
 NANO_PER_USD = 10**9
 TOKENS_PER_PRICE_UNIT = 10**6
-
-
-class MoneyError(ValueError):
-    pass
 
 
 def exact_int(value: object, what: str) -> int:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from teegate.billing._money import TOKENS_PER_PRICE_UNIT, MoneyError, exact_int
+from teegate.billing._money import TOKENS_PER_PRICE_UNIT, exact_int
+from teegate.errors import MoneyError
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,12 @@ from teegate.catalog._gate import (
 )
 from teegate.catalog._model import (
     CAPABILITY_TAGS,
-    CatalogEntryError,
     CatalogModel,
     Price,
     parse_entry,
 )
 from teegate.catalog._sync import CatalogSource, CatalogSync
+from teegate.errors import CatalogEntryError
 
 __all__ = [
     "CAPABILITY_TAGS",

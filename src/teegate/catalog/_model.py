@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from teegate.billing import marked_up_price
+from teegate.errors import CatalogEntryError
 
 CAPABILITY_TAGS = frozenset({"tools", "json_mode", "structured_outputs", "reasoning"})
 # A chute id goes into the evidence URL's path: no separators, no dot segments.
@@ -37,10 +38,6 @@ class CatalogModel:
     description: str
     trusted_listing: bool = True
     chute_id: str | None = None  # Chutes: the chute serving this model (attested per chute)
-
-
-class CatalogEntryError(ValueError):
-    pass
 
 
 def parse_entry(

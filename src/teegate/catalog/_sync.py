@@ -16,7 +16,8 @@ from typing import Any, Protocol
 import structlog
 
 from teegate.catalog._catalog import Catalog
-from teegate.catalog._model import CatalogEntryError, CatalogModel, parse_entry
+from teegate.catalog._model import CatalogModel, parse_entry
+from teegate.errors import CatalogEntryError
 
 log = structlog.get_logger("teegate.catalog")
 STALE_AFTER_INTERVALS = 3

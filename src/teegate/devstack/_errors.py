@@ -2,7 +2,8 @@
 
 The devstack plays a third-party upstream, not the gateway, so it answers with
 OpenAI's own four-field envelope (no `status`), exactly what the gateway's
-upstream client has to parse in production.
+upstream client has to parse in production. The envelope is built by
+`teegate.errors.error_envelope`, the gateway's own builder, without the status.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+
+from teegate.errors import error_envelope
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -37,14 +40,7 @@ class DevstackHttpError(Exception):
         self.param = param
 
     def envelope(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "code": self.code,
-                "param": self.param,
-            }
-        }
+        return error_envelope(self.message, type_=self.type, code=self.code, param=self.param)
 
     def response(self) -> Response:
         return json_response(self.envelope(), status=self.status)

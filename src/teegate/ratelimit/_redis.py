@@ -12,11 +12,14 @@ says it is degraded (readiness, metrics, a log line) while it is.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Literal
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from teegate.errors import map_error
 from teegate.ratelimit._limiter import WINDOW_S, Decision, LocalRateLimiter, window_of
 
 log = structlog.get_logger("teegate.ratelimit")
@@ -28,6 +31,13 @@ REDIS_CONNECTIONS = 32
 round trip) instead of opening one connection each: a cold burst of a hundred
 connects could outlast the timeout and degrade the limiter for nothing."""
 KEY_TTL_S = WINDOW_S * 2
+
+DEGRADE_ON: Mapping[type[BaseException], Literal["degrade"]] = {
+    RedisError: "degrade",  # redis-py's own: connection, timeout, a full pool, a server error
+    OSError: "degrade",  # a socket error redis-py did not wrap
+}
+"""Errors from Redis that switch the limiter to its bounded local limit for a while;
+any other error is a bug and propagates."""
 
 HIT_SCRIPT = """
 local count = redis.call('INCR', KEYS[1])
@@ -63,7 +73,9 @@ class RedisRateLimiter:
         if not self.degraded:
             try:
                 return await self._hit_redis(key_id, limit)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
+                if map_error(type(exc), DEGRADE_ON) is None:
+                    raise
                 self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
                 log.warning("ratelimit_degraded", error=type(exc).__name__)
         return await self._local.hit(key_id, max(1, limit // self._replicas))

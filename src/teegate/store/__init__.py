@@ -1,30 +1,39 @@
 """Storage: schema, migrations and repositories over SQLite or PostgreSQL. No HTTP here."""
 
+from teegate.errors import StoreConflict, StoreNotFound
 from teegate.store._accounts import (
     Account,
     AccountStore,
     ApiKey,
     KeyOwner,
-    StoreConflict,
-    StoreNotFound,
     now_ms,
 )
 from teegate.store._database import create_engine, ping
 from teegate.store._group import GroupCommitter
 from teegate.store._ledger import Ledger
 from teegate.store._migrate import is_current, upgrade
+from teegate.store._outage import (
+    OUTAGE_VERDICTS,
+    OutageVerdict,
+    asyncpg_outage_verdicts,
+    is_outage,
+)
 
 __all__ = [
+    "OUTAGE_VERDICTS",
     "Account",
     "AccountStore",
     "ApiKey",
     "GroupCommitter",
     "KeyOwner",
     "Ledger",
+    "OutageVerdict",
     "StoreConflict",
     "StoreNotFound",
+    "asyncpg_outage_verdicts",
     "create_engine",
     "is_current",
+    "is_outage",
     "now_ms",
     "ping",
     "upgrade",

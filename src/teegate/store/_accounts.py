@@ -10,17 +10,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from teegate.errors import StoreConflict, StoreNotFound
 from teegate.store._outage import outage_as_unavailable
 from teegate.store._schema import accounts, api_keys, ledger_entries
-
-
-class StoreConflict(ValueError):
-    """A name or reference that must be unique already exists."""
-
-
-class StoreNotFound(LookupError):
-    pass
-
 
 KEY_LOOKUP_BATCH = 500
 """Key hashes per IN list: well under every engine's limit on bound parameters."""

@@ -1,19 +1,19 @@
 """The ledger writer on SQLite: batches run on the event loop, checkpoints on a thread.
 
-A batch's SQL takes tens of µs; handing it to a thread and back costs more (two
-wake-ups, ~0.6 ms on a VM) and buys no parallelism under the GIL. So a batch runs
-inline, on a connection with no busy timeout: if BEGIN IMMEDIATE finds the write
-lock taken (the `teegate` CLI, a checkpoint restarting the WAL), nothing has
-started yet, and that batch runs on a thread whose connection waits for the lock
-instead. The loop never waits on a lock.
+Handing a batch to a thread and back (two wake-ups) costs more than the batch's
+SQL and buys no parallelism under the GIL. So a batch runs inline, on a connection
+with no busy timeout: if BEGIN IMMEDIATE finds the write lock taken (the `teegate`
+CLI, a checkpoint restarting the WAL), nothing has started yet, and that batch runs
+on a thread whose connection waits for the lock instead. The loop never waits on a
+lock.
 
 An auto-checkpoint makes the commit that crosses ~1000 WAL pages copy them into
 the database and fsync it. The writer's connections turn auto-checkpoints off; a
 checkpointer thread with its own connection does that work about once a second.
 The first commit after the WAL starts over syncs the new WAL header (SQLite does,
-unless synchronous=OFF): an fsync, ~0.5 ms here. So once the checkpointer has copied
-the whole WAL, it makes that first commit itself (`_start_wal_over`): otherwise the
-next request's hold pays it, and after a quiet second that is every request's.
+unless synchronous=OFF): an fsync. So once the checkpointer has copied the whole
+WAL, it makes that first commit itself (`_start_wal_over`): otherwise the next
+request's hold pays it, and after a quiet second that is every request's.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ starts over, cut the file back to 64 MiB (a burst would otherwise leave it at it
 
 CHECKPOINT_INTERVAL_S = 1.0
 """How often the checkpointer copies the WAL into the database, if anything committed.
-(Every 0.1 s was tried, for shorter checkpoints: no better tail latency measured, ten
-times the fsyncs.)"""
+More often makes each checkpoint shorter but not the requests' tail latency, and
+multiplies the fsyncs (docs/performance.md, Design notes)."""
 
 INLINE_RETRY_PAUSES_S = (0.0005, 0.001, 0.002, 0.004)
 """Pauses between inline attempts while the write lock is busy. A checkpoint that
@@ -70,8 +70,8 @@ race, and the WAL would grow for as long as the load lasts."""
 WAL_WRITEBACK_INTERVAL_S = 0.1
 """How often, between checkpoints, the checkpointer starts the kernel writing out what
 was committed to the WAL since (without waiting for it). A checkpoint must fsync the
-WAL first; a second of commits flushed at once (~35 MB, one request at a time) kept
-the kernel busy on the event loop's core for tens of ms: c=1 p99 went 2.1 -> 1.7 ms."""
+WAL first, and a whole second of commits flushed at once keeps the kernel busy on the
+event loop's core long enough to show in the tail (docs/performance.md, Design notes)."""
 
 CHECKPOINT_PASSES = 4
 """PASSIVE checkpoints per wake-up at most. The first copies up to a second of commits,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -18,13 +18,40 @@ import orjson
 import yarl
 
 from teegate.config import Timeouts, UpstreamSettings
-from teegate.errors import UpstreamError, UpstreamKeyChanged, UpstreamTimeout
-from teegate.upstream._sse import SSEDecoder, SSEError
+from teegate.errors import (
+    SSEError,
+    TeegateError,
+    UpstreamError,
+    UpstreamKeyChanged,
+    UpstreamTimeout,
+    map_error,
+)
+from teegate.upstream._sse import SSEDecoder
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_LINE_BYTES = 4 * 1024 * 1024
 MAX_PINNED_POOLS = 4
 UNAUTHENTICATED = b"unauthenticated: catalog only"
+
+REQUEST_ERRORS: Mapping[type[BaseException], type[TeegateError]] = {
+    # aiohttp's read and connect timeouts are ClientErrors too: they need their own entry.
+    aiohttp.ServerTimeoutError: UpstreamTimeout,
+    aiohttp.ServerFingerprintMismatch: UpstreamKeyChanged,  # not the attested key: re-attest
+    aiohttp.ClientError: UpstreamError,
+    TimeoutError: UpstreamTimeout,  # asyncio.timeout around the headers; asyncio.TimeoutError
+}
+"""aiohttp's errors during a request, up to its response headers. Anything else
+(a raw OSError included: aiohttp wraps the socket's as ClientOSError) is a bug
+and propagates as is (500)."""
+
+STREAM_ERRORS: Mapping[type[BaseException], type[TeegateError]] = {
+    aiohttp.ServerTimeoutError: UpstreamTimeout,
+    aiohttp.ClientError: UpstreamError,
+    TimeoutError: UpstreamTimeout,  # the stream's own idle deadline
+    SSEError: UpstreamError,  # an event over the size limit
+    ValueError: UpstreamError,  # a line over aiohttp's limit
+}
+"""Errors while a stream's body is relayed: the upstream stopped or broke it."""
 
 
 class Listing(NamedTuple):
@@ -64,14 +91,18 @@ class UpstreamStream:
                     yield events
             if events := decoder.end():
                 yield events
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(f"upstream '{self._upstream}' stopped sending") from exc
-        except (aiohttp.ClientError, SSEError, ValueError) as exc:
-            raise UpstreamError(
-                f"upstream '{self._upstream}' broke the stream ({type(exc).__name__})"
-            ) from exc
+        except Exception as exc:
+            error = map_error(type(exc), STREAM_ERRORS)
+            if error is None:
+                raise
+            raise self._mapped(error, exc) from exc
         finally:
             deadline.cancel()
+
+    def _mapped(self, error: type[TeegateError], exc: Exception) -> TeegateError:
+        if error is UpstreamTimeout:
+            return UpstreamTimeout(f"upstream '{self._upstream}' stopped sending")
+        return error(f"upstream '{self._upstream}' broke the stream ({type(exc).__name__})")
 
     async def finish(self) -> None:
         """After [DONE]: read to the end of the response (the transfer's last bytes
@@ -274,7 +305,7 @@ class UpstreamClient:
 
 
 class _ErrorMapping:
-    """Maps aiohttp's exceptions to UpstreamError/UpstreamTimeout at the boundary."""
+    """Maps aiohttp's exceptions to teegate's at the boundary, by `REQUEST_ERRORS`."""
 
     def __init__(self, upstream: str, what: str) -> None:
         self._upstream = upstream
@@ -286,16 +317,15 @@ class _ErrorMapping:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: Any, tb: Any) -> bool:
         if exc_type is None:
             return False
-        if issubclass(exc_type, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-            raise UpstreamTimeout(
-                f"upstream '{self._upstream}' did not answer the {self._what} in time"
-            ) from exc
-        if issubclass(exc_type, aiohttp.ServerFingerprintMismatch):
-            raise UpstreamKeyChanged(
-                f"upstream '{self._upstream}' presented a TLS key other than the attested one"
-            ) from exc
-        if issubclass(exc_type, aiohttp.ClientError):
-            raise UpstreamError(
-                f"upstream '{self._upstream}' failed during the {self._what} ({exc_type.__name__})"
-            ) from exc
-        return False
+        error = map_error(exc_type, REQUEST_ERRORS)
+        if error is None:
+            return False
+        raise error(self._message(error, exc_type)) from exc
+
+    def _message(self, error: type[TeegateError], exc_type: type[BaseException]) -> str:
+        upstream = f"upstream '{self._upstream}'"
+        if error is UpstreamTimeout:
+            return f"{upstream} did not answer the {self._what} in time"
+        if error is UpstreamKeyChanged:
+            return f"{upstream} presented a TLS key other than the attested one"
+        return f"{upstream} failed during the {self._what} ({exc_type.__name__})"

@@ -8,12 +8,10 @@ chunk of every stream.
 
 from __future__ import annotations
 
+from teegate.errors import SSEError
+
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 """The most `data` one event may carry; a larger one is an upstream fault."""
-
-
-class SSEError(ValueError):
-    pass
 
 
 class SSEDecoder:
