@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import Devstack, Gateway, with_store
+from tests.support.openai_schemas import validate
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 PLAIN = "XiaomiMiMo/MiMo-V2-Flash-TEE"
@@ -19,6 +20,7 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "ob
 
 def envelope_of(exc: openai.APIStatusError) -> dict[str, Any]:
     body = exc.response.json()
+    validate(body, "ErrorResponse")
     assert set(body) == {"error"}
     assert set(body["error"]) == {"message", "type", "code", "param", "status"}
     assert body["error"]["status"] == exc.status_code
