@@ -16,6 +16,12 @@ R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 PLAIN = "XiaomiMiMo/MiMo-V2-Flash-TEE"
 HELLO = [{"role": "user", "content": "Hello"}]
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+FILE = {
+    "type": "file",
+    "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"},
+}
 
 
 def envelope_of(exc: openai.APIStatusError) -> dict[str, Any]:
@@ -118,6 +124,33 @@ REFUSALS = [
         "messages",
         "at least one",
         id="no-messages",
+    ),
+    pytest.param(
+        {
+            "model": R1,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "?"}, IMAGE]}],
+        },
+        openai.BadRequestError,
+        "unsupported_capability",
+        "messages",
+        f"Model '{R1}' does not support image_url content parts",
+        id="image-part",
+    ),
+    pytest.param(
+        {"model": R1, "messages": [{"role": "user", "content": [AUDIO]}]},
+        openai.BadRequestError,
+        "unsupported_capability",
+        "messages",
+        f"Model '{R1}' does not support input_audio content parts",
+        id="audio-part",
+    ),
+    pytest.param(
+        {"model": R1, "messages": [{"role": "user", "content": [FILE]}]},
+        openai.BadRequestError,
+        "unsupported_capability",
+        "messages",
+        f"Model '{R1}' does not support file content parts",
+        id="file-part",
     ),
     pytest.param(
         {"model": R1, "messages": [{"role": "robot", "content": "x"}]},
