@@ -158,6 +158,10 @@ class NotAvailable(TeegateError):
     type = "invalid_request_error"
     code = "not_available"
 
+    def headers(self) -> dict[str, str]:
+        """The official SDKs retry a 503 unless told not to; asking again cannot help."""
+        return {"x-should-retry": "false"}
+
 
 class ServiceUnavailable(TeegateError):
     status = 503
