@@ -3,7 +3,7 @@
     TeegateError                      the API errors: each knows its status, type and code
     ├── InvalidRequest                400 invalid_request_error (specific code, param)
     │   ├── RequestTooLarge           413 request_too_large
-    │   ├── UnsupportedCapability     400 unsupported_capability (tools, response_format)
+    │   ├── UnsupportedCapability     400 unsupported_capability (tools, formats, media parts)
     │   └── ModelNotConfidential      400 model_not_confidential
     ├── InvalidApiKey                 401 invalid_api_key
     ├── InsufficientBalance           402 insufficient_balance
@@ -11,6 +11,7 @@
     │   └── ModelNotFound             404 model_not_found
     ├── MethodNotAllowed              405 method_not_allowed
     ├── RateLimitExceeded             429 rate_limit_exceeded (+ Retry-After)
+    ├── ClientClosedRequest           499 client_closed_request (logged, never received)
     ├── InternalError                 500 internal_error
     ├── UpstreamError                 502 upstream_error
     │   └── UpstreamKeyChanged        the pinned TLS key was not presented: the gate
@@ -137,6 +138,16 @@ class RateLimitExceeded(TeegateError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class ClientClosedRequest(TeegateError):
+    """The client left before its answer was ready. Nobody receives it: its status,
+    nginx's 499, is what the access log and metrics record, so a client's timeout is
+    not counted as an upstream failure."""
+
+    status = 499
+    type = "api_error"
+    code = "client_closed_request"
 
 
 class InternalError(TeegateError):

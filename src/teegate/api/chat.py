@@ -17,7 +17,7 @@ from teegate.api._state import authorize, gateway
 from teegate.api._streaming import SSEResponse
 from teegate.catalog import Admitted
 from teegate.chat import Completion, parse_chat_request
-from teegate.errors import UpstreamError
+from teegate.errors import ClientClosedRequest
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ async def _unless_client_leaves(request: Request, late: LateWatches, call: Await
         if not watch.saw_disconnect:
             raise
         watch.absorb()
-        raise UpstreamError("the client disconnected before the completion finished") from None
+        raise ClientClosedRequest("the client left before the completion finished") from None
     finally:
         late.remove(watch)
         watch.stop()
