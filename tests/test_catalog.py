@@ -59,7 +59,7 @@ def test_parse_entry_full() -> None:
             "context_length": 163840, "max_output_length": 65536, "created": 1700000000,
             "owned_by": "deepseek-ai", "description": "reasoning model",
             "pricing": {"prompt": 0.40, "completion": 1.75},
-            "supported_features": ["tools", "reasoning", "json_mode", "vision"]}""",
+            "supported_features": ["tools", "reasoning", "json_mode", "web_search"]}""",
         parse_float=Decimal,
     )
     parsed = parse_entry(raw, upstream="chutes", markup=MARKUP)
@@ -76,6 +76,23 @@ def test_parse_entry_full() -> None:
         owned_by="deepseek-ai",
         description="reasoning model",
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "tags"),
+    [
+        ({"input_modalities": ["text"]}, frozenset()),
+        ({"input_modalities": ["text", "image"]}, frozenset({"vision"})),
+        ({"input_modalities": ["text", "audio", "file"]}, frozenset({"audio", "file"})),
+        ({"supported_features": ["vision"]}, frozenset({"vision"})),
+        ({"input_modalities": None}, frozenset()),
+    ],
+)
+def test_input_modalities_become_capability_tags(
+    fields: dict[str, Any], tags: frozenset[str]
+) -> None:
+    raw = entry("m", supported_features=[]) | fields
+    assert parse_entry(raw, upstream="up", markup=MARKUP).tags == tags
 
 
 def test_parse_entry_defaults() -> None:

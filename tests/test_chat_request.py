@@ -382,6 +382,9 @@ def test_stream_flags(fields: dict[str, Any], stream: bool, include_usage: bool)
     assert (request.stream, request.include_usage) == (stream, include_usage)
 
 
+IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+
+
 @pytest.mark.parametrize(
     ("fields", "needs"),
     [
@@ -397,7 +400,29 @@ def test_stream_flags(fields: dict[str, Any], stream: bool, include_usage: bool)
             {"tools": [TOOL], "response_format": {"type": "json_object"}},
             (("tools", "tools"), ("json_mode", "response_format")),
         ),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}, ()),
+        (
+            {"messages": [{"role": "user", "content": [IMAGE, {"type": "text", "text": "a"}]}]},
+            (("vision", "messages"),),
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [IMAGE, IMAGE]},
+                    {"role": "user", "content": [{"type": "input_audio"}, {"type": "file"}]},
+                    {"role": "user", "content": [IMAGE]},
+                ],
+                "tools": [TOOL],
+            },
+            (
+                ("tools", "tools"),
+                ("vision", "messages"),
+                ("audio", "messages"),
+                ("file", "messages"),
+            ),
+        ),
     ],
+    ids=["tools", "no-tools", "text", "json", "schema", "both", "text-part", "image", "media"],
 )
 def test_capability_needs(fields: dict[str, Any], needs: tuple[tuple[str, str], ...]) -> None:
     assert parse(body(**fields)).needs == Capabilities(needs)

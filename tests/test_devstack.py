@@ -16,8 +16,8 @@ import pytest
 
 import teegate.devstack
 from teegate.devstack import FAULTS, DevstackConfig, build_app
-from tests.openapi_schemas import validate
 from tests.servers import ServerThread, serving
+from tests.support.openai_schemas import SchemaMismatch, validate, validate_sdk
 
 REASONING_MODEL = "deepseek-ai/DeepSeek-V3.2-TEE"
 PLAIN_MODEL = "deepseek-ai/DeepSeek-V3-0324-TEE"
@@ -771,10 +771,77 @@ def test_schema_helper_rejects_what_openai_would_not_send() -> None:
     }
     validate(chunk | {"choices": []}, "CreateChatCompletionStreamResponse")
     bad_finish = {"index": 0, "delta": {}, "finish_reason": "done"}
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(SchemaMismatch):
         validate(chunk | {"choices": [bad_finish]}, "CreateChatCompletionStreamResponse")
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(SchemaMismatch):
         validate({"id": "c", "object": "chat.completion"}, "CreateChatCompletionResponse")
+
+
+COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hi.", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+}
+
+
+def test_sdk_validation_accepts_what_the_sdk_builds_and_teegates_extensions() -> None:
+    validate_sdk(COMPLETION, "CreateChatCompletionResponse")
+    reasoned = json.loads(json.dumps(COMPLETION))
+    reasoned["choices"][0]["message"]["reasoning_content"] = "Thinking."
+    validate_sdk(reasoned, "CreateChatCompletionResponse")
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("choices", 0, "finish_reason"), None),  # required: the SDK's Choice declares it
+        (("created",), "1"),  # the SDK builds an int; strict mode does not coerce
+        (("usage", "total_tokens"), 3.5),
+        (("choices", 0, "message", "tool_calls"), {"id": "x"}),  # a list in the SDK
+        (("choices", 0, "message", "thoughts"), "x"),  # a field the SDK does not have
+        (("choices", 0, "surprise"), 1),
+    ],
+    ids=["missing", "string-for-int", "float-for-int", "object-for-list", "extra", "extra-deep"],
+)
+def test_sdk_validation_rejects_missing_mistyped_and_unknown_fields(
+    path: tuple[str | int, ...], value: object
+) -> None:
+    """The SDK half alone, so this fails even with no OpenAPI document to lean on."""
+    broken = json.loads(json.dumps(COMPLETION))
+    parent = broken
+    for step in path[:-1]:
+        parent = parent[step]
+    if value is None:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    with pytest.raises(SchemaMismatch):
+        validate_sdk(broken, "CreateChatCompletionResponse")
+
+
+def test_sdk_validation_of_models_and_errors() -> None:
+    model = {"id": "m", "object": "model", "created": 1, "owned_by": "o"}
+    validate_sdk({"object": "list", "data": [model]}, "ListModelsResponse")
+    with pytest.raises(SchemaMismatch):
+        validate_sdk({"object": "list", "data": [model | {"created": "1"}]}, "ListModelsResponse")
+    with pytest.raises(SchemaMismatch):
+        validate_sdk(model | {"root": "m"}, "Model")
+    error = {"message": "No.", "type": "invalid_request_error", "param": None, "code": None}
+    validate_sdk({"error": error}, "ErrorResponse")
+    with pytest.raises(SchemaMismatch):
+        validate_sdk({"error": error, "detail": "x"}, "ErrorResponse")
+    with pytest.raises(SchemaMismatch):
+        validate_sdk({"error": {"message": "No."}}, "ErrorResponse")
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,24 @@ import openai
 import pytest
 
 from tests.conftest import Devstack, Gateway, with_store
+from tests.support.metrics import metric
+from tests.support.openai_schemas import validate
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 PLAIN = "XiaomiMiMo/MiMo-V2-Flash-TEE"
 HELLO = [{"role": "user", "content": "Hello"}]
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+FILE = {
+    "type": "file",
+    "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"},
+}
 
 
 def envelope_of(exc: openai.APIStatusError) -> dict[str, Any]:
     body = exc.response.json()
+    validate(body, "ErrorResponse")
     assert set(body) == {"error"}
     assert set(body["error"]) == {"message", "type", "code", "param", "status"}
     assert body["error"]["status"] == exc.status_code
@@ -116,6 +125,33 @@ REFUSALS = [
         "messages",
         "at least one",
         id="no-messages",
+    ),
+    pytest.param(
+        {
+            "model": R1,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "?"}, IMAGE]}],
+        },
+        openai.BadRequestError,
+        "unsupported_capability",
+        "messages",
+        f"Model '{R1}' does not support image_url content parts",
+        id="image-part",
+    ),
+    pytest.param(
+        {"model": R1, "messages": [{"role": "user", "content": [AUDIO]}]},
+        openai.BadRequestError,
+        "unsupported_capability",
+        "messages",
+        f"Model '{R1}' does not support input_audio content parts",
+        id="audio-part",
+    ),
+    pytest.param(
+        {"model": R1, "messages": [{"role": "user", "content": [FILE]}]},
+        openai.BadRequestError,
+        "unsupported_capability",
+        "messages",
+        f"Model '{R1}' does not support file content parts",
+        id="file-part",
     ),
     pytest.param(
         {"model": R1, "messages": [{"role": "robot", "content": "x"}]},
@@ -250,31 +286,48 @@ def test_unknown_route_and_wrong_method(gateway: Gateway) -> None:
     assert wrong.json()["error"]["code"] == "method_not_allowed"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/v1/embeddings",
-        "/v1/images/generations",
-        "/v1/audio/speech",
-        "/v1/audio/transcriptions",
-        "/v1/videos",
-        "/v1/video/generations",
-        "/v1/moderations",
-        "/v1/fine_tuning/jobs",
-        "/v1/fine-tuning/jobs",
-    ],
-)
+UNAVAILABLE = [
+    "/v1/embeddings",
+    "/v1/images/generations",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/videos",
+    "/v1/video/generations",
+    "/v1/moderations",
+    "/v1/fine_tuning/jobs",
+    "/v1/fine-tuning/jobs",
+]
+
+
+@pytest.mark.parametrize("path", UNAVAILABLE)
 def test_other_modalities_are_503_not_available(gateway: Gateway, path: str) -> None:
     response = raw_post(gateway, path, json={"model": "x", "input": "y"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "not_available"
+    validate(response.json(), "ErrorResponse")
+    assert response.headers["x-should-retry"] == "false"
+    assert response.headers["x-ratelimit-limit"] == "1000"
 
 
-def test_sdk_embeddings_is_not_available(gateway: Gateway) -> None:
+@pytest.mark.parametrize("path", UNAVAILABLE)
+@pytest.mark.parametrize("authorization", ["", "Bearer sk-not-ours", "Bearer vgpu_sk_" + "A" * 43])
+def test_other_modalities_check_the_key_first(
+    gateway: Gateway, path: str, authorization: str
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = httpx.post(f"{gateway.url}{path}", headers=headers, json={"input": "y"})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_sdk_asks_for_embeddings_once_and_is_told_not_available(gateway: Gateway) -> None:
+    answered = 'teegate_requests_total{route="/v1/embeddings",status="503"}'
+    before = metric(gateway.url, answered)
     with pytest.raises(openai.InternalServerError) as info:
-        gateway.client().embeddings.create(model="any", input="hello")
+        gateway.client(max_retries=2).embeddings.create(model="any", input="hello")
     assert info.value.status_code == 503
     assert envelope_of(info.value)["code"] == "not_available"
+    assert metric(gateway.url, answered) == before + 1  # the SDK did not retry
 
 
 def test_upstream_http_500_is_502_upstream_error(gateway: Gateway, devstack: Devstack) -> None:

@@ -19,6 +19,7 @@ from tests.conftest import (
     prepare_database,
 )
 from tests.servers import ServerThread
+from tests.support.metrics import metric
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 HELLO = [{"role": "user", "content": "hi"}]
@@ -48,13 +49,6 @@ def limited(
         server.stop()
 
 
-def metric(gateway: Gateway, name: str) -> float:
-    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
-        if line.startswith(name):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_429_with_retry_after_and_headers(limited: Gateway, devstack: Devstack) -> None:
     client = limited.client()
     for remaining in ("1", "0"):
@@ -78,10 +72,10 @@ def test_sdk_retries_429_after_retry_after(limited: Gateway) -> None:
     for _ in range(2):
         client.models.list()
     throttled = 'teegate_requests_total{route="/v1/models",status="429"}'
-    assert metric(limited, throttled) == 0
+    assert metric(limited.url, throttled) == 0
     raw = limited.client(max_retries=2).models.with_raw_response.list()
     assert raw.headers["x-ratelimit-remaining"] == "1"  # first hit of the next window
-    assert metric(limited, throttled) == 1
+    assert metric(limited.url, throttled) == 1
 
 
 def test_headers_on_4xx_5xx_and_streams(gateway: Gateway, devstack: Devstack) -> None:
@@ -106,5 +100,5 @@ def test_headers_on_4xx_5xx_and_streams(gateway: Gateway, devstack: Devstack) ->
 
 
 def test_metrics_expose_limiter_and_catalog_state(gateway: Gateway) -> None:
-    assert metric(gateway, "teegate_ratelimit_degraded") == 0.0
-    assert metric(gateway, "teegate_catalog_servable_models") == 16.0
+    assert metric(gateway.url, "teegate_ratelimit_degraded") == 0.0
+    assert metric(gateway.url, "teegate_catalog_servable_models") == 16.0

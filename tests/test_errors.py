@@ -17,6 +17,7 @@ from teegate.api.openapi import build_openapi
 from teegate.errors import (
     AttestationFailed,
     CatalogEntryError,
+    ClientClosedRequest,
     ConfigError,
     DomainError,
     InsufficientBalance,
@@ -101,6 +102,13 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
         "rate_limit_error",
         "rate_limit_exceeded",
     ),
+    (
+        ClientClosedRequest,
+        ClientClosedRequest("left"),
+        499,
+        "api_error",
+        "client_closed_request",
+    ),
     (InternalError, InternalError("oops"), 500, "api_error", "internal_error"),
     (UpstreamError, UpstreamError("bad gateway"), 502, "api_error", "upstream_error"),
     (UpstreamKeyChanged, UpstreamKeyChanged("key changed"), 502, "api_error", "upstream_error"),
@@ -146,13 +154,22 @@ def test_status_type_and_code(
     assert str(error) == error.message
 
 
+WITH_HEADERS = (RateLimitExceeded, NotAvailable)
+
+
 @pytest.mark.parametrize(
     ("cls", "error"),
-    [(row[0], row[1]) for row in ERRORS if row[0] is not RateLimitExceeded],
-    ids=[row[0].__name__ for row in ERRORS if row[0] is not RateLimitExceeded],
+    [(row[0], row[1]) for row in ERRORS if row[0] not in WITH_HEADERS],
+    ids=[row[0].__name__ for row in ERRORS if row[0] not in WITH_HEADERS],
 )
-def test_only_rate_limit_adds_headers(cls: type[TeegateError], error: TeegateError) -> None:
+def test_only_rate_limit_and_not_available_add_headers(
+    cls: type[TeegateError], error: TeegateError
+) -> None:
     assert error.headers() == {}
+
+
+def test_not_available_tells_sdks_not_to_retry() -> None:
+    assert NotAvailable("no audio").headers() == {"x-should-retry": "false"}
 
 
 def test_rate_limit_exceeded_carries_retry_after() -> None:

@@ -126,6 +126,7 @@ def test_non_confidential_model_is_refused(
             "response_format",
             "structured_outputs",
         ),
+        (Capabilities((("vision", "messages"),)), "messages", "vision"),
     ],
 )
 def test_missing_capability_is_refused_with_its_param(
@@ -137,7 +138,19 @@ def test_missing_capability_is_refused_with_its_param(
     error = info.value
     assert (error.status, error.error_code, error.param) == (400, "unsupported_capability", param)
     assert f"'{tag}'" in error.message
+    assert "Model 'acme/Plain-TEE' does not support" in error.message
     assert verdicts.asked == []
+
+
+def test_image_parts_are_sent_only_to_an_offer_that_reads_images() -> None:
+    catalog = Catalog()
+    catalog.replace("a", [model("m-TEE", "a", tags=frozenset())])
+    catalog.replace("b", [model("m-TEE", "b", tags=frozenset({"vision"}))])
+    needs = Capabilities((("vision", "messages"),))
+    assert admit(catalog, Verdicts(a=True, b=True), "m-TEE", needs).model.upstream == "b"
+    catalog.replace("b", [])
+    with pytest.raises(UnsupportedCapability, match="does not support image_url content parts"):
+        admit(catalog, Verdicts(a=True), "m-TEE", needs)
 
 
 def test_capabilities_present_are_admitted(catalog: Catalog) -> None:

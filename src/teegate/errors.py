@@ -4,7 +4,7 @@
     ├── TeegateError                  an API error: each knows its status, type and code
     │   ├── InvalidRequest            400 invalid_request_error (specific code, param)
     │   │   ├── RequestTooLarge       413 request_too_large
-    │   │   ├── UnsupportedCapability 400 unsupported_capability (tools, response_format)
+    │   │   ├── UnsupportedCapability 400 unsupported_capability (tools, formats, media parts)
     │   │   └── ModelNotConfidential  400 model_not_confidential
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── InsufficientBalance       402 insufficient_balance
@@ -12,6 +12,7 @@
     │   │   └── ModelNotFound         404 model_not_found
     │   ├── MethodNotAllowed          405 method_not_allowed
     │   ├── RateLimitExceeded         429 rate_limit_exceeded (+ Retry-After)
+    │   ├── ClientClosedRequest       499 client_closed_request (logged, never received)
     │   ├── InternalError             500 internal_error
     │   ├── UpstreamError             502 upstream_error
     │   │   └── UpstreamKeyChanged    the pinned TLS key was not presented: the gate
@@ -180,6 +181,16 @@ class RateLimitExceeded(TeegateError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
+class ClientClosedRequest(TeegateError):
+    """The client left before its answer was ready. Nobody receives it: its status,
+    nginx's 499, is what the access log and metrics record, so a client's timeout is
+    not counted as an upstream failure."""
+
+    status = 499
+    type = "api_error"
+    code = "client_closed_request"
+
+
 class InternalError(TeegateError):
     pass
 
@@ -198,6 +209,10 @@ class NotAvailable(TeegateError):
     status = 503
     type = "invalid_request_error"
     code = "not_available"
+
+    def headers(self) -> dict[str, str]:
+        """The official SDKs retry a 503 unless told not to; asking again cannot help."""
+        return {"x-should-retry": "false"}
 
 
 class ServiceUnavailable(TeegateError):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from teegate.errors import InvalidRequest, RequestTooLarge
+from teegate.errors import ClientClosedRequest, InvalidRequest, RequestTooLarge
 
 
 async def read_json_body(request: Request, limit_bytes: int) -> bytes:
@@ -19,11 +19,14 @@ async def read_json_body(request: Request, limit_bytes: int) -> bytes:
         raise _too_large(limit_bytes)
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit_bytes:
-            raise _too_large(limit_bytes)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit_bytes:
+                raise _too_large(limit_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosedRequest("the client left before sending the whole body") from None
     return b"".join(chunks)
 
 

@@ -13,7 +13,7 @@ from teegate.api._body import read_json_body
 from teegate.api._disconnect import DisconnectWatch, LateWatches
 from teegate.api._state import authorize, gateway
 from teegate.chat import parse_chat_request
-from teegate.errors import UpstreamError
+from teegate.errors import ClientClosedRequest
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ async def _unless_client_leaves(request: Request, late: LateWatches, call: Await
         if not watch.saw_disconnect:
             raise
         watch.absorb()
-        raise UpstreamError("the client disconnected before the completion finished") from None
+        raise ClientClosedRequest("the client left before the completion finished") from None
     finally:
         late.remove(watch)
         watch.stop()

@@ -70,8 +70,10 @@ def build_openapi() -> dict[str, Any]:
         paths[clean] = {
             "post": {
                 "summary": "Not available: no attested upstream for this modality",
-                "security": [],
-                "responses": {"503": _error("not_available")},
+                "responses": {
+                    "503": _error("not_available"),
+                    "default": _error("OpenAI error envelope"),
+                },
                 **(
                     {
                         "parameters": [

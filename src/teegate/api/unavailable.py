@@ -1,10 +1,15 @@
-"""Modalities with no attested upstream: refused outright, never forwarded anywhere."""
+"""Modalities with no attested upstream: refused outright, never forwarded anywhere.
+
+The key is checked first, as on every other route, so a caller learns of a bad key
+before being told a modality is missing.
+"""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from teegate.api._state import authorize
 from teegate.errors import NotAvailable
 
 UNAVAILABLE_PATHS = (
@@ -19,6 +24,7 @@ UNAVAILABLE_PATHS = (
 
 
 async def not_available(request: Request) -> Response:
+    await authorize(request)
     raise NotAvailable(
         f"{request.url.path} is not available: no hardware-attested (TEE) upstream offers "
         "this modality, and teegate never falls back to a non-confidential one."

@@ -101,6 +101,13 @@ def _refuse_unservable(catalog: Catalog, model_id: str) -> NoReturn:
     raise ModelNotConfidential(message)
 
 
+_CONTENT_PARTS = {
+    "vision": "image_url content parts",
+    "audio": "input_audio content parts",
+    "file": "file content parts",
+}
+
+
 def _missing_capability(model: CatalogModel, needs: Capabilities) -> tuple[str, str] | None:
     for tag, param in needs.needed:
         if tag not in model.tags:
@@ -114,6 +121,7 @@ def _refuse_capability(model: CatalogModel, needs: Capabilities) -> NoReturn:
         raise InvariantViolation(f"refusing '{model.id}' a capability it has")
     tag, param = missing
     raise UnsupportedCapability(
-        f"Model '{model.id}' does not support {param} (needs capability '{tag}').",
+        f"Model '{model.id}' does not support {_CONTENT_PARTS.get(tag, param)} "
+        f"(needs capability '{tag}').",
         param=param,
     )

@@ -10,7 +10,11 @@ from typing import Any
 from teegate.billing import marked_up_price
 from teegate.errors import CatalogEntryError
 
-CAPABILITY_TAGS = frozenset({"tools", "json_mode", "structured_outputs", "reasoning"})
+CAPABILITY_TAGS = frozenset(
+    {"tools", "json_mode", "structured_outputs", "reasoning", "vision", "audio", "file"}
+)
+# What a model reads besides text, as catalogs list it in `input_modalities`.
+MODALITY_TAGS = {"image": "vision", "audio": "audio", "file": "file"}
 # A chute id goes into the evidence URL's path: no separators, no dot segments.
 _CHUTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
@@ -57,7 +61,7 @@ def parse_entry(
             confidential=entry.get("confidential_compute") is True,
             context_length=context_length,
             max_output_length=int(entry.get("max_output_length") or context_length),
-            tags=frozenset(entry.get("supported_features") or ()) & CAPABILITY_TAGS,
+            tags=_tags(entry),
             price=Price(
                 marked_up_price(prompt_usd, markup), marked_up_price(completion_usd, markup)
             ),
@@ -73,6 +77,12 @@ def parse_entry(
         )
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise CatalogEntryError(f"catalog entry {entry.get('id')!r}: {exc!r}") from exc
+
+
+def _tags(entry: dict[str, Any]) -> frozenset[str]:
+    features = frozenset(entry.get("supported_features") or ()) & CAPABILITY_TAGS
+    modalities = frozenset(entry.get("input_modalities") or ())
+    return features | {tag for kind, tag in MODALITY_TAGS.items() if kind in modalities}
 
 
 def _chute_id(value: object) -> str | None:

@@ -17,6 +17,12 @@ from teegate.errors import InvalidRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 RESPONSE_FORMATS = {"text": None, "json_object": "json_mode", "json_schema": "structured_outputs"}
+# Content parts a text-only model cannot read: refused as OpenAI does, not dropped upstream.
+CONTENT_NEEDS = {
+    "image_url": ("vision", "messages"),
+    "input_audio": ("audio", "messages"),
+    "file": ("file", "messages"),
+}
 MAX_CHOICES = 8
 
 
@@ -49,12 +55,12 @@ def parse_chat_request(raw: bytes, defaults: RequestDefaults) -> ChatRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _missing_or_invalid("model", model, "a model id string")
-    _check_messages(body.get("messages"))
+    content_needs = _check_messages(body.get("messages"))
     _check_sampling(body)
     stream, include_usage = _check_stream(body)
-    needs = _check_tools(body) + _check_response_format(body)
+    needs = (*_check_tools(body), *_check_response_format(body), *content_needs)
     defaulted = _apply_defaults(body, defaults)
-    return ChatRequest(model, stream, include_usage, body, Capabilities(tuple(needs)), defaulted)
+    return ChatRequest(model, stream, include_usage, body, Capabilities(needs), defaulted)
 
 
 def check_against_model(request: ChatRequest, model: CatalogModel) -> None:
@@ -88,18 +94,23 @@ def _missing_or_invalid(param: str, value: object, expected: str) -> InvalidRequ
     )
 
 
-def _check_messages(messages: object) -> None:
+def _check_messages(messages: object) -> tuple[tuple[str, str], ...]:
+    """The capabilities the messages' content parts need (none for plain text)."""
     if not isinstance(messages, list):
         raise _missing_or_invalid("messages", messages, "an array of messages")
     if not messages:
         raise InvalidRequest(
             "'messages' must contain at least one message.", param="messages", code="empty_array"
         )
+    needs: tuple[tuple[str, str], ...] = ()
     for index, message in enumerate(messages):
-        _check_message(index, message)
+        for need in _check_message(index, message):
+            if need not in needs:
+                needs = (*needs, need)
+    return needs
 
 
-def _check_message(index: int, message: object) -> None:
+def _check_message(index: int, message: object) -> tuple[tuple[str, str], ...]:
     where = f"messages[{index}]"
     if not isinstance(message, dict):
         raise _missing_or_invalid(where, message, "an object with 'role' and 'content'")
@@ -115,18 +126,23 @@ def _check_message(index: int, message: object) -> None:
     content = message.get("content")
     if content is None:
         if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
-            return
+            return ()
         raise _missing_or_invalid(f"{where}.content", None, "")
+    needs: tuple[tuple[str, str], ...] = ()
     if isinstance(content, list):
         for part_index, part in enumerate(content):
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
                 raise _missing_or_invalid(
                     f"{where}.content[{part_index}]", part, "a content part with a 'type'"
                 )
+            need = CONTENT_NEEDS.get(part["type"])
+            if need is not None and need not in needs:
+                needs = (*needs, need)
     elif not isinstance(content, str):
         raise _missing_or_invalid(f"{where}.content", content, "a string or an array of parts")
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise _missing_or_invalid(f"{where}.tool_call_id", message.get("tool_call_id"), "a string")
+    return needs
 
 
 def _number(body: dict[str, Any], field: str, low: float, high: float) -> None:
