@@ -45,7 +45,7 @@ from teegate.errors import (
     UpstreamTimeout,
     error_envelope,
 )
-from tests.openapi_schemas import validate
+from tests.support.openai_schemas import validate
 
 # class, how to build one, status, type, code
 ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
