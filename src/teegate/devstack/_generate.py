@@ -125,14 +125,14 @@ def _answer(
     else:
         truncated = request.max_tokens is not None and request.max_tokens < cap_tokens
         pieces, finish = _words(rng, budget), "length" if truncated else "stop"
-    cut = cut_at_stop(pieces, request.stop)
+    cut = _cut_at_stop(pieces, request.stop)
     if cut is None:
         return Completion(thinking, pieces, (), finish, prompt)
     shown, unseen = cut
     return Completion(thinking, shown, (), "stop", prompt, unseen)
 
 
-def cut_at_stop(
+def _cut_at_stop(
     pieces: tuple[str, ...], stops: tuple[str, ...]
 ) -> tuple[tuple[str, ...], int] | None:
     """The pieces shown before the first stop sequence, and how many more were generated;
