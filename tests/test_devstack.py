@@ -420,7 +420,7 @@ def check_weather_arguments(arguments: str) -> dict[str, Any]:
 
 
 def test_tool_call_non_stream(http: httpx.Client) -> None:
-    result = chat(http, tools=TOOLS)
+    result = chat(http, tools=TOOLS, parallel_tool_calls=False)
     choice = result["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
@@ -430,7 +430,8 @@ def test_tool_call_non_stream(http: httpx.Client) -> None:
     assert call["function"]["name"] == "get_weather"
     arguments = check_weather_arguments(call["function"]["arguments"])
     assert set(arguments) == set(WEATHER_PARAMETERS["properties"])
-    assert chat(http, tools=TOOLS)["choices"][0]["message"]["tool_calls"] == [call]
+    again = chat(http, tools=TOOLS, parallel_tool_calls=False)
+    assert again["choices"][0]["message"]["tool_calls"] == [call]
 
 
 def test_tool_choice_selects_the_function(http: httpx.Client) -> None:
@@ -447,7 +448,9 @@ def test_tool_choice_selects_the_function(http: httpx.Client) -> None:
 
 
 def test_tool_call_stream_arrives_like_openai(http: httpx.Client) -> None:
-    stream = chunks(http, tools=TOOLS, stream_options={"include_usage": True})
+    stream = chunks(
+        http, tools=TOOLS, parallel_tool_calls=False, stream_options={"include_usage": True}
+    )
     deltas = [
         c["choices"][0]["delta"]["tool_calls"]
         for c in stream
@@ -468,7 +471,7 @@ def test_tool_call_stream_arrives_like_openai(http: httpx.Client) -> None:
 
 def test_tool_call_stream_through_the_sdk(sdk: openai.OpenAI) -> None:
     stream = sdk.chat.completions.create(
-        model=REASONING_MODEL, messages=HELLO, tools=TOOLS, stream=True
+        model=REASONING_MODEL, messages=HELLO, tools=TOOLS, parallel_tool_calls=False, stream=True
     )
     names: list[str] = []
     arguments = ""

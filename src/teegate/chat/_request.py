@@ -24,6 +24,8 @@ CONTENT_NEEDS = {
     "file": ("file", "messages"),
 }
 MAX_CHOICES = 8
+MAX_STOP_SEQUENCES = 4
+MAX_TOP_LOGPROBS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +184,30 @@ def _check_sampling(body: dict[str, Any]) -> None:
     _integer(body, "max_tokens", 1)
     _integer(body, "max_completion_tokens", 1)
     _integer(body, "n", 1, MAX_CHOICES)
+    _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    _check_stop(body.get("stop"))
+    if body.get("top_logprobs") is not None and body.get("logprobs") is not True:
+        raise InvalidRequest(
+            "Invalid value for 'top_logprobs': it is only allowed when 'logprobs' is true.",
+            param="top_logprobs",
+            code="invalid_value",
+        )
+
+
+def _check_stop(stop: object) -> None:
+    """A string or at most MAX_STOP_SEQUENCES strings, as OpenAI allows; refused here
+    so every upstream is held to it (some accept more) before any credit is held."""
+    if stop is None or isinstance(stop, str):
+        return
+    if not isinstance(stop, list) or not all(isinstance(item, str) for item in stop):
+        raise _missing_or_invalid("stop", stop, "a string or an array of strings")
+    if len(stop) > MAX_STOP_SEQUENCES:
+        raise InvalidRequest(
+            f"Invalid 'stop': array too long. Expected an array with maximum length "
+            f"{MAX_STOP_SEQUENCES}, but got an array with length {len(stop)} instead.",
+            param="stop",
+            code="array_above_max_length",
+        )
 
 
 def _check_stream(body: dict[str, Any]) -> tuple[bool, bool]:

@@ -1,9 +1,11 @@
 """A simulated confidential upstream for development, the demo, tests and benchmarks.
 
 An OpenAI-compatible server (`GET /v1/models`, `POST /v1/chat/completions`)
-that answers deterministically, streams like OpenAI, and misbehaves on
-demand through named faults (see FAULTS), plus loopback-only admin endpoints
-(`/admin/stats`, `/admin/faults`, `/admin/reset`).
+that answers deterministically, streams like OpenAI, honours OpenAI's `stop`,
+`n`, `logprobs`/`top_logprobs`, `seed`, `parallel_tool_calls` and
+`max_completion_tokens`, and misbehaves on demand through named faults (see
+FAULTS), plus loopback-only admin endpoints (`/admin/stats`, `/admin/faults`,
+`/admin/reset`).
 
 Built with a `SimulatedEnclave`, it also attests for real: it serves attested-tls
 and Chutes evidence (TDX quotes from a test DCAP PKI binding its TLS key), and

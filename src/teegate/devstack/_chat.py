@@ -13,7 +13,7 @@ from teegate.devstack._errors import (
     simulated_server_error,
 )
 from teegate.devstack._faults import HANG, HTTP_500, NO_USAGE, SLOW_FIRST_TOKEN
-from teegate.devstack._generate import Completion, generate_completion
+from teegate.devstack._generate import Completion, generate_completions
 from teegate.devstack._http import client_left_within, read_body, require_api_key
 from teegate.devstack._render import ResponseMeta, chunk_count, completion_body, stream_chunks
 from teegate.devstack._request import ChatRequest, parse_chat_request
@@ -58,29 +58,32 @@ class ChatEndpoint:
         chat = parse_chat_request(raw)
         if state.catalog.find(chat.model) is None:
             raise model_not_found(chat.model)
-        completion = generate_completion(
+        completions = generate_completions(
             chat,
             reasoning=state.catalog.supports(chat.model, "reasoning"),
             cap_tokens=state.config.completion_tokens,
         )
         if chat.stream:
-            return self._stream(chat, completion)
-        return await self._body(request, chat, completion)
+            return self._stream(chat, completions)
+        return await self._body(request, chat, completions)
 
-    def _stream(self, chat: ChatRequest, completion: Completion) -> Response:
+    def _stream(self, chat: ChatRequest, completions: tuple[Completion, ...]) -> Response:
         usage = chat.include_usage and not self._state.faults.is_on(NO_USAGE)
-        total = chunk_count(completion, usage=usage)
+        total = chunk_count(completions, usage=usage)
         plan = StreamPlan.for_stream(self._state.faults, self._state.config, total)
-        chunks = stream_chunks(completion, ResponseMeta.new(chat.model), usage=usage)
+        chunks = stream_chunks(completions, ResponseMeta.new(chat.model), usage=usage)
         return sse_response(chunks, plan)
 
-    async def _body(self, request: Request, chat: ChatRequest, completion: Completion) -> Response:
+    async def _body(
+        self, request: Request, chat: ChatRequest, completions: tuple[Completion, ...]
+    ) -> Response:
         faults, config = self._state.faults, self._state.config
         delay_s = config.first_token_delay_s if faults.is_on(SLOW_FIRST_TOKEN) else 0.0
         if delay_s > 0 and await client_left_within(request.receive, delay_s):
             return Response(status_code=CLIENT_CLOSED_STATUS)
         meta = ResponseMeta.new(chat.model)
-        return json_response(completion_body(completion, meta, usage=not faults.is_on(NO_USAGE)))
+        body = completion_body(completions, meta, usage=not faults.is_on(NO_USAGE))
+        return json_response(body)
 
 
 async def _hang(request: Request) -> Response:

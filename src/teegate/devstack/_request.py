@@ -15,6 +15,11 @@ from teegate.devstack._errors import invalid_request
 
 OutputMode = Literal["text", "json_object", "json_schema"]
 
+MAX_STOP_SEQUENCES = 4
+MAX_CHOICES = 128
+MAX_TOP_LOGPROBS = 20
+"""OpenAI's bounds for `stop`, `n` and `top_logprobs`."""
+
 
 @dataclass(frozen=True)
 class FunctionTool:
@@ -26,28 +31,48 @@ class FunctionTool:
 
 @dataclass(frozen=True)
 class ChatRequest:
+    """What the simulated model honours of a request.
+
+    `tools` are the functions each answer calls, in order (empty: it answers
+    in text); `logprobs` is how many alternatives to list per token, or None
+    when no log probabilities were asked for.
+    """
+
     model: str
     messages: list[dict[str, Any]]
     max_tokens: int | None
     stream: bool
     include_usage: bool
-    tool: FunctionTool | None
+    tools: tuple[FunctionTool, ...]
     output: OutputMode
     output_schema: dict[str, Any] | None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+    logprobs: int | None = None
+    seed: int | None = None
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
     body = json_object(raw)
     output, schema = _response_format(body.get("response_format"))
+    parallel = body.get("parallel_tool_calls")
     return ChatRequest(
         model=_model(body.get("model")),
         messages=_messages(body.get("messages")),
         max_tokens=_max_tokens(body),
         stream=_bool(body.get("stream"), "stream"),
         include_usage=_include_usage(body.get("stream_options")),
-        tool=_chosen_tool(body.get("tools"), body.get("tool_choice")),
+        tools=_called_tools(
+            body.get("tools"),
+            body.get("tool_choice"),
+            parallel=parallel is None or _bool(parallel, "parallel_tool_calls"),
+        ),
         output=output,
         output_schema=schema,
+        stop=_stop(body.get("stop")),
+        n=_integer(body.get("n"), "n", 1, MAX_CHOICES) or 1,
+        logprobs=_logprobs(body.get("logprobs"), body.get("top_logprobs")),
+        seed=_integer(body.get("seed"), "seed", -(2**63), 2**63 - 1),
     )
 
 
@@ -118,6 +143,47 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     return None
 
 
+def _integer(value: Any, param: str, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid_request(f"'{param}' must be an integer.", param=param, code="invalid_type")
+    if not low <= value <= high:
+        raise invalid_request(f"'{param}' must be between {low} and {high}.", param=param)
+    return value
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    """Stop sequences; empty strings are dropped, since they would match before any text."""
+    if value is None:
+        return ()
+    sequences = [value] if isinstance(value, str) else value
+    if not isinstance(sequences, list) or not all(isinstance(s, str) for s in sequences):
+        raise invalid_request(
+            "'stop' must be a string or an array of strings.", param="stop", code="invalid_type"
+        )
+    if len(sequences) > MAX_STOP_SEQUENCES:
+        raise invalid_request(
+            f"Invalid 'stop': array too long. Expected an array with maximum length "
+            f"{MAX_STOP_SEQUENCES}, but got an array with length {len(sequences)} instead.",
+            param="stop",
+            code="array_above_max_length",
+        )
+    return tuple(s for s in sequences if s)
+
+
+def _logprobs(logprobs: Any, top_logprobs: Any) -> int | None:
+    """How many alternatives per token, or None; `top_logprobs` needs `logprobs: true`."""
+    alternatives = _integer(top_logprobs, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    if not _bool(logprobs, "logprobs"):
+        if alternatives is not None:
+            raise invalid_request(
+                "'top_logprobs' is only allowed when 'logprobs' is true.", param="top_logprobs"
+            )
+        return None
+    return alternatives or 0
+
+
 def _bool(value: Any, param: str) -> bool:
     if value is None:
         return False
@@ -136,18 +202,20 @@ def _include_usage(options: Any) -> bool:
     return _bool(options.get("include_usage"), "stream_options.include_usage")
 
 
-def _chosen_tool(tools: Any, choice: Any) -> FunctionTool | None:
-    """The tool to call: the one `tool_choice` names, else the first; none if 'none'."""
+def _called_tools(tools: Any, choice: Any, *, parallel: bool) -> tuple[FunctionTool, ...]:
+    """The functions an answer calls: the one `tool_choice` names; none if 'none';
+    otherwise every offered function, in parallel, or only the first when
+    `parallel_tool_calls` is false."""
     if tools is None or tools == []:
-        return None
+        return ()
     if not isinstance(tools, list):
         raise invalid_request("'tools' must be an array.", param="tools", code="invalid_type")
-    functions = [_function_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    functions = tuple(_function_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools))
     if choice == "none":
-        return None
+        return ()
     if choice is None or choice in ("auto", "required"):
-        return functions[0]
-    return _named_tool(functions, choice)
+        return functions if parallel else functions[:1]
+    return (_named_tool(functions, choice),)
 
 
 def _function_tool(tool: Any, param: str) -> FunctionTool:
@@ -164,7 +232,7 @@ def _function_tool(tool: Any, param: str) -> FunctionTool:
     return FunctionTool(name=function["name"], parameters=parameters)
 
 
-def _named_tool(functions: list[FunctionTool], choice: Any) -> FunctionTool:
+def _named_tool(functions: tuple[FunctionTool, ...], choice: Any) -> FunctionTool:
     function = choice.get("function") if isinstance(choice, dict) else None
     name = function.get("name") if isinstance(function, dict) else None
     for tool in functions:

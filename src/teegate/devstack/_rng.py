@@ -27,6 +27,10 @@ class DeterministicRng:
         """Seed from the SHA-256 of the concatenated parts."""
         return cls(hashlib.sha256(b"".join(parts)).digest())
 
+    def derive(self, label: bytes) -> DeterministicRng:
+        """An independent source for one purpose, so drawing from it moves no other draw."""
+        return DeterministicRng(hashlib.sha256(self._seed + b"/" + label).digest())
+
     def _draw(self) -> int:
         block = hashlib.sha256(self._seed + self._counter.to_bytes(8, "big")).digest()
         self._counter += 1
