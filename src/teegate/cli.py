@@ -421,13 +421,13 @@ def models(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
 def _print_models(data: list[dict[str, Any]]) -> None:
     table = Table(
-        _id_column("model", [m["id"] for m in data]), "capabilities", "context", "prompt $/1M",
-        "completion $/1M", "attestation",
+        _id_column("model", [m["id"] for m in data]), Column("capabilities", overflow="fold"),
+        "context", "prompt $/1M", "completion $/1M", "attestation",
     )  # fmt: skip
     for m in data:
         table.add_row(
             m["id"],
-            ",".join(m["capabilities"]),
+            ", ".join(m["capabilities"]),
             str(m["context_length"]),
             m["pricing"]["prompt"],
             m["pricing"]["completion"],
