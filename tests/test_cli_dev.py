@@ -219,6 +219,20 @@ def test_every_error_is_one_line(
     assert message in line
 
 
+def test_an_unexpected_error_is_one_line_and_debug_shows_where(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there: the database is unreachable
+    (tmp_path / "teegate.toml").write_text(
+        f'environment = "development"\ndatabase_url = "postgresql+asyncpg://u@127.0.0.1:{closed}/x"\n'
+    )
+    plain = teegate(tmp_path, "accounts", "list", "--config", "teegate.toml")
+    assert plain.returncode == 1
+    [line] = plain.stderr.splitlines()
+    assert line.startswith("error: ") and "--debug" in line
+    debug = teegate(tmp_path, "--debug", "accounts", "list", "--config", "teegate.toml")
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+
+
 def test_every_command_option_and_argument_has_help() -> None:
     root = typer.main.get_command(app)
     missing = []
