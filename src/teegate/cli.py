@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
+from sqlalchemy.engine import make_url
 
 from teegate import auth
 from teegate.billing import MoneyError, nano_to_usd, usd_to_nano
@@ -143,13 +144,15 @@ def _with_store(
     *,
     migrate: bool = False,
 ) -> T:
+    where = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
     async def run() -> T:
         engine = create_engine(settings.resolved_database_url)
         try:
             if migrate:
                 await upgrade(engine)
             elif not await is_current(engine):
-                _fail(f"{_NOT_CURRENT} ({_database_name(settings)})")
+                _fail(f"the database schema is not current: run `teegate db upgrade` ({where})")
             return await action(AccountStore(engine))
         finally:
             await engine.dispose()
@@ -158,14 +161,6 @@ def _with_store(
         return asyncio.run(run())
     except (StoreConflict, StoreNotFound, MoneyError, ValueError) as exc:
         _fail(str(exc))
-
-
-_NOT_CURRENT = "the database schema is not current: run `teegate db upgrade`"
-
-
-def _database_name(settings: Settings) -> str:
-    url = settings.resolved_database_url
-    return url.split("///", 1)[1] if url.startswith("sqlite") else url.rsplit("@", 1)[-1]
 
 
 def _key_secret(settings: Settings) -> bytes:
