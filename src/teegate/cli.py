@@ -1,27 +1,50 @@
-"""The `teegate` command. Exit codes: 0 ok, 1 failure, 2 usage error."""
+"""The `teegate` command. Exit codes: 0 ok, 1 failure, 2 usage error.
+
+Every error is one line on stderr; `teegate --debug ...` shows the traceback of
+an unexpected one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import json
 import os
 import secrets
+import socket
+import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Column, Table
+from sqlalchemy.engine import make_url
 
 from teegate import auth
 from teegate.billing import MoneyError, nano_to_usd, usd_to_nano
-from teegate.config import AttestationSettings, Settings, UpstreamSettings, load_settings
+from teegate.config import (
+    DEV_CONFIG_FILE,
+    AttestationSettings,
+    Settings,
+    UpstreamSettings,
+    find_config_file,
+    load_settings,
+)
 from teegate.errors import ConfigError
 from teegate.logs import configure_logging
-from teegate.store import AccountStore, StoreConflict, StoreNotFound, create_engine, upgrade
+from teegate.store import (
+    AccountStore,
+    StoreConflict,
+    StoreNotFound,
+    create_engine,
+    is_current,
+    upgrade,
+)
 
 T = TypeVar("T")
 
@@ -40,38 +63,96 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        help="TOML settings file; TEEGATE_* env vars override it.",
+        help="TOML settings file (else $TEEGATE_CONFIG, else ./.teegate/teegate.toml, "
+        "which `teegate dev` writes, if present); TEEGATE_* env vars override it.",
         exists=True,
         dir_okay=False,
-        envvar="TEEGATE_CONFIG",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+@dataclasses.dataclass
+class _Options:
+    debug: bool = False
+
+
+_options = _Options()
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On an unexpected error, show its traceback.")
+    ] = False,
+) -> None:
+    _options.debug = debug
+
+
 def main() -> None:
     configure_logging()
-    app()
+    try:
+        status = app(standalone_mode=False)
+    except typer.TyperException as exc:  # a usage error, found before any command runs
+        if message := exc.format_message():  # none: no arguments, and the help was shown
+            ctx = getattr(exc, "ctx", None)
+            _error_line(message + (f" (see `{ctx.command_path} --help`)" if ctx else ""))
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if _options.debug:
+            raise
+        _error_line(f"{type(exc).__name__}: {_first_line(exc)} (`teegate --debug` shows where)")
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line for line in str(exc).splitlines() if line.strip()), "")
+
+
+def _error_line(message: str) -> None:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    _error_line(message)
+    raise typer.Exit(status)
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
+    return _load_settings(find_config_file(config), overrides)
+
+
+def _load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
     try:
         return load_settings(config, **overrides)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        if config is None:
+            _fail(f"{exc} (no settings file: give --config, or run here beside `teegate dev`)")
+        _fail(str(exc))
 
 
-def _with_store(settings: Settings, action: Callable[[AccountStore], Awaitable[T]]) -> T:
+def _with_store(
+    settings: Settings,
+    action: Callable[[AccountStore], Awaitable[T]],
+    *,
+    migrate: bool = False,
+) -> T:
+    where = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
     async def run() -> T:
         engine = create_engine(settings.resolved_database_url)
         try:
+            if migrate:
+                await upgrade(engine)
+            elif not await is_current(engine):
+                _fail(f"the database schema is not current: run `teegate db upgrade` ({where})")
             return await action(AccountStore(engine))
         finally:
             await engine.dispose()
@@ -79,14 +160,12 @@ def _with_store(settings: Settings, action: Callable[[AccountStore], Awaitable[T
     try:
         return asyncio.run(run())
     except (StoreConflict, StoreNotFound, MoneyError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        _fail(str(exc))
 
 
 def _key_secret(settings: Settings) -> bytes:
     if settings.key_hash_secret is None:
-        err.print("[red]error:[/red] key_hash_secret is not set (TEEGATE_KEY_HASH_SECRET)")
-        raise typer.Exit(1)
+        _fail("key_hash_secret is not set (TEEGATE_KEY_HASH_SECRET or key_hash_secret_file)")
     return settings.key_hash_secret.get_secret_value().encode()
 
 
@@ -106,12 +185,21 @@ def db_upgrade(config: ConfigOption = None) -> None:
     out.print("database is at the newest schema")
 
 
+AccountArgument = Annotated[str, typer.Argument(help="The account's name.", show_default=False)]
+KeyIdArgument = Annotated[
+    str, typer.Argument(help="The key's id, as `keys list` shows it.", show_default=False)
+]
+
+
 @accounts_app.command("create")
 def accounts_create(
-    name: str,
-    credit_usd: Annotated[str | None, typer.Option("--credit-usd", help="Initial credit.")] = None,
+    name: AccountArgument,
+    credit_usd: Annotated[
+        str | None, typer.Option("--credit-usd", help="Initial credit in USD, e.g. 5 or 0.5.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
+    """Create an account, optionally with some credit."""
     settings = _settings(config)
 
     async def run(store: AccountStore) -> None:
@@ -125,6 +213,7 @@ def accounts_create(
 
 @accounts_app.command("list")
 def accounts_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Every account with its balance."""
     settings = _settings(config)
     rows = _with_store(settings, lambda store: store.list_accounts())
     if as_json:
@@ -137,7 +226,7 @@ def accounts_list(config: ConfigOption = None, as_json: JsonOption = False) -> N
             )
         )
         return
-    table = Table("id", "name", "balance (USD)")
+    table = Table("id", Column("name", overflow="fold"), "balance (USD)")
     for a in rows:
         table.add_row(str(a.id), a.name, nano_to_usd(a.balance_nano))
     out.print(table)
@@ -145,10 +234,11 @@ def accounts_list(config: ConfigOption = None, as_json: JsonOption = False) -> N
 
 @accounts_app.command("credit")
 def accounts_credit(
-    name: str,
+    name: AccountArgument,
     usd: Annotated[str, typer.Option("--usd", help="Amount to add, e.g. 25 or 0.5.")],
     config: ConfigOption = None,
 ) -> None:
+    """Add credit to an account and print its balance."""
     settings = _settings(config)
     account = _with_store(settings, lambda store: store.credit(name, usd_to_nano(usd)))
     out.print(f"'{name}' balance: {nano_to_usd(account.balance_nano)} USD")
@@ -157,10 +247,14 @@ def accounts_credit(
 @keys_app.command("create")
 def keys_create(
     account: Annotated[str, typer.Option("--account", help="Account the key bills to.")],
-    rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute.")] = None,
+    rpm: Annotated[
+        int | None,
+        typer.Option("--rpm", min=1, help="Requests per minute (default: default_rpm)."),
+    ] = None,
     name: Annotated[str, typer.Option("--name", help="A label for the key.")] = "",
     config: ConfigOption = None,
 ) -> None:
+    """Create an API key; its secret is printed once, on the last line."""
     settings = _settings(config)
     token, key = _with_store(
         settings,
@@ -179,10 +273,13 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(
-    account: Annotated[str | None, typer.Option("--account")] = None,
+    account: Annotated[
+        str | None, typer.Option("--account", help="Only this account's keys.")
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
+    """Keys with their account, label, hint, limit and status (never the secret)."""
     settings = _settings(config)
     keys = _with_store(settings, lambda store: store.list_keys(account))
     if as_json:
@@ -202,7 +299,7 @@ def keys_list(
             )
         )
         return
-    table = Table("id", "account", "name", "key", "rpm", "status")
+    table = Table(_id_column("id", [k.id for k in keys]), "account", "name", "key", "rpm", "status")
     for k in keys:
         table.add_row(
             k.id,
@@ -216,14 +313,15 @@ def keys_list(
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, config: ConfigOption = None) -> None:
+def keys_revoke(key_id: KeyIdArgument, config: ConfigOption = None) -> None:
+    """Revoke a key: it is refused from the next request on."""
     settings = _settings(config)
     _with_store(settings, lambda store: store.revoke_key(key_id))
     out.print(f"revoked {key_id}")
 
 
 @keys_app.command("rotate")
-def keys_rotate(key_id: str, config: ConfigOption = None) -> None:
+def keys_rotate(key_id: KeyIdArgument, config: ConfigOption = None) -> None:
     """Issue a replacement key and revoke the old one."""
     settings = _settings(config)
     token, key = _with_store(
@@ -254,8 +352,7 @@ def usage(
     try:
         since_ms = parse_since(since) if since else None
     except ValueError as exc:
-        err.print(f"[red]error:[/red] --since: {exc}")
-        raise typer.Exit(2) from exc
+        _fail(f"--since: {exc}", status=2)
     query = UsageQuery(limit=limit, account_name=account, since_ms=since_ms)
 
     async def run(store: AccountStore) -> Any:
@@ -273,8 +370,8 @@ def _print_usage(records: Any, as_json: bool) -> None:
         print(json.dumps([{"account": r.account, **describe_generation(r)} for r in records]))
         return
     table = Table(
-        "request", "account", "model", "prompt", "completion", "cost (USD)", "settled by",
-        "status", "started (UTC)",
+        _id_column("request", [r.request_id for r in records]), "account", "model", "prompt",
+        "completion", "cost (USD)", "settled by", "status", "started (UTC)",
     )  # fmt: skip
     for r in records:
         row = describe_generation(r)
@@ -287,6 +384,12 @@ def _print_usage(records: Any, as_json: bool) -> None:
     out.print(f"{len(records)} requests, {total} USD")
 
 
+def _id_column(header: str, ids: list[str]) -> Column:
+    """Ids whole: the other columns narrow first, and on a terminal too narrow even so
+    an id folds onto more lines instead of being cut (request ids share a long prefix)."""
+    return Column(header, width=max(map(len, [header, *ids])), overflow="fold")
+
+
 @app.command("models")
 def models(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """The catalog exactly as the gate sees it now (attestation included)."""
@@ -295,21 +398,31 @@ def models(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
     settings = _settings(config)
 
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> tuple[list[dict[str, Any]], list[str]]:
         async with open_live_upstreams(settings) as live:
-            return list_servable(live.catalog, live.assurance)
+            statuses = {u.name: live.assurance.upstream_status(u.name) for u in settings.upstreams}
+            failing = [f"{name}: {s.reason}" for name, s in statuses.items() if not s.passed]
+            return list_servable(live.catalog, live.assurance), failing
 
-    data = asyncio.run(run())
+    data, failing = asyncio.run(run())
     if as_json:
         print(json.dumps(data, indent=2))
-        return
+    else:
+        _print_models(data)
+    if not data:
+        why = "; ".join(failing) if failing else "no upstream is configured (see --config)"
+        err.print(f"no confidential model is servable: {escape(why)}", highlight=False)
+
+
+def _print_models(data: list[dict[str, Any]]) -> None:
     table = Table(
-        "model", "capabilities", "context", "prompt $/1M", "completion $/1M", "attestation"
-    )
+        _id_column("model", [m["id"] for m in data]), Column("capabilities", overflow="fold"),
+        "context", "prompt $/1M", "completion $/1M", "attestation",
+    )  # fmt: skip
     for m in data:
         table.add_row(
             m["id"],
-            ",".join(m["capabilities"]),
+            ", ".join(m["capabilities"]),
             str(m["context_length"]),
             m["pricing"]["prompt"],
             m["pricing"]["completion"],
@@ -319,7 +432,13 @@ def models(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
 
 @app.command("attest")
-def attest(model: str, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def attest(
+    model: Annotated[
+        str, typer.Argument(help="A model id, as `teegate models` lists it.", show_default=False)
+    ],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Attest MODEL's upstreams now with a fresh nonce and show every check."""
     from teegate.live import open_live_upstreams
 
@@ -329,8 +448,7 @@ def attest(model: str, config: ConfigOption = None, as_json: JsonOption = False)
         async with open_live_upstreams(settings) as live:
             offers = live.catalog.servable(model)
             if not offers:
-                err.print(f"[red]error:[/red] '{model}' is not a servable confidential model")
-                raise typer.Exit(1)
+                _fail(f"'{model}' is not a servable confidential model (see `teegate models`)")
             nonce = secrets.token_bytes(32)
             modes = {u.name: u.attestation for u in settings.upstreams}
             return [
@@ -380,15 +498,20 @@ def _print_attestation(model: str, results: list[dict[str, Any]]) -> None:
 @app.command("serve")
 def serve(
     config: ConfigOption = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1)] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Gateway processes (more than one needs Redis)."),
+    ] = None,
 ) -> None:
-    """Run the gateway (uvicorn with uvloop and httptools)."""
+    """Run the gateway (uvicorn with uvloop and httptools) on a migrated database."""
     import uvicorn
 
     from teegate import servers
 
+    config = find_config_file(config)
     overrides = {"workers": workers} if workers else {}
-    settings = _settings(config, **overrides)
+    settings = _load_settings(config, overrides)
+    _with_store(settings, _connect_only)  # says in one line when to `db upgrade` first
     if config is not None:
         os.environ["TEEGATE_CONFIG"] = str(config.resolve())
     if workers:
@@ -403,24 +526,63 @@ def serve(
     )
 
 
+async def _connect_only(store: AccountStore) -> None:
+    return None
+
+
+HostOption = Annotated[str, typer.Option("--host", help="Address to listen on.")]
+DevstackPortOption = Annotated[
+    int, typer.Option("--devstack-port", help="Port of the simulated enclave upstream (TLS).")
+]
+ServicesPortOption = Annotated[
+    int, typer.Option("--services-port", help="Port of the PCS/NRAS stand-ins (HTTP).")
+]
+
+
 @app.command("devstack")
 def devstack(
-    port: Annotated[int, typer.Option("--port")] = 8081,
-    services_port: Annotated[int, typer.Option("--services-port")] = 8082,
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    fault: Annotated[list[str] | None, typer.Option("--fault", help="Fault to switch on.")] = None,
+    port: Annotated[
+        int, typer.Option("--port", help="Port of the simulated enclave upstream (TLS).")
+    ] = 8081,
+    services_port: ServicesPortOption = 8082,
+    host: HostOption = "127.0.0.1",
+    fault: Annotated[
+        list[str] | None, typer.Option("--fault", help="Upstream fault to switch on.")
+    ] = None,
     services_fault: Annotated[
         list[str] | None, typer.Option("--services-fault", help="PCS/NRAS fault to switch on.")
     ] = None,
-    chunk_delay_ms: Annotated[float, typer.Option("--chunk-delay-ms", min=0)] = 0.0,
-    catalog: Annotated[Path | None, typer.Option("--catalog", exists=True, dir_okay=False)] = None,
-    tls_dir: Annotated[Path, typer.Option("--tls-dir")] = Path(".teegate/devstack-tls"),
-    config: ConfigOption = None,
+    chunk_delay_ms: Annotated[
+        float,
+        typer.Option("--chunk-delay-ms", min=0, help="Pause between streamed chunks (ms)."),
+    ] = 0.0,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            "--catalog",
+            exists=True,
+            dir_okay=False,
+            help="Catalog JSON to serve instead of the built-in one.",
+        ),
+    ] = None,
+    tls_dir: Annotated[
+        Path,
+        typer.Option("--tls-dir", help="Where the TLS files and the dev root CA are written."),
+    ] = Path(".teegate/devstack-tls"),
 ) -> None:
     """Run the simulated confidential upstream (TLS, attested) and its PCS/NRAS stand-ins."""
-    from teegate.devstack import FAULTS, SERVICES_FAULTS, DevstackConfig, serve_devstack
+    from teegate import servers
+    from teegate.devstack import (
+        FAULTS,
+        SERVICES_FAULTS,
+        DevstackConfig,
+        SimulatedEnclave,
+        devstack_servers,
+    )
 
     faults = _known_faults(fault, FAULTS)
+    services_faults = _known_faults(services_fault, SERVICES_FAULTS)
+    sockets = _listen(host, {"--port": port, "--services-port": services_port})
     cfg = DevstackConfig(faults=faults, chunk_delay_s=chunk_delay_ms / 1000)
     if catalog is not None:
         cfg = dataclasses.replace(cfg, catalog_path=catalog)
@@ -429,38 +591,81 @@ def devstack(
         f"quotes); PCS/NRAS stand-ins on http://{host}:{services_port}; "
         f"dev root CA in {tls_dir / 'root-ca.der'}"
     )
-    serve_devstack(
+    upstream, services = devstack_servers(
         cfg,
+        enclave=SimulatedEnclave(),
         host=host,
         port=port,
         services_port=services_port,
         tls_dir=tls_dir,
-        services_faults=_known_faults(services_fault, SERVICES_FAULTS),
+        services_faults=services_faults,
     )
+    servers.run_servers(upstream, services, sockets=sockets)
 
 
 def _known_faults(names: list[str] | None, known: frozenset[str]) -> frozenset[str]:
     faults = frozenset(names or ())
     unknown = {f for f in faults if f.split("=", 1)[0] not in known}
     if unknown:
-        err.print(f"[red]error:[/red] unknown fault(s) {sorted(unknown)}; known: {sorted(known)}")
-        raise typer.Exit(2)
+        _fail(f"unknown fault(s) {sorted(unknown)}; known: {sorted(known)}", status=2)
     return faults
+
+
+def _listen(host: str, ports: dict[str, int]) -> list[socket.socket]:
+    """Every port bound and listening before anything is made or printed, so a taken
+    one is one line naming it and the flag that changes it (flag -> port)."""
+    from teegate import servers
+
+    sockets: list[socket.socket] = []
+    try:
+        for flag, port in ports.items():
+            try:
+                sockets.append(servers.listen(host, port))
+            except OSError as exc:
+                why = "is in use" if exc.errno == errno.EADDRINUSE else f"failed: {exc.strerror}"
+                _fail(f"port {port} {why} (change it with {flag})", status=2)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 @app.command("dev")
 def dev(
-    port: Annotated[int, typer.Option("--port")] = 8080,
-    devstack_port: Annotated[int, typer.Option("--devstack-port")] = 8081,
-    services_port: Annotated[int, typer.Option("--services-port")] = 8082,
-    data_dir: Annotated[Path, typer.Option("--data-dir")] = Path(".teegate"),
-    config: ConfigOption = None,
+    port: Annotated[int, typer.Option("--port", help="Port of the gateway.")] = 8080,
+    devstack_port: DevstackPortOption = 8081,
+    services_port: ServicesPortOption = 8082,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir", help="Where the database, the secret and teegate.toml are kept."
+        ),
+    ] = Path(".teegate"),
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            exists=True,
+            dir_okay=False,
+            help="TOML settings to start from (else $TEEGATE_CONFIG); the demo's own "
+            "(ports, upstream, attestation services, data dir, secret) override it.",
+        ),
+    ] = None,
 ) -> None:
-    """The one-command demo: simulated enclave + attestation services + gateway + a funded key."""
+    """The one-command demo: simulated enclave + attestation services + gateway + a funded key.
+
+    Writes the settings it runs with to DATA_DIR/teegate.toml, for the other commands.
+    """
     from teegate import servers
     from teegate.app import create_app
     from teegate.devstack import DevstackConfig, SimulatedEnclave, devstack_servers
+    from teegate.settings_file import settings_toml
 
+    ports = {"--devstack-port": devstack_port, "--services-port": services_port, "--port": port}
+    sockets = _listen("127.0.0.1", ports)
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
     enclave = SimulatedEnclave()
     upstream, services = devstack_servers(
         DevstackConfig(),
@@ -470,13 +675,18 @@ def dev(
         services_port=services_port,
         tls_dir=data_dir / "devstack-tls",
     )
-    overrides = _dev_overrides(data_dir, port, devstack_port, services_port)
-    settings = _settings(config, **overrides)
-    token = _with_store(settings, lambda store: _prepare_demo(store, settings))
+    settings = _load_settings(config, _dev_overrides(data_dir, port, devstack_port, services_port))
+    settings_file = data_dir / "teegate.toml"
+    _write_private(settings_file, settings_toml(settings))
+    token = _with_store(settings, lambda store: _prepare_demo(store, settings), migrate=True)
+    gateway = servers.server(create_app(settings), host="127.0.0.1", port=port)
     base_url = f"http://127.0.0.1:{port}/v1"
-    _print_demo(base_url, token)
     servers.run_servers(
-        upstream, services, servers.server(create_app(settings), host="127.0.0.1", port=port)
+        upstream,
+        services,
+        gateway,
+        sockets=sockets,
+        alongside=lambda: _announce_when_ready(base_url, token, settings_file),
     )
 
 
@@ -485,11 +695,6 @@ def _dev_overrides(
 ) -> dict[str, Any]:
     from teegate.devstack import SimulatedAttestationServices
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret_file = data_dir / "key-hash-secret"
-    if not secret_file.exists():
-        secret_file.write_text(secrets.token_urlsafe(32))
-        secret_file.chmod(0o600)
     services = f"http://127.0.0.1:{services_port}"
     upstream = UpstreamSettings(
         name="devstack", base_url=f"https://127.0.0.1:{devstack_port}", attestation="attested-tls"
@@ -505,14 +710,34 @@ def _dev_overrides(
         "environment": "development",
         "data_dir": data_dir,
         "port": port,
-        "key_hash_secret": secret_file.read_text().strip(),
+        "key_hash_secret_file": _demo_secret(data_dir),
         "upstreams": (upstream,),
         "attestation": attestation,
     }
 
 
+def _demo_secret(data_dir: Path) -> Path:
+    """The demo's key hash secret, made on the first run only: keys issued on an
+    earlier run keep working."""
+    path = data_dir / "key-hash-secret"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_urlsafe(32))
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Owner-only, as the settings may name a database with its password."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
 async def _prepare_demo(store: AccountStore, settings: Settings) -> str:
-    await upgrade(store.engine)
     try:
         await store.create_account("demo")
         await store.credit("demo", usd_to_nano(Decimal(10)), memo="demo credit")
@@ -528,12 +753,41 @@ async def _prepare_demo(store: AccountStore, settings: Settings) -> str:
     return token
 
 
-def _print_demo(base_url: str, token: str) -> None:
+async def _announce_when_ready(base_url: str, token: str, settings_file: Path) -> None:
+    """The key and the curl line once /readyz says so: whoever reads them may call at once."""
+    import aiohttp
+
+    readyz = base_url.removesuffix("/v1") + "/readyz"
+    told_why = False
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(readyz) as response:
+                    if response.status == 200:
+                        break
+                    report = await response.json(content_type=None)
+            except (aiohttp.ClientError, ValueError):
+                report = None  # not listening yet
+            if report is not None and not told_why:
+                told_why = True
+                problems = {k: v for k, v in report.get("checks", {}).items() if v != "ok"}
+                waiting = "; ".join(f"{k}: {v}" for k, v in problems.items())
+                err.print(f"waiting for the gateway: {escape(waiting)}", highlight=False)
+            await asyncio.sleep(0.05)
+    _print_demo(base_url, token, settings_file)
+
+
+def _print_demo(base_url: str, token: str, settings_file: Path) -> None:
+    if settings_file == DEV_CONFIG_FILE.resolve():
+        settings = f"{DEV_CONFIG_FILE} (the other teegate commands run here read it)"
+    else:
+        settings = f"{settings_file} (give it to the other teegate commands with --config)"
     out.print(
         "[bold]teegate dev[/bold]: gateway + simulated TDX enclave upstream, attested with "
         "dcap-qvl against a dev root CA (every verdict is labelled 'simulated')"
     )
     out.print(f"  base URL : {base_url}")
+    out.print(f"  settings : {settings}")
     out.print(f"  API key  : {token}  (demo account, shown once)")
     out.print("  try it   :")
     print(

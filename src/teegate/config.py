@@ -2,7 +2,9 @@
 
 This is the one module that reads the environment. A bad setting is refused at
 start-up with a message naming the field, never discovered on the first request.
-Nested fields use `__` in env vars: `TEEGATE_DEFAULTS__MAX_TOKENS=2048`.
+Nested fields use `__` in env vars: `TEEGATE_DEFAULTS__MAX_TOKENS=2048`. A
+secret may be named by file instead (`key_hash_secret_file`), so a settings file
+can be shared without the secret in it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -33,6 +36,11 @@ from pydantic_settings import (
 from teegate.errors import ConfigError
 
 _OVERRIDES: ContextVar[dict[str, Any] | None] = ContextVar("teegate_overrides", default=None)
+
+# What `teegate dev` writes: found by every command run in the demo's directory.
+DEV_CONFIG_FILE = Path(".teegate/teegate.toml")
+# Secrets that may instead be given as `<name>_file`: a path whose text is the secret.
+SECRETS_BY_FILE = ("key_hash_secret",)
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 CHUTES_API_URL = "https://api.chutes.ai"
@@ -138,6 +146,7 @@ class Settings(BaseSettings):
     timeouts: Timeouts = Timeouts()
     key_prefix: str = Field(default="vgpu_sk_", pattern=r"^[A-Za-z0-9_]{1,16}$")
     key_hash_secret: SecretStr | None = None
+    key_hash_secret_file: Path | None = None  # read into key_hash_secret (see _SecretFiles)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     catalog_refresh_s: float = Field(default=60.0, gt=0)
     default_rpm: int = Field(default=1000, ge=1)
@@ -151,7 +160,8 @@ class Settings(BaseSettings):
     def _check_deployment(self) -> Settings:
         if self.environment == "production" and self.key_hash_secret is None:
             raise ValueError(
-                "key_hash_secret: required in production (set TEEGATE_KEY_HASH_SECRET); "
+                "key_hash_secret: required in production (set TEEGATE_KEY_HASH_SECRET "
+                "or key_hash_secret_file); "
                 "API keys are stored as keyed hashes under it"
             )
         if self.workers * self.replicas > 1 and self.redis_url is None:
@@ -191,7 +201,53 @@ class Settings(BaseSettings):
         # Explicit overrides (command-line flags) beat the environment, which
         # beats the file; the file's values arrive as init values.
         overrides = InitSettingsSource(settings_cls, init_kwargs=_OVERRIDES.get() or {})
-        return overrides, env_settings, init_settings
+        return tuple(_SecretFiles(s) for s in (overrides, env_settings, init_settings))
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """One source with each `<secret>_file` it names read into `<secret>`: a secret
+    kept in a file ranks as the source that named the file, and a source giving the
+    secret itself clears a file named by a weaker one, so the two never disagree."""
+
+    def __init__(self, source: PydanticBaseSettingsSource) -> None:
+        super().__init__(source.settings_cls)
+        self._source = source
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._source.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        values = dict(self._source())
+        for name in SECRETS_BY_FILE:
+            file = values.get(f"{name}_file")
+            if file is None:
+                if values.get(name) is not None:
+                    values[f"{name}_file"] = None
+                continue
+            if values.get(name) is not None:
+                raise ConfigError(f"{name} and {name}_file: set one of them, not both")
+            values[name] = _read_secret(f"{name}_file", Path(str(file)))
+        return values
+
+
+def _read_secret(field: str, path: Path) -> str:
+    try:
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{field}: cannot read {path}: {exc.strerror}") from exc
+    if not secret:
+        raise ConfigError(f"{field}: {path} is empty")
+    return secret
+
+
+def find_config_file(named: Path | None) -> Path | None:
+    """The settings file a command runs with: the one named (`--config`), else
+    `TEEGATE_CONFIG`, else the one `teegate dev` wrote here, if any."""
+    if named is not None:
+        return named
+    if os.environ.get("TEEGATE_CONFIG"):
+        return Path(os.environ["TEEGATE_CONFIG"])
+    return DEV_CONFIG_FILE if DEV_CONFIG_FILE.is_file() else None
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
