@@ -145,6 +145,8 @@ class Client:
         self.leave_after = leave_after
         self.bodies = 0
         self.left = asyncio.Event()
+        if leave_after == 0:
+            self.left.set()
         self.start: Message = {}
 
     async def send(self, message: Message) -> None:
@@ -174,14 +176,17 @@ async def respond(
     await asyncio.ensure_future(response({"type": "http"}, client.receive, client.send))
 
 
-async def test_a_client_leaving_mid_stream_stops_the_relay_and_settles_once() -> None:
+@pytest.mark.parametrize("sent", [0, 1])
+async def test_a_client_leaving_mid_stream_stops_the_relay_and_settles_once(sent: int) -> None:
+    """The upstream goes silent after `sent` reads: only the client's leaving ends it."""
     events: list[Event] = []
     meter = RecordingMeter(events)
-    stream = FakeStream([[CONTENT]], stall=True)
-    await respond(meter, Client(events, leave_after=1), FakeUpstream(stream=stream), stream=True)
-    assert events == [("start", None), ("body", True), ("settled", "client_gone")]
+    stream = FakeStream([[CONTENT]] * sent, stall=True)
+    await respond(meter, Client(events, leave_after=sent), FakeUpstream(stream=stream), stream=True)
+    assert events == [("start", None), *[("body", True)] * sent, ("settled", "client_gone")]
     assert stream.closed
-    assert len(meter.store.settled) == 1
+    [settled] = meter.store.settled
+    assert settled.settled_by == ("fallback" if sent else "void")
 
 
 async def test_a_client_leaving_after_its_answer_cannot_cancel_the_settlement() -> None:

@@ -42,7 +42,7 @@ class Answer(ABC):
         try:
             await self._deliver(sink)
         finally:
-            sink.close()
+            sink.close()  # first: a client leaving from now on must not cancel the settlement
             await settle_after_answer(self._meter, self._hold, self._outcome)
 
     @abstractmethod
