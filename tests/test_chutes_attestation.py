@@ -33,7 +33,7 @@ from teegate.config import CHUTES_API_URL, Settings, UpstreamSettings, load_sett
 from teegate.errors import ConfigError
 from teegate.live import ChutesCatalog
 from teegate.upstream import Listing
-from tests.factories import catalog_model
+from tests.support.factories import catalog_model
 
 UNREACHABLE = "https://127.0.0.1:1"
 

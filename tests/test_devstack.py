@@ -17,7 +17,7 @@ import pytest
 import teegate.devstack
 from teegate.devstack import FAULTS, DevstackConfig, build_app
 from tests.openapi_schemas import validate
-from tests.servers import ServerThread, serving
+from tests.support.servers import ServerThread, serving
 
 REASONING_MODEL = "deepseek-ai/DeepSeek-V3.2-TEE"
 PLAIN_MODEL = "deepseek-ai/DeepSeek-V3-0324-TEE"

@@ -46,7 +46,7 @@ from teegate.devstack import (
     devstack_servers,
 )
 from teegate.devstack.tdx_pki import DEFAULT_MR_TD
-from tests.servers import ServerThread, free_port, serving
+from tests.support.servers import ServerThread, free_port, serving
 
 API_KEY = "sk-devstack-attestation"
 POLICY = AttestationPolicy(

@@ -25,9 +25,9 @@ from teegate.cli import app as cli_app
 from teegate.devstack import DevstackConfig, build_app
 from teegate.store import create_engine
 from teegate.store._schema import metadata
-from tests.billing_support import ENGINES, books, database_url
-from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
-from tests.servers import serving
+from tests.support.billing import ENGINES, books, database_url
+from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
+from tests.support.servers import serving
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"  # reasoning: its stream carries reasoning_content
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"

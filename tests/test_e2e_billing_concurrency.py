@@ -14,9 +14,9 @@ import pytest
 from teegate.app import create_app
 from teegate.billing import Rates, cost_nano, nano_to_usd, prompt_upper_bound, usd_to_nano
 from teegate.devstack import DevstackConfig, build_app
-from tests.billing_support import ENGINES, books, database_url
-from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
-from tests.servers import serving
+from tests.support.billing import ENGINES, books, database_url
+from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
+from tests.support.servers import serving
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 REQUESTS = 200

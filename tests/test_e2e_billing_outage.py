@@ -14,9 +14,9 @@ from sqlalchemy.engine import make_url
 from teegate.app import create_app
 from teegate.auth import KEY_CACHE_TTL_S
 from teegate.devstack import DevstackConfig, build_app
-from tests.billing_support import ENGINES, TcpProxy, books, database_url
-from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
-from tests.servers import serving
+from tests.support.billing import ENGINES, TcpProxy, books, database_url
+from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
+from tests.support.servers import serving
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 

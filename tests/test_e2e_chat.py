@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Devstack, Gateway
 from tests.openapi_schemas import validate
+from tests.support.gateway import Devstack, Gateway
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"

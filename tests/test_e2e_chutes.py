@@ -21,7 +21,7 @@ import pytest
 
 from teegate.config import Settings, UpstreamSettings
 from teegate.devstack._config import DEFAULT_CATALOG_PATH
-from tests.conftest import (
+from tests.support.gateway import (
     KEY_SECRET,
     Devstack,
     Gateway,

@@ -10,8 +10,8 @@ import pytest
 
 from teegate.app import create_app
 from teegate.devstack import DevstackConfig, build_app
-from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
-from tests.servers import serving
+from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
+from tests.support.servers import serving
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 

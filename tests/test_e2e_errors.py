@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Devstack, Gateway, with_store
+from tests.support.gateway import Devstack, Gateway, with_store
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 PLAIN = "XiaomiMiMo/MiMo-V2-Flash-TEE"

@@ -12,13 +12,13 @@ import pytest
 
 from teegate.app import create_app
 from teegate.ratelimit import LocalRateLimiter
-from tests.conftest import (
+from tests.support.gateway import (
     Devstack,
     Gateway,
     attested_settings,
     prepare_database,
 )
-from tests.servers import ServerThread
+from tests.support.servers import ServerThread
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 HELLO = [{"role": "user", "content": "hi"}]

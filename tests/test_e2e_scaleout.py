@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from teegate.devstack import DevstackConfig, build_app
-from tests.billing_support import database_url, settled_books
-from tests.conftest import KEY_SECRET, Devstack, postgres_url
-from tests.servers import free_port, serving
+from tests.support.billing import database_url, postgres_url, settled_books
+from tests.support.gateway import KEY_SECRET, Devstack
+from tests.support.servers import free_port, serving
 
 REDIS_URL = os.environ.get("TEEGATE_TEST_REDIS_URL")
 pytestmark = pytest.mark.skipif(

@@ -14,7 +14,7 @@ import pytest
 
 from teegate.ratelimit import RedisRateLimiter
 from teegate.ratelimit._redis import RETRY_AFTER_FAILURE_S
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 REDIS_URL = os.environ.get("TEEGATE_TEST_REDIS_URL")
 pytestmark = pytest.mark.skipif(not REDIS_URL, reason="TEEGATE_TEST_REDIS_URL is not set")

@@ -7,6 +7,7 @@ gateway built from a plain URL, in-process or in a subprocess, is isolated too.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -20,7 +21,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from teegate.store._schema import accounts, holds, ledger_entries, usage_records
-from tests.conftest import postgres_url
+
+
+def postgres_url() -> str | None:
+    return os.environ.get("TEEGATE_TEST_POSTGRES_URL")
+
 
 ENGINES = [
     "sqlite",
