@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from teegate.attestation import (
+    AttestationMode,
     AttestationPolicy,
     AttestedTlsAdapter,
     Attestor,
@@ -414,7 +415,7 @@ async def test_an_adapter_bug_refuses_at_once(
     pki: TdxTestPki, sim: SimulatedUpstream, upstream_url: str
 ) -> None:
     class BuggyAdapter:
-        mode = "attested-tls"
+        mode: AttestationMode = "attested-tls"
 
         async def fetch(self, nonce: bytes) -> Any:
             raise KeyError("odd evidence")

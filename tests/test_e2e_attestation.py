@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from teegate.app import create_app
 from teegate.devstack import DevstackConfig, SimulatedEnclave, build_app
@@ -34,7 +35,7 @@ from tests.support.gateway import (
 from tests.support.servers import ServerThread
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
-HELLO = [{"role": "user", "content": "hi"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 StartGateway = Callable[..., AbstractContextManager[Gateway]]
 
 

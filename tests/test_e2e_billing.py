@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -88,7 +90,7 @@ def rig(module_rig: Rig) -> Iterator[Rig]:
     books(module_rig.url, "beta").check()
 
 
-def messages(text: str) -> list[dict[str, str]]:
+def messages(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
 
 
@@ -110,8 +112,12 @@ def stream(rig: Rig, **kwargs: Any) -> tuple[str, list[Any]]:
 
 
 def test_non_stream_settles_from_usage_at_the_marked_up_price(rig: Rig) -> None:
-    body = {"model": V3, "messages": messages("price me"), "max_tokens": 30}
-    raw = rig.gateway.client().chat.completions.with_raw_response.create(**body)  # type: ignore[arg-type]
+    body: CompletionCreateParamsNonStreaming = {
+        "model": V3,
+        "messages": messages("price me"),
+        "max_tokens": 30,
+    }
+    raw = rig.gateway.client().chat.completions.with_raw_response.create(**body)
     completion, request_id = raw.parse(), raw.http_response.headers["x-request-id"]
     assert completion.usage is not None
     record = rig.generation(request_id)
@@ -169,8 +175,12 @@ def test_stream_forwards_the_usage_chunk_when_asked_and_settles_from_it(rig: Rig
 
 def test_stream_without_usage_settles_from_streamed_bytes_never_below_usage(rig: Rig) -> None:
     # max_tokens well above the answer, so the fallback count is not capped by the hold
-    body = {"model": R1, "messages": messages("no usage here"), "max_tokens": 1000}
-    truth = rig.gateway.client().chat.completions.create(**body)  # type: ignore[arg-type]
+    body: CompletionCreateParamsNonStreaming = {
+        "model": R1,
+        "messages": messages("no usage here"),
+        "max_tokens": 1000,
+    }
+    truth = rig.gateway.client().chat.completions.create(**body)
     rig.devstack.set_faults("no-usage")
     request_id, chunks = stream(rig, stream_options={"include_usage": True}, **body)
     assert all(chunk.usage is None for chunk in chunks)
@@ -187,8 +197,12 @@ def test_stream_without_usage_settles_from_streamed_bytes_never_below_usage(rig:
 
 def test_non_stream_without_usage_settles_from_content_bytes(rig: Rig) -> None:
     rig.devstack.set_faults("no-usage")
-    body = {"model": R1, "messages": messages("no usage, whole"), "max_tokens": 1000}
-    raw = rig.gateway.client().chat.completions.with_raw_response.create(**body)  # type: ignore[arg-type]
+    body: CompletionCreateParamsNonStreaming = {
+        "model": R1,
+        "messages": messages("no usage, whole"),
+        "max_tokens": 1000,
+    }
+    raw = rig.gateway.client().chat.completions.with_raw_response.create(**body)
     completion = raw.parse()
     assert completion.usage is None
     message = completion.choices[0].message

@@ -8,6 +8,7 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from tests.openapi_schemas import validate
 from tests.support.gateway import Devstack, Gateway
@@ -15,8 +16,8 @@ from tests.support.gateway import Devstack, Gateway
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 PLAIN = "XiaomiMiMo/MiMo-V2-Flash-TEE"  # no capability tags
-HELLO = [{"role": "user", "content": "Hello, how are you?"}]
-WEATHER_TOOL = {
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello, how are you?"}]
+WEATHER_TOOL: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -125,7 +126,11 @@ def test_json_mode_and_json_schema(gateway: Gateway) -> None:
         model=V3, messages=HELLO, response_format={"type": "json_object"}
     )
     assert isinstance(json.loads(completion.choices[0].message.content or ""), dict)
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    schema: dict[str, object] = {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+    }
     structured = client.chat.completions.create(
         model=V3,
         messages=HELLO,

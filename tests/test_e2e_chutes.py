@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from teegate.config import Settings, UpstreamSettings
 from teegate.devstack._config import DEFAULT_CATALOG_PATH
@@ -31,7 +32,7 @@ from tests.support.gateway import (
 )
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
-HELLO = [{"role": "user", "content": "hi"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 CATALOG = json.loads(DEFAULT_CATALOG_PATH.read_text())["data"]
 CHUTE_IDS = {m["id"]: m["chute_id"] for m in CATALOG}
 CONFIDENTIAL = {m["id"] for m in CATALOG if m["confidential_compute"]}
@@ -97,7 +98,7 @@ def test_chat_through_an_attested_chute(start_gateway: Any, devstack: Devstack) 
 
         models = {m.id: m for m in gateway.client().models.list().data}
         assert set(models) == CONFIDENTIAL
-        attestation = models[R1].model_extra["attestation"]  # type: ignore[index]
+        attestation = models[R1].model_extra["attestation"]
         assert attestation["status"] == "verified" and attestation["mode"] == "simulated"
         assert httpx.get(f"{gateway.url}/readyz").json()["ready"] is True
 

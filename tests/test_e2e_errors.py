@@ -8,12 +8,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.gateway import Devstack, Gateway, with_store
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 PLAIN = "XiaomiMiMo/MiMo-V2-Flash-TEE"
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello"}]
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from teegate.app import create_app
 from teegate.ratelimit import LocalRateLimiter
@@ -21,7 +22,7 @@ from tests.support.gateway import (
 from tests.support.servers import ServerThread
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
-HELLO = [{"role": "user", "content": "hi"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture

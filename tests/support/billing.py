@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, ScalarSelect, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -90,7 +90,7 @@ class LedgerState:
 
 
 async def ledger_state(engine: AsyncEngine, account_id: int) -> LedgerState:
-    def total(column: object, *where: object) -> object:
+    def total(column: ColumnElement[int], *where: ColumnElement[bool]) -> ScalarSelect[int]:
         return select(func.coalesce(func.sum(column), 0)).where(*where).scalar_subquery()
 
     entries = ledger_entries.c
