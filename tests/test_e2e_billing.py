@@ -26,8 +26,7 @@ from teegate.billing import Rates, cost_nano, nano_to_usd, prompt_upper_bound, u
 from teegate.cli import app as cli_app
 from teegate.devstack import DevstackConfig, build_app
 from teegate.store import create_engine
-from teegate.store._schema import metadata
-from tests.support.billing import ENGINES, books, database_url
+from tests.support.billing import ENGINES, books, database_url, reflected
 from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
 from tests.support.servers import serving
 
@@ -343,9 +342,8 @@ def dump_tables(url: str) -> list[Any]:
         engine = create_engine(url)
         try:
             async with engine.connect() as conn:
-                return [
-                    list(map(tuple, await conn.execute(select(t)))) for t in metadata.sorted_tables
-                ]
+                tables = (await reflected(conn)).sorted_tables
+                return [list(map(tuple, await conn.execute(select(t)))) for t in tables]
         finally:
             await engine.dispose()
 

@@ -21,7 +21,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from teegate.config import Settings, UpstreamSettings
-from teegate.devstack._config import DEFAULT_CATALOG_PATH
+from teegate.devstack import DevstackConfig
 from tests.support.gateway import (
     KEY_SECRET,
     Devstack,
@@ -33,7 +33,7 @@ from tests.support.gateway import (
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
-CATALOG = json.loads(DEFAULT_CATALOG_PATH.read_text())["data"]
+CATALOG = json.loads(DevstackConfig().catalog_path.read_text())["data"]
 CHUTE_IDS = {m["id"]: m["chute_id"] for m in CATALOG}
 CONFIDENTIAL = {m["id"] for m in CATALOG if m["confidential_compute"]}
 

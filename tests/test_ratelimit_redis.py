@@ -12,8 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from teegate.ratelimit import RedisRateLimiter
-from teegate.ratelimit._redis import RETRY_AFTER_FAILURE_S
+from teegate.ratelimit import RETRY_AFTER_FAILURE_S, RedisRateLimiter
 from tests.support.servers import free_port
 
 REDIS_URL = os.environ.get("TEEGATE_TEST_REDIS_URL")
