@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def asserted(key: str, adapter: CountingAdapter) -> UpstreamAttestation:
     return UpstreamAttestation(key, adapter, policy)  # type: ignore[arg-type]
 
 
-async def wait_for(condition: Any, timeout_s: float = 2.0) -> None:
+async def wait_for(condition: Callable[[], object], timeout_s: float = 2.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "condition never held"

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from teegate.app import create_app
 from teegate.billing import Rates, cost_nano, nano_to_usd, prompt_upper_bound, usd_to_nano
 from teegate.cli import app as cli_app
+from teegate.config import Settings
 from teegate.devstack import DevstackConfig, build_app
 from teegate.store import create_engine
 from tests.support.billing import ENGINES, books, database_url, reflected
@@ -76,7 +77,7 @@ def module_rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
                       beta_key)  # fmt: skip
 
 
-def prepare_database_account(settings: Any, name: str, credit_usd: str) -> str:
+def prepare_database_account(settings: Settings, name: str, credit_usd: str) -> str:
     """A second account in an already migrated database (upgrade is idempotent)."""
     return prepare_database(settings, name, credit_usd=credit_usd)
 

@@ -8,7 +8,11 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 
 from tests.openapi_schemas import validate
 from tests.support.gateway import Devstack, Gateway
@@ -99,16 +103,17 @@ def test_stream_matches_non_stream_and_hides_usage_unless_asked(gateway: Gateway
         )
     )
     assert asked[-1].choices == []
-    assert asked[-1].usage is not None
-    assert asked[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    assert asked[-1].usage is not None and whole.usage is not None
+    assert asked[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_tools_non_stream_and_stream(gateway: Gateway) -> None:
     client = gateway.client()
     completion = client.chat.completions.create(model=V3, messages=HELLO, tools=[WEATHER_TOOL])
-    call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
-    assert call.function.name == "get_weather"  # type: ignore[union-attr]
-    assert "city" in json.loads(call.function.arguments)  # type: ignore[union-attr]
+    (call,) = completion.choices[0].message.tool_calls or []
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert call.function.name == "get_weather"
+    assert "city" in json.loads(call.function.arguments)
     assert completion.choices[0].finish_reason == "tool_calls"
 
     arguments = ""
@@ -116,8 +121,9 @@ def test_tools_non_stream_and_stream(gateway: Gateway) -> None:
         model=V3, messages=HELLO, tools=[WEATHER_TOOL], stream=True
     ):
         for delta_call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
-            arguments += delta_call.function.arguments or ""  # type: ignore[union-attr]
-    assert json.loads(arguments) == json.loads(call.function.arguments)  # type: ignore[union-attr]
+            assert delta_call.function is not None
+            arguments += delta_call.function.arguments or ""
+    assert json.loads(arguments) == json.loads(call.function.arguments)
 
 
 def test_json_mode_and_json_schema(gateway: Gateway) -> None:

@@ -10,6 +10,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from teegate.store import AccountStore
 from tests.support.gateway import Devstack, Gateway, with_store
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
@@ -187,7 +188,7 @@ def test_revoked_key_is_401_within_a_second(gateway: Gateway) -> None:
     client = gateway.client(api_key=key)
     assert client.models.list().data
 
-    async def revoke(store: Any) -> None:
+    async def revoke(store: AccountStore) -> None:
         for k in await store.list_keys(gateway.account):
             if k.name == "to-revoke":
                 await store.revoke_key(k.id)
