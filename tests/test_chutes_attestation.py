@@ -21,9 +21,11 @@ from teegate.assurance import (
     chute_key,
 )
 from teegate.attestation import (
+    AttestationMode,
     AttestationPolicy,
     Attestor,
     ChutesAdapter,
+    Collateral,
     EvidenceBatch,
     EvidenceVerifier,
     UpstreamAttestation,
@@ -47,7 +49,7 @@ class CountingAdapter:
         self.closed = 0
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> AttestationMode:
         return "provider-asserted"
 
     async def fetch(self, nonce: bytes) -> EvidenceBatch:
@@ -59,17 +61,17 @@ class CountingAdapter:
 
 
 class NoCollateral:
-    async def get(self, *args: Any, **kwargs: Any) -> Any:
+    async def collateral_for(self, quote: bytes, now_s: int) -> Collateral:
         raise AssertionError("provider-asserted evidence needs no collateral")
 
 
 def bare_attestor() -> Attestor:
-    return Attestor(EvidenceVerifier(NoCollateral()), [])  # type: ignore[arg-type]
+    return Attestor(EvidenceVerifier(NoCollateral()), [])
 
 
 def asserted(key: str, adapter: CountingAdapter) -> UpstreamAttestation:
     policy = AttestationPolicy(require_gpu=False)
-    return UpstreamAttestation(key, adapter, policy)  # type: ignore[arg-type]
+    return UpstreamAttestation(key, adapter, policy)
 
 
 async def wait_for(condition: Callable[[], object], timeout_s: float = 2.0) -> None:
