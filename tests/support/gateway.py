@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 import openai
+from starlette.types import ASGIApp
 
 from teegate import auth
 from teegate.app import create_app
@@ -155,7 +156,7 @@ def prepare_database(settings: Settings, account: str, credit_usd: str = "100") 
 
 
 def serve_enclave(
-    app: Any, enclave: SimulatedEnclave, files: Path
+    app: ASGIApp, enclave: SimulatedEnclave, files: Path
 ) -> AbstractContextManager[ServerThread]:
     certfile, keyfile = enclave.write_tls_files(files)
     return serving(
