@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from teegate.api import _middleware
-from teegate.api._middleware import RequestContextMiddleware
+from teegate.api import RequestContextMiddleware, _middleware
 from teegate.metrics import Metrics
 
 

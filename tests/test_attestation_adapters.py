@@ -13,6 +13,8 @@ import pytest
 from aiohttp import web
 
 from teegate.attestation import (
+    EvidenceAdapter,
+    EvidenceBatch,
     ProviderAssertedAdapter,
     attested_tls_report_data,
     chutes_report_data,
@@ -78,7 +80,7 @@ async def served(tls: tuple[bytes, ssl.SSLContext]) -> AsyncIterator[tuple[Upstr
         await runner.cleanup()
 
 
-async def _fetch(adapter: Any) -> Any:
+async def _fetch(adapter: EvidenceAdapter) -> EvidenceBatch:
     try:
         return await adapter.fetch(NONCE)
     finally:
@@ -117,11 +119,13 @@ async def test_attested_tls_gpu_evidence_forms(served: tuple[Upstream, str, str]
         "nvidia_token": [["JWT", "t"], {}],
     }
     (evidence,) = (await _fetch(AttestedTlsAdapter(https_url))).instances
+    assert evidence.gpu is not None
     assert evidence.gpu.arch == "BLACKWELL"
     assert evidence.gpu.evidence_list == ({"evidence": "e", "certificate": "c"},)
     assert evidence.gpu.tokens == [["JWT", "t"], {}]
     upstream.body = {"quote": "00", "gpu_evidence": [{"evidence": "e"}]}
     (evidence,) = (await _fetch(AttestedTlsAdapter(https_url))).instances
+    assert evidence.gpu is not None
     assert evidence.gpu.arch == "HOPPER" and len(evidence.gpu.evidence_list) == 1
 
 
@@ -171,7 +175,8 @@ async def test_chutes_entries_bind_certificate_and_e2e_key(
     (evidence,) = batch.instances
     assert evidence.instance_id == "i-1" and evidence.e2e_pubkey == "a2V5"
     assert evidence.expected_report_data == chutes_report_data(NONCE, "a2V5", cert_pem)
-    assert evidence.tls_cert_sha256 is not None and len(evidence.gpu.evidence_list) == 1
+    assert evidence.tls_cert_sha256 is not None and evidence.gpu is not None
+    assert len(evidence.gpu.evidence_list) == 1
     rejected = {instance: failure.check for instance, failure in batch.rejected}
     assert rejected == {"i-2": "evidence_format", "i-3": "evidence_unavailable"}
     assert [r[0] for r in upstream.requests] == ["/chutes/c-1/evidence", "/e2e/instances/c-1"]

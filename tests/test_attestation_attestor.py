@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from teegate.attestation import (
+    AttestationMode,
     AttestationPolicy,
     Attestor,
     Collateral,
@@ -199,10 +200,13 @@ def _collateral(pki: TdxTestPki, now: float, after_s: int = 30 * 86400) -> Stati
     return StaticCollateralProvider(Collateral.from_json(text, source="test-pki"))
 
 
+MakeAttestor = Callable[..., Attestor]
+
+
 @pytest.fixture
 async def make_attestor(
     pki: TdxTestPki, nras: LocalGpuAttestationService, upstream_url: str, nras_url: str
-) -> AsyncIterator[Any]:
+) -> AsyncIterator[MakeAttestor]:
     made: list[Attestor] = []
     verifiers: list[EvidenceVerifier] = []
 
@@ -252,7 +256,7 @@ async def _refused(attestor: Attestor, check: str) -> AttestationFailed:
 
 
 async def test_attested_tls_upstream_passes_and_pins_its_tls_key(
-    make_attestor: Any, sim: SimulatedUpstream
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
 ) -> None:
     attestor = make_attestor()
     await attestor.refresh(UPSTREAM)
@@ -270,7 +274,9 @@ async def test_attested_tls_upstream_passes_and_pins_its_tls_key(
     assert {c["name"] for c in report["checks"]} >= {"quote_signature", "report_data", "gpu_nonce"}
 
 
-async def test_every_refresh_uses_a_fresh_nonce(make_attestor: Any, sim: SimulatedUpstream) -> None:
+async def test_every_refresh_uses_a_fresh_nonce(
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
+) -> None:
     attestor = make_attestor()
     await attestor.refresh(UPSTREAM)
     await attestor.refresh(UPSTREAM)
@@ -279,7 +285,7 @@ async def test_every_refresh_uses_a_fresh_nonce(make_attestor: Any, sim: Simulat
 
 
 async def test_raw_gpu_evidence_is_attested_through_the_gpu_service(
-    make_attestor: Any, sim: SimulatedUpstream
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
 ) -> None:
     sim.behaviour = "gpu_raw"
     attestor = make_attestor()
@@ -287,14 +293,16 @@ async def test_raw_gpu_evidence_is_attested_through_the_gpu_service(
     assert attestor.cache.require(UPSTREAM).gpus[0].name == "GPU-0"
 
 
-async def test_gpu_can_be_optional_per_upstream(make_attestor: Any, sim: SimulatedUpstream) -> None:
+async def test_gpu_can_be_optional_per_upstream(
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
+) -> None:
     sim.behaviour = "no_gpu"
     attestor = make_attestor(AttestationPolicy(require_gpu=False))
     await attestor.refresh(UPSTREAM)
     assert attestor.cache.require(UPSTREAM).gpus == ()
 
 
-async def test_verdict_expires_with_its_collateral(make_attestor: Any) -> None:
+async def test_verdict_expires_with_its_collateral(make_attestor: MakeAttestor) -> None:
     attestor = make_attestor(collateral_after_s=120)
     await attestor.refresh(UPSTREAM)
     verdict = attestor.cache.require(UPSTREAM)
@@ -304,7 +312,9 @@ async def test_verdict_expires_with_its_collateral(make_attestor: Any) -> None:
 # ---- attacks, each refused with the right check ----
 
 
-async def test_replayed_quote_is_refused(make_attestor: Any, sim: SimulatedUpstream) -> None:
+async def test_replayed_quote_is_refused(
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
+) -> None:
     attestor = make_attestor()
     sim.behaviour = "replay"
     await attestor.refresh(UPSTREAM)  # first answer: fresh, passes
@@ -313,18 +323,20 @@ async def test_replayed_quote_is_refused(make_attestor: Any, sim: SimulatedUpstr
 
 
 async def test_quote_not_binding_the_tls_key_is_refused(
-    make_attestor: Any, sim: SimulatedUpstream
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
 ) -> None:
     sim.behaviour = "wrong_key"
     await _refused(make_attestor(), "report_data")
 
 
-async def test_debug_td_is_refused(make_attestor: Any, sim: SimulatedUpstream) -> None:
+async def test_debug_td_is_refused(make_attestor: MakeAttestor, sim: SimulatedUpstream) -> None:
     sim.behaviour = "debug"
     await _refused(make_attestor(), "debug")
 
 
-async def test_mrtd_not_allow_listed_is_refused(make_attestor: Any, sim: SimulatedUpstream) -> None:
+async def test_mrtd_not_allow_listed_is_refused(
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
+) -> None:
     sim.behaviour = "mrtd"
     policy = AttestationPolicy(
         measurements=MeasurementAllowList.from_mapping({"mrtd": ["03" * 48]})
@@ -332,7 +344,7 @@ async def test_mrtd_not_allow_listed_is_refused(make_attestor: Any, sim: Simulat
     await _refused(make_attestor(policy), "measurements")
 
 
-async def test_test_root_quote_is_refused_in_production_mode(make_attestor: Any) -> None:
+async def test_test_root_quote_is_refused_in_production_mode(make_attestor: MakeAttestor) -> None:
     attestor = make_attestor(production=True)
     await _refused(attestor, "quote_signature")
     assert attestor.cache.verdicts(UPSTREAM)[0].mode == "hardware"
@@ -347,21 +359,21 @@ async def test_test_root_quote_is_refused_in_production_mode(make_attestor: Any)
     ],
 )
 async def test_bad_gpu_tokens_are_refused(
-    make_attestor: Any, sim: SimulatedUpstream, behaviour: str, check: str
+    make_attestor: MakeAttestor, sim: SimulatedUpstream, behaviour: str, check: str
 ) -> None:
     sim.behaviour = behaviour
     await _refused(make_attestor(), check)
 
 
 async def test_missing_gpu_evidence_is_refused_by_default(
-    make_attestor: Any, sim: SimulatedUpstream
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
 ) -> None:
     sim.behaviour = "no_gpu"
     await _refused(make_attestor(), "gpu_evidence")
 
 
 async def test_unavailable_evidence_keeps_the_verdict_until_stale(
-    make_attestor: Any, sim: SimulatedUpstream
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
 ) -> None:
     clock = Clock()
     attestor = make_attestor(AttestationPolicy(verdict_ttl_s=300, refresh_margin_s=60), clock=clock)
@@ -378,14 +390,14 @@ async def test_unavailable_evidence_keeps_the_verdict_until_stale(
 
 
 async def test_unavailable_evidence_with_no_verdict_is_refused(
-    make_attestor: Any, sim: SimulatedUpstream
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
 ) -> None:
     sim.behaviour = "unavailable"
     await _refused(make_attestor(), "evidence_unavailable")
 
 
 async def test_a_failed_verification_replaces_a_passing_verdict(
-    make_attestor: Any, sim: SimulatedUpstream
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
 ) -> None:
     attestor = make_attestor()
     await attestor.refresh(UPSTREAM)
@@ -416,7 +428,7 @@ async def test_an_adapter_bug_refuses_at_once(
     pki: TdxTestPki, sim: SimulatedUpstream, upstream_url: str
 ) -> None:
     class BuggyAdapter:
-        mode = "attested-tls"
+        mode: AttestationMode = "attested-tls"
 
         async def fetch(self, nonce: bytes) -> Any:
             raise KeyError("odd evidence")
@@ -444,7 +456,7 @@ async def test_an_adapter_bug_refuses_at_once(
 # ---- scheduling and the API around it ----
 
 
-async def test_refresh_is_scheduled_before_expiry(make_attestor: Any) -> None:
+async def test_refresh_is_scheduled_before_expiry(make_attestor: MakeAttestor) -> None:
     clock = Clock()
     attestor = make_attestor(
         AttestationPolicy(verdict_ttl_s=600, refresh_margin_s=120), clock=clock
@@ -456,7 +468,7 @@ async def test_refresh_is_scheduled_before_expiry(make_attestor: Any) -> None:
     assert attestor.next_refresh_in_s(UPSTREAM) == 1.0
 
 
-async def test_background_loop_fills_the_cache_and_stops(make_attestor: Any) -> None:
+async def test_background_loop_fills_the_cache_and_stops(make_attestor: MakeAttestor) -> None:
     attestor = make_attestor()
     attestor.start()
     for _ in range(200):
@@ -469,7 +481,7 @@ async def test_background_loop_fills_the_cache_and_stops(make_attestor: Any) -> 
 
 
 async def test_a_client_nonce_is_attested_but_never_cached(
-    make_attestor: Any, sim: SimulatedUpstream
+    make_attestor: MakeAttestor, sim: SimulatedUpstream
 ) -> None:
     attestor = make_attestor()
     verdicts = await attestor.attest(UPSTREAM, nonce=b"\x07" * 32)
@@ -552,7 +564,8 @@ async def test_chutes_instances_are_attested_one_by_one(
         await runner.cleanup()
     cache = attestor.cache
     assert {v.instance_id for v in cache.passing("chutes")} == {"i-1", "i-2"}
-    assert cache.require("chutes", "i-1").evidence.e2e_pubkey == "cHViMQ=="  # type: ignore[union-attr]
+    verdict = cache.require("chutes", "i-1")
+    assert verdict.evidence is not None and verdict.evidence.e2e_pubkey == "cHViMQ=="
     for instance, check in [("i-bad", "report_data"), ("i-down", "evidence_unavailable")]:
         with pytest.raises(AttestationFailed) as info:
             cache.require("chutes", instance)

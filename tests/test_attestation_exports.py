@@ -26,9 +26,9 @@ def test_public_classes_and_functions_are_all_exported() -> None:
             continue
         tree = ast.parse(module.read_text())
         for node in tree.body:
-            definition = isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-            if definition and node.name in _module_all(tree):  # type: ignore[attr-defined]
-                assert node.name in exported, f"{module.name}: {node.name}"  # type: ignore[attr-defined]
+            definition = ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+            if isinstance(node, definition) and node.name in _module_all(tree):
+                assert node.name in exported, f"{module.name}: {node.name}"
 
 
 def test_domain_package_imports_no_web_framework_or_sql() -> None:
@@ -47,5 +47,6 @@ def _module_all(tree: ast.Module) -> set[str]:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
         ):
-            return {ast.literal_eval(e) for e in node.value.elts}  # type: ignore[attr-defined]
+            assert isinstance(node.value, ast.List | ast.Tuple), "__all__ is a literal list"
+            return {ast.literal_eval(e) for e in node.value.elts}
     return set()

@@ -124,7 +124,7 @@ async def test_rotated_gpu_key_is_refetched_once(pki: TdxTestPki) -> None:
     result = await verifier.verify(
         _evidence(pki, gpu), nonce=NONCE, policy=AttestationPolicy(), log=CheckLog()
     )
-    assert len(result.gpu.devices) == 2  # type: ignore[union-attr]
+    assert result.gpu is not None and len(result.gpu.devices) == 2
     assert service.key_fetches == 2
 
 

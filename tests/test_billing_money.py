@@ -114,7 +114,7 @@ def test_cost_is_the_exact_amount_rounded_up_and_never_zero_for_tokens() -> None
     [
         lambda: cost_nano(1.0, 0, Rates(1, 1)),  # type: ignore[arg-type]
         lambda: cost_nano(0, 2.5, Rates(1, 1)),  # type: ignore[arg-type]
-        lambda: cost_nano(True, 0, Rates(1, 1)),  # type: ignore[arg-type]
+        lambda: cost_nano(True, 0, Rates(1, 1)),
         lambda: Rates(0.74, 3),  # type: ignore[arg-type]
         lambda: Rates(740_000_000, Decimal("3.2375")),  # type: ignore[arg-type]
         lambda: Rates(-1, 0),

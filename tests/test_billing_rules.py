@@ -4,6 +4,7 @@ meter's hold/settle/void behaviour, through a small fake store behind the real P
 from __future__ import annotations
 
 import asyncio
+import inspect
 from decimal import Decimal
 
 import orjson
@@ -220,6 +221,11 @@ class FakeStore:
         return None
 
 
+_FAKE_IS_A_LEDGER_STORE: LedgerStore = FakeStore(0)
+"""A static check: mypy checks the tests, so this fails it when FakeStore drifts from
+LedgerStore (a method missing, or a parameter or return type that differs)."""
+
+
 def a_hold_request(request_id: str = "req_1", max_tokens: int = 100, n: int = 1) -> HoldRequest:
     body = {"model": MODEL.id, "messages": [{"role": "user", "content": "hi"}],
             "max_tokens": max_tokens, "n": n, "stream": True}  # fmt: skip
@@ -228,8 +234,16 @@ def a_hold_request(request_id: str = "req_1", max_tokens: int = 100, n: int = 1)
 
 
 def test_the_fake_conforms_to_the_protocol() -> None:
-    store: LedgerStore = FakeStore(0)
-    assert store is not None
+    """What mypy cannot see: the fake's coroutines take the protocol's parameter names
+    (a caller may pass them by keyword)."""
+    declared = dict(inspect.getmembers(LedgerStore, inspect.iscoroutinefunction))
+    assert declared
+    for name, method in declared.items():
+        implemented = getattr(FakeStore, name)
+        assert inspect.iscoroutinefunction(implemented), name
+        assert inspect.signature(implemented).parameters.keys() == (
+            inspect.signature(method).parameters.keys()
+        ), name
 
 
 async def test_a_hold_snapshots_the_marked_up_price_and_the_estimate() -> None:

@@ -23,7 +23,7 @@ from teegate.catalog import (
 )
 from teegate.catalog import _sync as sync_module
 from teegate.upstream import Listing
-from tests.factories import catalog_model
+from tests.support.factories import catalog_model
 
 MARKUP = Decimal("1.85")
 

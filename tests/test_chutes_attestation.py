@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from teegate.assurance import (
     chute_key,
 )
 from teegate.attestation import (
+    AttestationMode,
     AttestationPolicy,
     Attestor,
+    Collateral,
     EvidenceBatch,
     EvidenceVerifier,
     UpstreamAttestation,
@@ -33,7 +36,7 @@ from teegate.config import CHUTES_API_URL, Settings, UpstreamSettings, load_sett
 from teegate.errors import ConfigError
 from teegate.live import ChutesCatalog
 from teegate.upstream import Listing
-from tests.factories import catalog_model
+from tests.support.factories import catalog_model
 
 UNREACHABLE = "https://127.0.0.1:1"
 
@@ -46,7 +49,7 @@ class CountingAdapter:
         self.closed = 0
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> AttestationMode:
         return "provider-asserted"
 
     async def fetch(self, nonce: bytes) -> EvidenceBatch:
@@ -58,20 +61,20 @@ class CountingAdapter:
 
 
 class NoCollateral:
-    async def get(self, *args: Any, **kwargs: Any) -> Any:
+    async def collateral_for(self, quote: bytes, now_s: int) -> Collateral:
         raise AssertionError("provider-asserted evidence needs no collateral")
 
 
 def bare_attestor() -> Attestor:
-    return Attestor(EvidenceVerifier(NoCollateral()), [])  # type: ignore[arg-type]
+    return Attestor(EvidenceVerifier(NoCollateral()), [])
 
 
 def asserted(key: str, adapter: CountingAdapter) -> UpstreamAttestation:
     policy = AttestationPolicy(require_gpu=False)
-    return UpstreamAttestation(key, adapter, policy)  # type: ignore[arg-type]
+    return UpstreamAttestation(key, adapter, policy)
 
 
-async def wait_for(condition: Any, timeout_s: float = 2.0) -> None:
+async def wait_for(condition: Callable[[], object], timeout_s: float = 2.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "condition never held"

@@ -24,7 +24,7 @@ import pytest
 import typer.main
 
 from teegate.cli import app
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 TEEGATE = str(Path(sys.executable).with_name("teegate"))  # the installed console script
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"

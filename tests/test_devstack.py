@@ -13,17 +13,18 @@ import httpx
 import jsonschema
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 import teegate.devstack
 from teegate.devstack import FAULTS, DevstackConfig, build_app
-from tests.servers import ServerThread, serving
 from tests.support.openai_schemas import SchemaMismatch, validate, validate_sdk
+from tests.support.servers import ServerThread, serving
 
 REASONING_MODEL = "deepseek-ai/DeepSeek-V3.2-TEE"
 PLAIN_MODEL = "deepseek-ai/DeepSeek-V3-0324-TEE"
 CATALOG = json.loads(DevstackConfig().catalog_path.read_text())
 CHAT = "/v1/chat/completions"
-HELLO = [{"role": "user", "content": "Say hello."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 
 WEATHER_PARAMETERS: dict[str, Any] = {
     "type": "object",
@@ -57,7 +58,7 @@ WEATHER_PARAMETERS: dict[str, Any] = {
         }
     },
 }
-TOOLS = [
+TOOLS: list[ChatCompletionToolParam] = [
     {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_PARAMETERS}},
     {
         "type": "function",

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -48,7 +49,7 @@ from teegate.devstack import (
     devstack_servers,
 )
 from teegate.devstack.tdx_pki import DEFAULT_MR_TD
-from tests.servers import ServerThread, free_port, serving
+from tests.support.servers import ServerThread, free_port, serving
 
 API_KEY = "sk-devstack-attestation"
 POLICY = AttestationPolicy(
@@ -64,9 +65,9 @@ class Stack:
     services_url: str
     certfile: Path
 
-    def admin(self, base_url: str, method: str, path: str, **kwargs: object) -> httpx.Response:
+    def admin(self, base_url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         with httpx.Client(base_url=base_url, verify=False) as client:  # loopback admin only
-            return client.request(method, f"/admin/{path}", **kwargs)  # type: ignore[arg-type]
+            return client.request(method, f"/admin/{path}", **kwargs)
 
     def set_enclave_faults(self, *faults: str) -> None:
         self.admin(

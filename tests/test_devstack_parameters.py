@@ -14,8 +14,8 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from teegate.devstack import DevstackConfig, build_app
-from tests.servers import serving
 from tests.support.openai_schemas import validate
+from tests.support.servers import serving
 
 PLAIN_MODEL = "deepseek-ai/DeepSeek-V3-0324-TEE"
 REASONING_MODEL = "deepseek-ai/DeepSeek-V3.2-TEE"

@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from teegate.app import create_app
 from teegate.devstack import DevstackConfig, SimulatedEnclave, build_app
 from teegate.devstack.tdx_pki import DEFAULT_MR_TD
-from tests.conftest import (
+from tests.support.gateway import (
     KEY_SECRET,
     Devstack,
     Gateway,
@@ -31,10 +32,10 @@ from tests.conftest import (
     running_gateway,
     serve_enclave,
 )
-from tests.servers import ServerThread
+from tests.support.servers import ServerThread
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
-HELLO = [{"role": "user", "content": "hi"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 StartGateway = Callable[..., AbstractContextManager[Gateway]]
 
 

@@ -16,18 +16,20 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from teegate.app import create_app
 from teegate.billing import Rates, cost_nano, nano_to_usd, prompt_upper_bound, usd_to_nano
 from teegate.cli import app as cli_app
+from teegate.config import Settings
 from teegate.devstack import DevstackConfig, build_app
 from teegate.store import create_engine
-from teegate.store._schema import metadata
-from tests.billing_support import ENGINES, books, database_url
-from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
-from tests.servers import serving
+from tests.support.billing import ENGINES, books, database_url, reflected
+from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
+from tests.support.servers import serving
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"  # reasoning: its stream carries reasoning_content
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
@@ -75,7 +77,7 @@ def module_rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
                       beta_key)  # fmt: skip
 
 
-def prepare_database_account(settings: Any, name: str, credit_usd: str) -> str:
+def prepare_database_account(settings: Settings, name: str, credit_usd: str) -> str:
     """A second account in an already migrated database (upgrade is idempotent)."""
     return prepare_database(settings, name, credit_usd=credit_usd)
 
@@ -88,7 +90,7 @@ def rig(module_rig: Rig) -> Iterator[Rig]:
     books(module_rig.url, "beta").check()
 
 
-def messages(text: str) -> list[dict[str, str]]:
+def messages(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
 
 
@@ -110,8 +112,12 @@ def stream(rig: Rig, **kwargs: Any) -> tuple[str, list[Any]]:
 
 
 def test_non_stream_settles_from_usage_at_the_marked_up_price(rig: Rig) -> None:
-    body = {"model": V3, "messages": messages("price me"), "max_tokens": 30}
-    raw = rig.gateway.client().chat.completions.with_raw_response.create(**body)  # type: ignore[arg-type]
+    body: CompletionCreateParamsNonStreaming = {
+        "model": V3,
+        "messages": messages("price me"),
+        "max_tokens": 30,
+    }
+    raw = rig.gateway.client().chat.completions.with_raw_response.create(**body)
     completion, request_id = raw.parse(), raw.http_response.headers["x-request-id"]
     assert completion.usage is not None
     record = rig.generation(request_id)
@@ -169,8 +175,12 @@ def test_stream_forwards_the_usage_chunk_when_asked_and_settles_from_it(rig: Rig
 
 def test_stream_without_usage_settles_from_streamed_bytes_never_below_usage(rig: Rig) -> None:
     # max_tokens well above the answer, so the fallback count is not capped by the hold
-    body = {"model": R1, "messages": messages("no usage here"), "max_tokens": 1000}
-    truth = rig.gateway.client().chat.completions.create(**body)  # type: ignore[arg-type]
+    body: CompletionCreateParamsNonStreaming = {
+        "model": R1,
+        "messages": messages("no usage here"),
+        "max_tokens": 1000,
+    }
+    truth = rig.gateway.client().chat.completions.create(**body)
     rig.devstack.set_faults("no-usage")
     request_id, chunks = stream(rig, stream_options={"include_usage": True}, **body)
     assert all(chunk.usage is None for chunk in chunks)
@@ -187,8 +197,12 @@ def test_stream_without_usage_settles_from_streamed_bytes_never_below_usage(rig:
 
 def test_non_stream_without_usage_settles_from_content_bytes(rig: Rig) -> None:
     rig.devstack.set_faults("no-usage")
-    body = {"model": R1, "messages": messages("no usage, whole"), "max_tokens": 1000}
-    raw = rig.gateway.client().chat.completions.with_raw_response.create(**body)  # type: ignore[arg-type]
+    body: CompletionCreateParamsNonStreaming = {
+        "model": R1,
+        "messages": messages("no usage, whole"),
+        "max_tokens": 1000,
+    }
+    raw = rig.gateway.client().chat.completions.with_raw_response.create(**body)
     completion = raw.parse()
     assert completion.usage is None
     message = completion.choices[0].message
@@ -329,9 +343,8 @@ def dump_tables(url: str) -> list[Any]:
         engine = create_engine(url)
         try:
             async with engine.connect() as conn:
-                return [
-                    list(map(tuple, await conn.execute(select(t)))) for t in metadata.sorted_tables
-                ]
+                tables = (await reflected(conn)).sorted_tables
+                return [list(map(tuple, await conn.execute(select(t)))) for t in tables]
         finally:
             await engine.dispose()
 

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
+from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
 
 from teegate.app import create_app
 from teegate.billing import Rates, cost_nano, nano_to_usd, prompt_upper_bound, usd_to_nano
 from teegate.devstack import DevstackConfig, build_app
-from tests.billing_support import ENGINES, books, database_url
-from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
-from tests.servers import serving
+from tests.support.billing import ENGINES, books, database_url
+from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
+from tests.support.servers import serving
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 REQUESTS = 200
@@ -27,21 +29,21 @@ UPSTREAM_DELAY_S = 3.0
 holds are decided before the first settlement releases anything."""
 
 
-def body(i: int) -> dict[str, object]:
+def body(i: int) -> CompletionCreateParamsNonStreaming:
     return {"model": V3, "messages": [{"role": "user", "content": f"count me {i:03d}"}],
             "max_tokens": MAX_TOKENS}  # fmt: skip
 
 
-async def race(gateway: Gateway) -> tuple[list[object], float]:
+async def race(gateway: Gateway) -> tuple[list[ChatCompletion | openai.APIStatusError], float]:
     """All requests at once; also returns when the last refusal arrived (seconds)."""
     client = gateway.async_client(timeout=30)
     started = time.monotonic()
     last_refusal = 0.0
 
-    async def one(i: int) -> object:
+    async def one(i: int) -> ChatCompletion | openai.APIStatusError:
         nonlocal last_refusal
         try:
-            return await client.chat.completions.create(**body(i))  # type: ignore[call-overload]
+            return await client.chat.completions.create(**body(i))
         except openai.APIStatusError as exc:
             last_refusal = max(last_refusal, time.monotonic() - started)
             return exc
@@ -81,10 +83,9 @@ def test_exactly_k_of_200_concurrent_requests_fit(engine: str, tmp_path: Path) -
         assert {(r.status_code, r.code) for r in refused} == {(402, "insufficient_balance")}
         assert devstack.chat_requests() == K
 
-        charged = sum(
-            cost_nano(r.usage.prompt_tokens, r.usage.completion_tokens, rates)  # type: ignore[union-attr]
-            for r in served
-        )
+        usages = [r.usage for r in served if r.usage is not None]
+        assert len(usages) == K
+        charged = sum(cost_nano(u.prompt_tokens, u.completion_tokens, rates) for u in usages)
         state = books(url, "racer")
         state.check()
         assert state.balance_nano == initial - charged

@@ -16,9 +16,9 @@ import pytest
 
 from teegate.billing import nano_to_usd
 from teegate.devstack import DevstackConfig, build_app
-from tests.billing_support import ENGINES, books, database_url, settled_books
-from tests.conftest import KEY_SECRET, gateway_settings, prepare_database
-from tests.servers import free_port, serving
+from tests.support.billing import ENGINES, books, database_url, settled_books
+from tests.support.gateway import KEY_SECRET, gateway_settings, prepare_database
+from tests.support.servers import free_port, serving
 
 TEEGATE = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "teegate"
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"

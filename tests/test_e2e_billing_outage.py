@@ -9,14 +9,15 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from sqlalchemy.engine import make_url
 
 from teegate.app import create_app
 from teegate.auth import KEY_CACHE_TTL_S
 from teegate.devstack import DevstackConfig, build_app
-from tests.billing_support import ENGINES, TcpProxy, books, database_url
-from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
-from tests.servers import serving
+from tests.support.billing import ENGINES, TcpProxy, books, database_url
+from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
+from tests.support.servers import serving
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 
@@ -34,7 +35,7 @@ def test_a_database_outage_is_503_before_any_upstream_call(engine: str, tmp_path
             devstack = Devstack(upstream.url)
             with serving(create_app(settings)) as server:
                 client = Gateway(server.url, settings, key, "acme").client()
-                messages = [{"role": "user", "content": "hello"}]
+                messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
                 assert client.chat.completions.create(model=V3, messages=messages).choices
                 # An answer is settled just after it is sent; a balance read waits for
                 # that, so the outage below starts with no settlement in flight.
@@ -47,7 +48,7 @@ def test_a_database_outage_is_503_before_any_upstream_call(engine: str, tmp_path
                 for wait_s in (0, KEY_CACHE_TTL_S + 0.1):  # the key cached, then looked up
                     time.sleep(wait_s)
                     with pytest.raises(openai.APIStatusError) as info:
-                        client.chat.completions.create(model=V3, messages=messages)  # type: ignore[arg-type]
+                        client.chat.completions.create(model=V3, messages=messages)
                     assert (info.value.status_code, info.value.code) == (
                         503, "service_unavailable",
                     )  # fmt: skip
@@ -60,7 +61,7 @@ def test_a_database_outage_is_503_before_any_upstream_call(engine: str, tmp_path
                 deadline = time.monotonic() + 10
                 while True:
                     try:
-                        completion = client.chat.completions.create(model=V3, messages=messages)  # type: ignore[arg-type]
+                        completion = client.chat.completions.create(model=V3, messages=messages)
                         break
                     except openai.APIStatusError as exc:
                         assert exc.status_code == 503

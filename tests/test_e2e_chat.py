@@ -8,15 +8,20 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 
-from tests.conftest import Devstack, Gateway
+from tests.support.gateway import Devstack, Gateway
 from tests.support.openai_schemas import validate
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 PLAIN = "XiaomiMiMo/MiMo-V2-Flash-TEE"  # no capability tags
-HELLO = [{"role": "user", "content": "Hello, how are you?"}]
-WEATHER_TOOL = {
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello, how are you?"}]
+WEATHER_TOOL: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -100,16 +105,17 @@ def test_stream_matches_non_stream_and_hides_usage_unless_asked(gateway: Gateway
         )
     )
     assert asked[-1].choices == []
-    assert asked[-1].usage is not None
-    assert asked[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    assert asked[-1].usage is not None and whole.usage is not None
+    assert asked[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_tools_non_stream_and_stream(gateway: Gateway) -> None:
     client = gateway.client()
     completion = client.chat.completions.create(model=V3, messages=HELLO, tools=[WEATHER_TOOL])
-    call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
-    assert call.function.name == "get_weather"  # type: ignore[union-attr]
-    assert "city" in json.loads(call.function.arguments)  # type: ignore[union-attr]
+    (call,) = completion.choices[0].message.tool_calls or []
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
+    assert call.function.name == "get_weather"
+    assert "city" in json.loads(call.function.arguments)
     assert completion.choices[0].finish_reason == "tool_calls"
 
     arguments = ""
@@ -117,8 +123,9 @@ def test_tools_non_stream_and_stream(gateway: Gateway) -> None:
         model=V3, messages=HELLO, tools=[WEATHER_TOOL], stream=True
     ):
         for delta_call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
-            arguments += delta_call.function.arguments or ""  # type: ignore[union-attr]
-    assert json.loads(arguments) == json.loads(call.function.arguments)  # type: ignore[union-attr]
+            assert delta_call.function is not None
+            arguments += delta_call.function.arguments or ""
+    assert json.loads(arguments) == json.loads(call.function.arguments)
 
 
 def test_json_mode_and_json_schema(gateway: Gateway) -> None:
@@ -127,7 +134,11 @@ def test_json_mode_and_json_schema(gateway: Gateway) -> None:
         model=V3, messages=HELLO, response_format={"type": "json_object"}
     )
     assert isinstance(json.loads(completion.choices[0].message.content or ""), dict)
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    schema: dict[str, object] = {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+    }
     structured = client.chat.completions.create(
         model=V3,
         messages=HELLO,

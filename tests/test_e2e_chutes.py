@@ -10,18 +10,19 @@ import json
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from teegate.config import Settings, UpstreamSettings
-from teegate.devstack._config import DEFAULT_CATALOG_PATH
-from tests.conftest import (
+from teegate.devstack import DevstackConfig
+from tests.support.gateway import (
     KEY_SECRET,
     Devstack,
     Gateway,
@@ -31,8 +32,8 @@ from tests.conftest import (
 )
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
-HELLO = [{"role": "user", "content": "hi"}]
-CATALOG = json.loads(DEFAULT_CATALOG_PATH.read_text())["data"]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+CATALOG = json.loads(DevstackConfig().catalog_path.read_text())["data"]
 CHUTE_IDS = {m["id"]: m["chute_id"] for m in CATALOG}
 CONFIDENTIAL = {m["id"] for m in CATALOG if m["confidential_compute"]}
 
@@ -55,13 +56,16 @@ def chutes_settings(
     )
 
 
+StartGateway = Callable[[], AbstractContextManager[Gateway]]
+
+
 @pytest.fixture
 def start_gateway(
     devstack: Devstack,
     attestation_services: Devstack,
     enclave_files: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Any:
+) -> StartGateway:
     @contextmanager
     def start() -> Iterator[Gateway]:
         settings = chutes_settings(
@@ -84,7 +88,7 @@ def report(gateway: Gateway, **params: str) -> dict[str, Any]:
     return body
 
 
-def test_chat_through_an_attested_chute(start_gateway: Any, devstack: Devstack) -> None:
+def test_chat_through_an_attested_chute(start_gateway: StartGateway, devstack: Devstack) -> None:
     with start_gateway() as gateway:
         before = devstack.chat_requests()
         raw = gateway.client().chat.completions.with_raw_response.create(model=R1, messages=HELLO)
@@ -97,7 +101,7 @@ def test_chat_through_an_attested_chute(start_gateway: Any, devstack: Devstack) 
 
         models = {m.id: m for m in gateway.client().models.list().data}
         assert set(models) == CONFIDENTIAL
-        attestation = models[R1].model_extra["attestation"]  # type: ignore[index]
+        attestation = (models[R1].model_extra or {})["attestation"]
         assert attestation["status"] == "verified" and attestation["mode"] == "simulated"
         assert httpx.get(f"{gateway.url}/readyz").json()["ready"] is True
 
@@ -133,7 +137,7 @@ def verdict_id(header: str) -> str:
     ],
 )
 def test_chute_evidence_attacks_are_refused(
-    start_gateway: Any, devstack: Devstack, fault: str, check: str
+    start_gateway: StartGateway, devstack: Devstack, fault: str, check: str
 ) -> None:
     devstack.set_faults(fault)
     with start_gateway() as gateway:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -13,9 +13,9 @@ from structlog.testing import capture_logs
 
 from teegate.app import create_app
 from teegate.devstack import DevstackConfig, build_app
-from tests.conftest import Devstack, Gateway, gateway_settings, prepare_database
-from tests.servers import serving
+from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
 from tests.support.metrics import metric
+from tests.support.servers import serving
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 CHAT_ANSWERED = 'teegate_requests_total{route="/v1/chat/completions",status="%d"}'
@@ -115,7 +115,7 @@ def wait_for_metric(gateway: Gateway, sample: str, value: float) -> None:
         time.sleep(0.02)
 
 
-def wait_for_access_log(logs: list[dict[str, Any]]) -> dict[str, Any]:
+def wait_for_access_log(logs: list[MutableMapping[str, Any]]) -> MutableMapping[str, Any]:
     """The one access-log line, written when the gateway's request ends."""
     deadline = time.monotonic() + 5
     while not (lines := [line for line in logs if line["event"] == "request"]):

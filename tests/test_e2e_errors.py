@@ -8,14 +8,16 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
-from tests.conftest import Devstack, Gateway, with_store
+from teegate.store import AccountStore
+from tests.support.gateway import Devstack, Gateway, with_store
 from tests.support.metrics import metric
 from tests.support.openai_schemas import validate
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 PLAIN = "XiaomiMiMo/MiMo-V2-Flash-TEE"
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello"}]
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
@@ -222,7 +224,7 @@ def test_revoked_key_is_401_within_a_second(gateway: Gateway) -> None:
     client = gateway.client(api_key=key)
     assert client.models.list().data
 
-    async def revoke(store: Any) -> None:
+    async def revoke(store: AccountStore) -> None:
         for k in await store.list_keys(gateway.account):
             if k.name == "to-revoke":
                 await store.revoke_key(k.id)

@@ -19,7 +19,7 @@ from openai.types.chat import (
 )
 
 from teegate.billing import Rates, cost_nano, nano_to_usd, prompt_upper_bound, usd_to_nano
-from tests.conftest import Devstack, Gateway
+from tests.support.gateway import Devstack, Gateway
 from tests.support.openai_schemas import validate
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"  # tools, no reasoning

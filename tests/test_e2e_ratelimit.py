@@ -9,20 +9,21 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from teegate.app import create_app
 from teegate.ratelimit import LocalRateLimiter
-from tests.conftest import (
+from tests.support.gateway import (
     Devstack,
     Gateway,
     attested_settings,
     prepare_database,
 )
-from tests.servers import ServerThread
 from tests.support.metrics import metric
+from tests.support.servers import ServerThread
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
-HELLO = [{"role": "user", "content": "hi"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture

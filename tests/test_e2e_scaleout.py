@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from teegate.devstack import DevstackConfig, build_app
-from tests.billing_support import database_url, settled_books
-from tests.conftest import KEY_SECRET, Devstack, postgres_url
-from tests.servers import free_port, serving
+from tests.support.billing import database_url, postgres_url, settled_books
+from tests.support.gateway import KEY_SECRET, Devstack
+from tests.support.servers import free_port, serving
 
 REDIS_URL = os.environ.get("TEEGATE_TEST_REDIS_URL")
 pytestmark = pytest.mark.skipif(
@@ -52,11 +52,12 @@ class Cluster:
 
 
 def write_config(path: Path, db: str, upstream: str, redis_db: int) -> None:
+    assert REDIS_URL is not None
     path.write_text(
         f'environment = "production"\n'
         f'key_hash_secret = "{KEY_SECRET}"\n'
         f'database_url = "{db}"\n'
-        f'redis_url = "{REDIS_URL.rsplit("/", 1)[0]}/{redis_db}"\n'  # type: ignore[union-attr]
+        f'redis_url = "{REDIS_URL.rsplit("/", 1)[0]}/{redis_db}"\n'
         f"replicas = 2\n"
         f"catalog_refresh_s = 30\n"
         f"[[upstreams]]\n"

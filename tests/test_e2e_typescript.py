@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Gateway
+from tests.support.gateway import Gateway
 
 TS_DIR = Path(__file__).with_name("ts")
 

@@ -15,7 +15,7 @@ from teegate.catalog import (
     admit,
 )
 from teegate.errors import ModelNotConfidential, ModelNotFound, UnsupportedCapability
-from tests.factories import catalog_model
+from tests.support.factories import catalog_model
 
 ALL_TAGS = frozenset({"tools", "json_mode", "structured_outputs", "reasoning"})
 NO_NEEDS = Capabilities()

@@ -28,7 +28,7 @@ from teegate.errors import ServiceUnavailable
 from teegate.store import AccountStore, Ledger, create_engine, upgrade
 from teegate.store._migrate import _config
 from teegate.store._schema import metadata
-from tests.billing_support import ledger_state
+from tests.support.billing import ledger_state
 
 RATES = Rates(740_000_000, 3_237_500_000)  # R1's sample prices x 1.85
 NOW_MS = 1_800_000_000_000

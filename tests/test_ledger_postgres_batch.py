@@ -26,7 +26,7 @@ from teegate.store._ledger import _PlaceHold, _Settle
 from teegate.store._postgres_writer import PostgresWriter, _run_batch
 from teegate.store._schema import ledger_entries
 from teegate.store._writers import Write
-from tests.billing_support import database_url, ledger_state
+from tests.support.billing import database_url, ledger_state
 from tests.test_ledger import NOW_MS, a_hold, by_usage, funded
 
 ONE_NANO_A_TOKEN = Rates(1_000_000, 1_000_000)

@@ -23,7 +23,7 @@ from teegate.invariants import InvariantViolation
 from teegate.store import Ledger, _sqlite_writer, create_engine, upgrade
 from teegate.store._outage import is_outage, is_retryable
 from teegate.store._sqlite_writer import CHECKPOINT_THREAD, SQLITE_THREAD
-from tests.billing_support import ledger_state
+from tests.support.billing import ledger_state
 from tests.test_ledger import a_hold, by_usage, funded
 
 

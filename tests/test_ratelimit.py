@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from teegate.ratelimit import WINDOW_S, Decision, LocalRateLimiter, RateLimiter
-from teegate.ratelimit._limiter import window_of
 
 WINDOW_START = 1_700_000_040  # a multiple of WINDOW_S (60)
 
@@ -32,8 +31,8 @@ def test_window_is_one_minute() -> None:
         (WINDOW_START - 0.001, WINDOW_START - 60),
     ],
 )
-def test_window_of(now: float, start: int) -> None:
-    assert window_of(now) == start
+def test_the_window_is_the_aligned_minute_now_falls_in(now: float, start: int) -> None:
+    assert LocalRateLimiter().hit_now("key_a", 1, now).reset_epoch_s == start + WINDOW_S
 
 
 @pytest.mark.parametrize("limit", [1, 2, 5, 60])

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from teegate.ratelimit._redis import RETRY_AFTER_FAILURE_S
-from teegate.ratelimit.redis import RedisRateLimiter
-from tests.servers import free_port
+from teegate.ratelimit.redis import RETRY_AFTER_FAILURE_S, RedisRateLimiter
+from tests.support.servers import free_port
 
 REDIS_URL = os.environ.get("TEEGATE_TEST_REDIS_URL")
 pytestmark = pytest.mark.skipif(not REDIS_URL, reason="TEEGATE_TEST_REDIS_URL is not set")

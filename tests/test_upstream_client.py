@@ -17,7 +17,7 @@ from starlette.routing import Route
 from teegate.config import Timeouts, UpstreamSettings
 from teegate.errors import UpstreamTimeout
 from teegate.upstream import UpstreamClient
-from tests.servers import serving
+from tests.support.servers import serving
 
 READ_S = 0.3
 SILENCE_S = 3.0

@@ -7,20 +7,34 @@ gateway built from a plain URL, in-process or in a subprocess, is isolated too.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    MetaData,
+    ScalarSelect,
+    Select,
+    Table,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from teegate.store._schema import accounts, holds, ledger_entries, usage_records
-from tests.conftest import postgres_url
+
+def postgres_url() -> str | None:
+    return os.environ.get("TEEGATE_TEST_POSTGRES_URL")
+
 
 ENGINES = [
     "sqlite",
@@ -84,12 +98,37 @@ class LedgerState:
         assert self.usage_records == self.holds - self.open_holds, "a hold resolved twice/never"
 
 
+async def reflected(conn: AsyncConnection) -> MetaData:
+    """The tables as the migrations made them: tests read the database itself, not the
+    gateway's own description of it."""
+    return await conn.run_sync(_reflect)
+
+
+def _reflect(conn: Connection) -> MetaData:
+    tables = MetaData()
+    tables.reflect(conn)
+    return tables
+
+
 async def ledger_state(engine: AsyncEngine, account_id: int) -> LedgerState:
-    def total(column: object, *where: object) -> object:
+    async with engine.connect() as conn:
+        tables = (await reflected(conn)).tables
+        query = _books_query(
+            tables["accounts"], tables["holds"], tables["ledger_entries"], tables["usage_records"],
+            account_id,
+        )  # fmt: skip
+        row = (await conn.execute(query)).one()
+    return LedgerState(*(int(v) for v in row))
+
+
+def _books_query(
+    accounts: Table, holds: Table, ledger_entries: Table, usage_records: Table, account_id: int
+) -> Select[tuple[Any, ...]]:
+    def total(column: ColumnElement[int], *where: ColumnElement[bool]) -> ScalarSelect[int]:
         return select(func.coalesce(func.sum(column), 0)).where(*where).scalar_subquery()
 
     entries = ledger_entries.c
-    query = select(
+    return select(
         accounts.c.balance_nano,
         accounts.c.held_nano,
         total(entries.amount_nano, entries.account_id == account_id).label("entries_sum"),
@@ -107,9 +146,6 @@ async def ledger_state(engine: AsyncEngine, account_id: int) -> LedgerState:
         select(func.count()).where(holds.c.account_id == account_id)
         .scalar_subquery().label("holds"),
     ).where(accounts.c.id == account_id)  # fmt: skip
-    async with engine.connect() as conn:
-        row = (await conn.execute(query)).one()
-    return LedgerState(*(int(v) for v in row))
 
 
 async def _books(url: str, account: str) -> LedgerState:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 
 def free_port() -> int:
@@ -26,7 +27,7 @@ def free_port() -> int:
 class ServerThread:
     """A uvicorn server running `app` on 127.0.0.1 in a background thread."""
 
-    def __init__(self, app: Any, port: int | None = None, **uvicorn_kwargs: Any) -> None:
+    def __init__(self, app: ASGIApp, port: int | None = None, **uvicorn_kwargs: Any) -> None:
         self.port = port or free_port()
         config = uvicorn.Config(
             app,
@@ -60,7 +61,7 @@ class ServerThread:
 
 
 @contextmanager
-def serving(app: Any, **kwargs: Any) -> Iterator[ServerThread]:
+def serving(app: ASGIApp, **kwargs: Any) -> Iterator[ServerThread]:
     server = ServerThread(app, **kwargs).start()
     try:
         yield server
