@@ -307,7 +307,9 @@ def test_errors_py_is_one_tree_drawn_in_its_docstring() -> None:
     assert [name for name, parent in actual.items() if parent is None] == ["TeegateException"]
 
 
-@pytest.mark.parametrize(("cls", "builtin"), DOMAIN_ERRORS.items(), ids=str)
+@pytest.mark.parametrize(
+    ("cls", "builtin"), DOMAIN_ERRORS.items(), ids=[cls.__name__ for cls in DOMAIN_ERRORS]
+)
 def test_domain_errors_keep_the_builtin_callers_catch(
     cls: type[DomainError], builtin: type[Exception] | None
 ) -> None:

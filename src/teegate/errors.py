@@ -32,9 +32,12 @@
         └── StoreNotFound             an account or key the admin named does not exist
 
 A DomainError keeps the builtin base callers may catch it by (ValueError,
-LookupError, RuntimeError). Errors raised by dependencies (aiohttp, SQLAlchemy
-and the database drivers, redis, dcap-qvl, PyJWT, cryptography) are mapped to
-these at each boundary by a table (`map_error`), so the most specific entry wins.
+LookupError, RuntimeError). Errors raised by dependencies are mapped at each
+boundary by one table, looked up with `map_error` so the most specific entry wins:
+`upstream.REQUEST_ERRORS` and `STREAM_ERRORS` (aiohttp), `store.OUTAGE_VERDICTS`
+(sqlite3, SQLAlchemy, asyncpg), `ratelimit.DEGRADE_ON` (redis-py),
+`attestation.FAIL_CLOSED` (dcap-qvl, PyJWT, cryptography) and
+`attestation.UNAVAILABLE_ON` (aiohttp, for evidence).
 The devstack, which plays a third-party upstream, keeps its own errors but builds
 its envelope with `error_envelope` too.
 
