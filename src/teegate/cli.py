@@ -532,17 +532,26 @@ async def _connect_only(store: AccountStore) -> None:
 
 HostOption = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 DevstackPortOption = Annotated[
-    int, typer.Option("--devstack-port", help="Port of the simulated enclave upstream (TLS).")
+    int,
+    typer.Option(
+        "--devstack-port", min=1, max=65535, help="Port of the simulated enclave upstream (TLS)."
+    ),
 ]
 ServicesPortOption = Annotated[
-    int, typer.Option("--services-port", help="Port of the PCS/NRAS stand-ins (HTTP).")
+    int,
+    typer.Option(
+        "--services-port", min=1, max=65535, help="Port of the PCS/NRAS stand-ins (HTTP)."
+    ),
 ]
 
 
 @app.command("devstack")
 def devstack(
     port: Annotated[
-        int, typer.Option("--port", help="Port of the simulated enclave upstream (TLS).")
+        int,
+        typer.Option(
+            "--port", min=1, max=65535, help="Port of the simulated enclave upstream (TLS)."
+        ),
     ] = 8081,
     services_port: ServicesPortOption = 8082,
     host: HostOption = "127.0.0.1",
@@ -633,7 +642,9 @@ def _listen(host: str, ports: dict[str, int]) -> list[socket.socket]:
 
 @app.command("dev")
 def dev(
-    port: Annotated[int, typer.Option("--port", help="Port of the gateway.")] = 8080,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port of the gateway.")
+    ] = 8080,
     devstack_port: DevstackPortOption = 8081,
     services_port: ServicesPortOption = 8082,
     data_dir: Annotated[
