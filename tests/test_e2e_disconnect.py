@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -115,7 +115,7 @@ def wait_for_metric(gateway: Gateway, sample: str, value: float) -> None:
         time.sleep(0.02)
 
 
-def wait_for_access_log(logs: list[dict[str, Any]]) -> dict[str, Any]:
+def wait_for_access_log(logs: list[MutableMapping[str, Any]]) -> MutableMapping[str, Any]:
     """The one access-log line, written when the gateway's request ends."""
     deadline = time.monotonic() + 5
     while not (lines := [line for line in logs if line["event"] == "request"]):
