@@ -4,21 +4,26 @@ none for a quick success, nor for a stream that merely runs long."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.testing import capture_logs
 
-from teegate.api import RequestContextMiddleware, _middleware
+from teegate.api import RequestContextMiddleware
 from teegate.metrics import Metrics
+
+SLOW_REQUEST_S = 0.1
 
 
 class Recorder:
-    def __init__(self) -> None:
-        self.lines: list[dict[str, Any]] = []
+    def __init__(self, logs: list[MutableMapping[str, Any]]) -> None:
+        self._logs = logs
 
-    def info(self, event: str, **fields: Any) -> None:
-        self.lines.append({"event": event, **fields})
+    @property
+    def lines(self) -> list[MutableMapping[str, Any]]:
+        return [line for line in self._logs if line["event"] == "request"]
 
 
 def app_that(
@@ -45,16 +50,14 @@ async def call(app: ASGIApp) -> list[Message]:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
-    await RequestContextMiddleware(app, Metrics())(scope, receive, send)
+    await RequestContextMiddleware(app, Metrics(), SLOW_REQUEST_S)(scope, receive, send)
     return sent
 
 
 @pytest.fixture
-def access_log(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    recorder = Recorder()
-    monkeypatch.setattr(_middleware, "log", recorder)
-    monkeypatch.setattr(_middleware, "SLOW_REQUEST_S", 0.1)
-    return recorder
+def access_log() -> Iterator[Recorder]:
+    with capture_logs() as logs:
+        yield Recorder(logs)
 
 
 async def test_a_quick_success_is_not_logged_but_carries_its_request_id(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from teegate.api._disconnect import DisconnectWatch, LateWatches
+from teegate.api import DisconnectWatch, LateWatches
 
 AFTER_S = 0.05
 

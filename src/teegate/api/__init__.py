@@ -1,6 +1,7 @@
 """HTTP routes and the ASGI pieces around them. No SQL here: only services."""
 
 from teegate.api._answer import AnswerResponse
+from teegate.api._disconnect import DisconnectWatch, LateWatches
 from teegate.api._errors import on_http_exception, on_teegate_error, on_unexpected
 from teegate.api._middleware import RequestContextMiddleware
 from teegate.api._routes import routes
@@ -8,7 +9,9 @@ from teegate.api._state import Gateway
 
 __all__ = [
     "AnswerResponse",
+    "DisconnectWatch",
     "Gateway",
+    "LateWatches",
     "RequestContextMiddleware",
     "on_http_exception",
     "on_teegate_error",

@@ -43,9 +43,12 @@ class RequestIds:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, slow_request_s: float = SLOW_REQUEST_S
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.slow_request_s = slow_request_s
         self.request_ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,7 +78,7 @@ class RequestContextMiddleware:
             self.metrics.count_request(route, status)
             ended = time.perf_counter()
             to_answer_s = (answered or ended) - started
-            if status >= 400 or to_answer_s >= SLOW_REQUEST_S:
+            if status >= 400 or to_answer_s >= self.slow_request_s:
                 log.info(
                     "request",
                     request_id=request_id,
