@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
-from teegate.billing import Hold, Placement, Rates, Settlement, expired_settlement
-from teegate.invariants import InvariantViolation
+from teegate.billing import Hold, Placement, Settlement, expired_settlement
 from teegate.store import Ledger, _ledger_postgres_batch, create_engine, upgrade
 from teegate.store._ledger_postgres import place_hold
 from teegate.store._ledger_postgres_batch import place_holds, run_batch, settle_many
@@ -28,9 +26,7 @@ from teegate.store._ledger_rows import LedgerWrite
 from teegate.store._postgres_writer import PostgresWriter
 from teegate.store._schema import ledger_entries
 from tests.billing_support import database_url, ledger_state
-from tests.test_ledger import NOW_MS, a_hold, by_usage, funded
-
-ONE_NANO_A_TOKEN = Rates(1_000_000, 1_000_000)
+from tests.support.ledger import NOW_MS, a_hold, by_usage, funded
 
 
 @pytest.fixture
@@ -47,14 +43,6 @@ async def writer(engine: AsyncEngine) -> AsyncIterator[PostgresWriter]:
         yield writer
     finally:
         await writer.close()
-
-
-def sized_hold(account_id: int, request_id: str, amount_nano: int) -> Hold:
-    """A hold of exactly `amount_nano` (one nano per prompt token)."""
-    return replace(
-        a_hold(account_id, request_id), rates=ONE_NANO_A_TOKEN, prompt_tokens=amount_nano,
-        completion_tokens=0, amount_nano=amount_nano,
-    )  # fmt: skip
 
 
 async def one_at_a_time(writer: PostgresWriter, writes: list[LedgerWrite]) -> list[Any]:
@@ -115,79 +103,7 @@ async def _mixed_writes(writer: PostgresWriter, account: int, prefix: str) -> li
 # holds: the fitting prefix, then the rest alone ---------------------------------------
 
 
-async def test_holds_that_do_not_fit_their_batch_are_retried_alone_in_order(
-    engine: AsyncEngine, writer: PostgresWriter
-) -> None:
-    account = await funded(engine, "acme", 20)
-    broke = await funded(engine, "broke", 0)
-    holds = [sized_hold(account, f"req_{i}", n) for i, n in enumerate([10, 100, 5, 6, 4])]
-    writes = [
-        *(hold for hold in holds),
-        sized_hold(broke, "req_broke", 1),
-        sized_hold(broke + 1000, "req_nobody", 1),  # no such account
-    ]
-    placements = await writer.transaction(writes)
-    assert [(p.placed, p.available_nano) for p in placements] == [
-        (True, 20), (False, 10), (True, 10), (False, 5), (True, 5), (False, 0), (False, 0),
-    ]  # fmt: skip
-    state = await ledger_state(engine, account)
-    state.check()
-    assert (state.held_nano, state.open_holds) == (19, 3)
-
-
-async def test_a_batch_of_holds_never_overdraws_at_its_edge(
-    engine: AsyncEngine, writer: PostgresWriter
-) -> None:
-    """Exactly the room for three: the fourth and later are refused, with what is left."""
-    amount = a_hold(1, "probe").amount_nano
-    account = await funded(engine, "acme", 3 * amount + 7)
-    placements = await writer.transaction([a_hold(account, f"req_{i}") for i in range(6)])
-    assert [p.placed for p in placements] == [True] * 3 + [False] * 3
-    assert {p.available_nano for p in placements[3:]} == {7}
-    (await ledger_state(engine, account)).check()
-
-
 # settlements: each hold claimed once ----------------------------------------------------
-
-
-async def test_a_request_settled_twice_in_one_batch_is_claimed_by_the_first(
-    engine: AsyncEngine, writer: PostgresWriter
-) -> None:
-    account = await funded(engine, "acme", 10**9)
-    early, late = a_hold(account, "req_early"), a_hold(account, "req_late")
-    await one_at_a_time(writer, [early, late])
-    reaped = expired_settlement(early, NOW_MS + 10**9)
-    used = by_usage(late, 40, 30)
-    results = await writer.transaction([
-        reaped, by_usage(early, 40, 30),  # the reaper's first
-        used, expired_settlement(late, NOW_MS + 10**9),  # the request's
-    ])  # fmt: skip
-    assert results == [True, False, True, False]
-    state = await ledger_state(engine, account)
-    state.check()
-    assert (state.usage_records, state.open_holds, state.held_nano) == (2, 0, 0)
-    assert state.debits_nano == reaped.cost_nano + used.cost_nano
-
-
-async def test_a_settlement_that_does_not_match_its_hold_fails_alone(
-    engine: AsyncEngine,
-) -> None:
-    account = await funded(engine, "acme", 10**9)
-    holds = [a_hold(account, f"req_{i}") for i in range(3)]
-    async with Ledger(engine).running() as ledger:
-        for hold in holds:
-            await ledger.place_hold(hold)
-        wrong = a_hold(account, "req_0", completion=7)  # req_0's id, another amount
-        results = await asyncio.gather(
-            ledger.settle(by_usage(wrong, 1, 1)),
-            *(ledger.settle(by_usage(hold, 1, 1)) for hold in holds),
-            return_exceptions=True,
-        )
-    assert isinstance(results[0], InvariantViolation)
-    assert results[1:] == [True, True, True]
-    state = await ledger_state(engine, account)
-    state.check()
-    assert (state.usage_records, state.open_holds) == (3, 0)
 
 
 # a failing batch ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from teegate.store import Ledger, _sqlite_writer, create_engine, upgrade
 from teegate.store._database import SQLITE_PAGE_SIZE
 from teegate.store._sqlite_writer import SQLITE_THREAD, Checkpointer, WalWriteback
 from tests.billing_support import ledger_state
-from tests.test_ledger import a_hold, funded
+from tests.support.ledger import a_hold, funded
 
 PAGE_BYTES = SQLITE_PAGE_SIZE
 WAL_FRAME_BYTES = 24 + PAGE_BYTES  # each frame: its header, then the page
