@@ -237,8 +237,10 @@ async def test_settlement_is_exactly_once(books: Books) -> None:
         by_usage(hold, 50, 100),
         expired_settlement(hold, NOW_MS + 10**9),
     )
-    results = await asyncio.gather(
-        books.ledger.settle(first), books.ledger.settle(again), books.ledger.settle(expired)
+    results = list(
+        await asyncio.gather(
+            books.ledger.settle(first), books.ledger.settle(again), books.ledger.settle(expired)
+        )
     )
     assert results == [True, False, False]  # the first to arrive claims it
     state = await checked(books, account)
@@ -253,10 +255,10 @@ async def test_a_request_settled_twice_at_once_is_claimed_by_the_first(books: Bo
         await books.ledger.place_hold(hold)
     reaped = expired_settlement(early, NOW_MS + 10**9)
     used = by_usage(late, 40, 30)
-    results = await asyncio.gather(
+    results = list(await asyncio.gather(
         books.ledger.settle(reaped), books.ledger.settle(by_usage(early, 40, 30)),
         books.ledger.settle(used), books.ledger.settle(expired_settlement(late, NOW_MS + 10**9)),
-    )  # fmt: skip
+    ))  # fmt: skip
     assert results == [True, False, True, False]
     state = await checked(books, account)
     assert (state.usage_records, state.open_holds, state.held_nano) == (2, 0, 0)

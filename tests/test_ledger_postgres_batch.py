@@ -229,7 +229,7 @@ async def test_a_batch_waits_for_another_writer_and_decides_on_what_it_committed
             settlement, hold_1 = by_usage(settled, 1, 1), a_hold(account, "req_1")
             assert await settle_many(conn, [settlement], [account]) == [True]
             assert (await place_holds(conn, [hold_1], []))[0].placed
-            second = [
+            second: list[LedgerWrite] = [
                 expired_settlement(settled, NOW_MS + 10**9),
                 a_hold(account, "req_2"), a_hold(account, "req_3"),
             ]  # fmt: skip
@@ -252,9 +252,12 @@ async def test_a_batch_of_holds_waits_for_another_writer_s_holds(engine: AsyncEn
     conn, other = await driver_connection(engine), await driver_connection(engine)
     try:
         async with conn.transaction():
-            first = [a_hold(account, f"req_{i}") for i in range(2)]
-            assert all(p.placed for p in await run_batch(conn, first))
-            second = [a_hold(account, f"req_{i}") for i in range(2, 4)]
+            first: list[LedgerWrite] = [a_hold(account, f"req_{i}") for i in range(2)]
+            assert await run_batch(conn, first) == [
+                Placement(True, 3 * amount),
+                Placement(True, 2 * amount),
+            ]
+            second: list[LedgerWrite] = [a_hold(account, f"req_{i}") for i in range(2, 4)]
             racing = asyncio.create_task(_in_transaction(other, second))
             await asyncio.sleep(0.3)
             assert not racing.done()  # it waits for the account's row
