@@ -76,7 +76,7 @@ MAX_CRASHES = 2
 
 accounts = st.sampled_from(range(1, len(ACCOUNTS) + 1))
 hold_specs = st.lists(
-    st.tuples(accounts, st.integers(0, 300), st.integers(0, 300), st.sampled_from([500, 60_000])),
+    st.tuples(accounts, st.integers(0, 100), st.integers(0, 100), st.sampled_from([500, 60_000])),
     min_size=1,
     max_size=4,
 )
@@ -413,7 +413,7 @@ class LedgerMachine(RuleBasedStateMachine):
         placements: list[Placement] = self.agreed(self.harness.run(place), "placements")
         return placements
 
-    @rule(account=accounts, amount=st.integers(1, 2_000))
+    @rule(account=accounts, amount=st.integers(1, 500))
     def credit(self, account: int, amount: int) -> None:
         name = ACCOUNTS[account - 1]
         self.harness.run(lambda implementation: implementation.credit(name, amount))
@@ -424,6 +424,19 @@ class LedgerMachine(RuleBasedStateMachine):
         for hold, placement in zip(holds, self.place(holds), strict=True):
             if placement.placed:
                 self.known.append(hold)
+
+    @rule(account=accounts, edge=st.sampled_from([-1, 0, 1]), ttl_ms=st.sampled_from([500, 60_000]))
+    def place_at_the_edge(self, account: int, edge: int, ttl_ms: int) -> None:
+        """A hold of exactly what is available, or one nano less or more."""
+        reference = self.harness.implementations[0]
+        assert isinstance(reference, Reference)
+        room = reference.memory.accounts[account]
+        amount = max(0, room.balance_nano - room.held_nano + edge)
+        [hold] = self.new_holds([(account, amount, 0, ttl_ms)])
+        [placement] = self.place([hold])
+        assert placement.placed == (edge <= 0)
+        if placement.placed:
+            self.known.append(hold)
 
     @precondition(lambda self: self.known)
     @rule(data=st.data())
