@@ -16,7 +16,6 @@ from teegate.billing import (
     MESSAGE_OVERHEAD_TOKENS,
     REQUEST_OVERHEAD_TOKENS,
     TOOL_OVERHEAD_TOKENS,
-    Balance,
     Billing,
     Hold,
     HoldRequest,
@@ -27,8 +26,6 @@ from teegate.billing import (
     Rates,
     Settlement,
     Usage,
-    UsageQuery,
-    UsageRecord,
     cost_nano,
     expired_settlement,
     fallback_completion_tokens,
@@ -38,6 +35,7 @@ from teegate.billing import (
 )
 from teegate.catalog import parse_entry
 from teegate.errors import InsufficientBalance
+from tests.support.ledger import MemoryAccount, MemoryLedger
 
 RATES = Rates(740_000_000, 3_237_500_000)
 MODEL = parse_entry(
@@ -178,47 +176,34 @@ def test_an_expired_hold_posts_in_full() -> None:
 # the meter ---------------------------------------------------------------------------------
 
 
-class FakeStore:
-    """In memory, behind LedgerStore; `gate` lets a test hold a placement in flight."""
+class FakeStore(MemoryLedger):
+    """The reference ledger with the tickets' account (7) alone; `gate` lets a test hold
+    a placement in flight, `settle_gate` a settlement."""
 
     def __init__(self, balance_nano: int) -> None:
-        self.balance_nano = balance_nano
-        self.holds: dict[str, Hold] = {}
-        self.settled: list[Settlement] = []
+        super().__init__()
+        self.accounts[7] = MemoryAccount(7, "acme", balance_nano)
         self.gate: asyncio.Event | None = None
         self.settle_gate: asyncio.Event | None = None
+
+    @property
+    def holds(self) -> dict[str, Hold]:
+        """The open holds, by request id."""
+        return {key: row.hold for key, row in self.hold_rows.items() if row.state == "open"}
+
+    @property
+    def balance_nano(self) -> int:
+        return self.accounts[7].balance_nano
 
     async def place_hold(self, hold: Hold) -> Placement:
         if self.gate is not None:
             await self.gate.wait()
-        available = self.balance_nano - sum(h.amount_nano for h in self.holds.values())
-        if available < hold.amount_nano:
-            return Placement(False, available)
-        self.holds[hold.request_id] = hold
-        return Placement(True, available)
+        return await super().place_hold(hold)
 
     async def settle(self, settlement: Settlement) -> bool:
         if self.settle_gate is not None:
             await self.settle_gate.wait()
-        if self.holds.pop(settlement.hold.request_id, None) is None:
-            return False
-        self.balance_nano -= settlement.cost_nano
-        self.settled.append(settlement)
-        return True
-
-    async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
-        return [h for h in self.holds.values() if h.expires_ms <= now_ms][:limit]
-
-    async def balance(self, account_id: int) -> Balance | None:
-        return Balance(
-            account_id, self.balance_nano, sum(h.amount_nano for h in self.holds.values())
-        )
-
-    async def usage(self, query: UsageQuery) -> list[UsageRecord]:
-        return []
-
-    async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
-        return None
+        return await super().settle(settlement)
 
 
 _FAKE_IS_A_LEDGER_STORE: LedgerStore = FakeStore(0)

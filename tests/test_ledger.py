@@ -1,11 +1,11 @@
-"""store/_ledger.py on real SQLite and PostgreSQL: holds, settlement, reaping, group
-commit, outages, and migrations that match the schema exactly."""
+"""The SQL ledger beyond its contract (test_ledger_contract.py), on real SQLite and
+PostgreSQL: two replicas' writers, group commit, outages, and migrations that match the
+schema exactly."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import pytest
 from alembic import command
@@ -14,67 +14,19 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from teegate.billing import (
-    Billing,
-    Hold,
-    Rates,
-    Settlement,
-    UsageQuery,
-    cost_nano,
-    expired_settlement,
-    settlement_for,
-)
+from teegate.billing import UsageQuery
 from teegate.errors import ServiceUnavailable
 from teegate.store import AccountStore, Ledger, create_engine, upgrade
 from teegate.store._migrate import _config
 from teegate.store._schema import metadata
 from tests.support.billing import ledger_state
-
-RATES = Rates(740_000_000, 3_237_500_000)  # R1's sample prices x 1.85
-NOW_MS = 1_800_000_000_000
+from tests.support.ledger import NOW_MS, a_hold, by_usage, funded
 
 
 @pytest.fixture
 async def ledger(engine: AsyncEngine) -> AsyncIterator[Ledger]:
     async with Ledger(engine).running() as running:
         yield running
-
-
-async def funded(engine: AsyncEngine, name: str, nano: int) -> int:
-    store = AccountStore(engine)
-    account = await store.create_account(name)
-    if nano:
-        await store.credit(name, nano)
-    return account.id
-
-
-def a_hold(
-    account_id: int,
-    request_id: str,
-    *,
-    completion: int = 100,
-    created: int = NOW_MS,
-    ttl_ms: int = 60_000,
-) -> Hold:
-    prompt = 50
-    return Hold(
-        request_id=request_id, account_id=account_id, key_id="key_1", model="m/x-TEE",
-        stream=False, rates=RATES, prompt_tokens=prompt, completion_tokens=completion,
-        amount_nano=cost_nano(prompt, completion, RATES), created_ms=created,
-        expires_ms=created + ttl_ms,
-    )  # fmt: skip
-
-
-class Usage:
-    def __init__(self, prompt: int, completion: int) -> None:
-        self.prompt_tokens = prompt
-        self.completion_tokens = completion
-
-
-def by_usage(hold: Hold, prompt: int, completion: int) -> Settlement:
-    return settlement_for(
-        hold, status="ok", usage=Usage(prompt, completion), output_bytes=0, now_ms=NOW_MS + 5
-    )
 
 
 # migrations ---------------------------------------------------------------------------
@@ -90,76 +42,6 @@ async def test_migrations_match_the_schema_exactly(engine: AsyncEngine) -> None:
 
 
 # holds and settlement -----------------------------------------------------------------
-
-
-async def test_hold_then_settle_posts_the_cost_and_releases_the_rest(
-    engine: AsyncEngine, ledger: Ledger
-) -> None:
-    account = await funded(engine, "acme", 10**9)
-    hold = a_hold(account, "req_1")
-    placement = await ledger.place_hold(hold)
-    assert (placement.placed, placement.available_nano) == (True, 10**9)
-    balance = await ledger.balance(account)
-    assert balance is not None
-    assert (balance.balance_nano, balance.held_nano) == (10**9, hold.amount_nano)
-
-    settlement = by_usage(hold, 40, 30)
-    assert await ledger.settle(settlement) is True
-    balance = await ledger.balance(account)
-    assert balance is not None
-    assert (balance.balance_nano, balance.held_nano) == (10**9 - settlement.cost_nano, 0)
-    [record] = await ledger.usage(UsageQuery(limit=10, account_id=account))
-    assert (record.request_id, record.prompt_tokens, record.completion_tokens) == ("req_1", 40, 30)
-    assert (record.cost_nano, record.held_nano, record.settled_by) == (
-        settlement.cost_nano,
-        hold.amount_nano,
-        "usage",
-    )
-    assert await ledger.generation(account, "req_1") == record
-    (await ledger_state(engine, account)).check()
-
-
-async def test_settlement_is_exactly_once(engine: AsyncEngine, ledger: Ledger) -> None:
-    account = await funded(engine, "acme", 10**9)
-    hold = a_hold(account, "req_1")
-    await ledger.place_hold(hold)
-    first, again, expired = (
-        by_usage(hold, 40, 30),
-        by_usage(hold, 50, 100),
-        expired_settlement(hold, NOW_MS + 10**9),
-    )
-    results = await asyncio.gather(ledger.settle(first), ledger.settle(again),
-                                   ledger.settle(expired))  # fmt: skip
-    assert sorted(results) == [False, False, True]
-    state = await ledger_state(engine, account)
-    state.check()
-    assert state.usage_records == 1 and state.open_holds == 0
-    assert state.debits_nano in {s.cost_nano for s in (first, again, expired)}
-
-
-async def test_a_hold_that_does_not_fit_is_refused_and_changes_nothing(
-    engine: AsyncEngine, ledger: Ledger
-) -> None:
-    hold_amount = a_hold(1, "probe").amount_nano
-    account = await funded(engine, "acme", hold_amount - 1)
-    placement = await ledger.place_hold(a_hold(account, "req_1"))
-    assert (placement.placed, placement.available_nano) == (False, hold_amount - 1)
-    state = await ledger_state(engine, account)
-    assert (state.held_nano, state.holds) == (0, 0)
-
-
-async def test_zero_cost_settlement_voids_without_an_entry(
-    engine: AsyncEngine, ledger: Ledger
-) -> None:
-    account = await funded(engine, "acme", 10**9)
-    hold = a_hold(account, "req_1")
-    await ledger.place_hold(hold)
-    void = settlement_for(hold, status="upstream_error", usage=None, output_bytes=0, now_ms=NOW_MS)
-    assert (void.cost_nano, void.settled_by, void.hold_state) == (0, "void", "voided")
-    assert await ledger.settle(void) is True
-    state = await ledger_state(engine, account)
-    state.check()
-    assert (state.balance_nano, state.debits_nano, state.usage_records) == (10**9, 0, 1)
 
 
 # concurrency and group commit ---------------------------------------------------------
@@ -210,47 +92,7 @@ async def test_one_failing_write_does_not_fail_its_batch(
 # the reaper ------------------------------------------------------------------------------
 
 
-async def test_reaper_posts_expired_holds_in_full_once(engine: AsyncEngine, ledger: Ledger) -> None:
-    account = await funded(engine, "acme", 10**10)
-    stale = a_hold(account, "req_stale", created=NOW_MS - 120_000)  # expired a minute ago
-    old = a_hold(account, "req_old", created=NOW_MS - 20_000, ttl_ms=3_600_000)  # > TTL now
-    fresh = a_hold(account, "req_fresh", created=NOW_MS - 1_000)
-    for hold in (stale, old, fresh):
-        await ledger.place_hold(hold)
-    billing = Billing(ledger, hold_ttl_s=10, reaper_interval_s=1, clock=lambda: NOW_MS)
-    assert await billing.reaper.reap_once() == 2
-    assert await billing.reaper.reap_once() == 0
-    state = await ledger_state(engine, account)
-    state.check()
-    assert state.debits_nano == stale.amount_nano + old.amount_nano
-    assert [h.request_id for h in await ledger.open_holds(account)] == ["req_fresh"]
-    record = await ledger.generation(account, "req_stale")
-    assert record is not None
-    assert (record.settled_by, record.status, record.cost_nano) == (
-        "expired-hold",
-        "expired",
-        stale.amount_nano,
-    )
-    assert await ledger.settle(by_usage(stale, 1, 1)) is False  # too late: the pre-charge stands
-
-
 # reads are scoped --------------------------------------------------------------------------
-
-
-async def test_usage_reads_are_scoped_and_filtered(engine: AsyncEngine, ledger: Ledger) -> None:
-    acme, beta = await funded(engine, "acme", 10**10), await funded(engine, "beta", 10**10)
-    for account, request_id, created in [(acme, "a1", NOW_MS), (acme, "a2", NOW_MS + 10),
-                                         (beta, "b1", NOW_MS + 5)]:  # fmt: skip
-        hold = a_hold(account, request_id, created=created)
-        await ledger.place_hold(hold)
-        await ledger.settle(replace(by_usage(hold, 1, 1), settled_ms=created + 1))
-    newest_first = await ledger.usage(UsageQuery(limit=10, account_id=acme))
-    assert [r.request_id for r in newest_first] == ["a2", "a1"]
-    assert [r.request_id for r in await ledger.usage(UsageQuery(limit=10, account_name="beta"))
-            ] == ["b1"]  # fmt: skip
-    since = await ledger.usage(UsageQuery(limit=10, since_ms=NOW_MS + 5))
-    assert [r.request_id for r in since] == ["a2", "b1"]
-    assert await ledger.generation(beta, "a1") is None  # another account's id: not found
 
 
 # outages -----------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,15 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
-from teegate.billing import Hold, Placement, Rates, expired_settlement
-from teegate.invariants import InvariantViolation
-from teegate.store import Ledger, create_engine, upgrade
-from teegate.store._ledger import _PlaceHold, _Settle
-from teegate.store._postgres_writer import PostgresWriter, _run_batch
+from teegate.billing import Hold, Placement, Settlement, expired_settlement
+from teegate.store import Ledger, _ledger_postgres_batch, create_engine, upgrade
+from teegate.store._ledger_postgres import place_hold
+from teegate.store._ledger_postgres_batch import place_holds, run_batch, settle_many
+from teegate.store._ledger_rows import LedgerWrite
+from teegate.store._postgres_writer import PostgresWriter
 from teegate.store._schema import ledger_entries
-from teegate.store._writers import Write
 from tests.support.billing import database_url, ledger_state
-from tests.test_ledger import NOW_MS, a_hold, by_usage, funded
-
-ONE_NANO_A_TOKEN = Rates(1_000_000, 1_000_000)
+from tests.support.ledger import NOW_MS, a_hold, by_usage, funded
 
 
 @pytest.fixture
@@ -48,15 +45,7 @@ async def writer(engine: AsyncEngine) -> AsyncIterator[PostgresWriter]:
         await writer.close()
 
 
-def sized_hold(account_id: int, request_id: str, amount_nano: int) -> Hold:
-    """A hold of exactly `amount_nano` (one nano per prompt token)."""
-    return replace(
-        a_hold(account_id, request_id), rates=ONE_NANO_A_TOKEN, prompt_tokens=amount_nano,
-        completion_tokens=0, amount_nano=amount_nano,
-    )  # fmt: skip
-
-
-async def one_at_a_time(writer: PostgresWriter, writes: list[Write[Any]]) -> list[Any]:
+async def one_at_a_time(writer: PostgresWriter, writes: list[LedgerWrite]) -> list[Any]:
     return [(await writer.transaction([write]))[0] for write in writes]
 
 
@@ -75,14 +64,14 @@ async def test_a_mixed_batch_returns_what_one_at_a_time_would(
     other, in the batch's serial order (its settlements, then its holds)."""
     amount = a_hold(1, "probe").amount_nano
     balances = {"rich": 10**12, "tight": 3 * amount + amount // 2, "empty": amount - 1}
-    sides: dict[str, list[tuple[int, list[Write[Any]]]]] = {"batch": [], "alone": []}
+    sides: dict[str, list[tuple[int, list[LedgerWrite]]]] = {"batch": [], "alone": []}
     for side, (name, balance) in itertools.product(sides, balances.items()):
         account = await funded(engine, f"{side}-{name}", balance)
         sides[side].append((account, await _mixed_writes(writer, account, f"{side}-{name}")))
     batch = [write for _, writes in sides["batch"] for write in writes]
     alone = [write for _, writes in sides["alone"] for write in writes]
-    serial = [w for w in alone if isinstance(w, _Settle)] + [
-        w for w in alone if isinstance(w, _PlaceHold)
+    serial = [w for w in alone if isinstance(w, Settlement)] + [
+        w for w in alone if isinstance(w, Hold)
     ]
 
     batched = await writer.transaction(batch)
@@ -95,100 +84,26 @@ async def test_a_mixed_batch_returns_what_one_at_a_time_would(
         assert state == await ledger_state(engine, other)
 
 
-async def _mixed_writes(writer: PostgresWriter, account: int, prefix: str) -> list[Write[Any]]:
+async def _mixed_writes(writer: PostgresWriter, account: int, prefix: str) -> list[LedgerWrite]:
     """Two holds placed beforehand (if they fit), then, interleaved: their settlements
     (one of them twice, as the reaper would) and four new holds, the third a large one."""
     old = [a_hold(account, f"{prefix}-old-{i}") for i in range(2)]
-    await one_at_a_time(writer, [_PlaceHold(hold) for hold in old])
+    await one_at_a_time(writer, list(old))
     new = [
-        _PlaceHold(a_hold(account, f"{prefix}-new-{i}", completion=completion))
+        a_hold(account, f"{prefix}-new-{i}", completion=completion)
         for i, completion in enumerate([100, 100, 1000, 100])
     ]
     return [
-        new[0], _Settle(by_usage(old[0], 40, 30)), new[1],
-        _Settle(expired_settlement(old[0], NOW_MS + 10**9)), new[2],
-        _Settle(by_usage(old[1], 1, 1)), new[3],
+        new[0], by_usage(old[0], 40, 30), new[1],
+        expired_settlement(old[0], NOW_MS + 10**9), new[2],
+        by_usage(old[1], 1, 1), new[3],
     ]  # fmt: skip
 
 
 # holds: the fitting prefix, then the rest alone ---------------------------------------
 
 
-async def test_holds_that_do_not_fit_their_batch_are_retried_alone_in_order(
-    engine: AsyncEngine, writer: PostgresWriter
-) -> None:
-    account = await funded(engine, "acme", 20)
-    broke = await funded(engine, "broke", 0)
-    holds = [sized_hold(account, f"req_{i}", n) for i, n in enumerate([10, 100, 5, 6, 4])]
-    writes = [
-        *(_PlaceHold(hold) for hold in holds),
-        _PlaceHold(sized_hold(broke, "req_broke", 1)),
-        _PlaceHold(sized_hold(broke + 1000, "req_nobody", 1)),  # no such account
-    ]
-    placements = await writer.transaction(writes)
-    assert [(p.placed, p.available_nano) for p in placements] == [
-        (True, 20), (False, 10), (True, 10), (False, 5), (True, 5), (False, 0), (False, 0),
-    ]  # fmt: skip
-    state = await ledger_state(engine, account)
-    state.check()
-    assert (state.held_nano, state.open_holds) == (19, 3)
-
-
-async def test_a_batch_of_holds_never_overdraws_at_its_edge(
-    engine: AsyncEngine, writer: PostgresWriter
-) -> None:
-    """Exactly the room for three: the fourth and later are refused, with what is left."""
-    amount = a_hold(1, "probe").amount_nano
-    account = await funded(engine, "acme", 3 * amount + 7)
-    placements = await writer.transaction(
-        [_PlaceHold(a_hold(account, f"req_{i}")) for i in range(6)]
-    )
-    assert [p.placed for p in placements] == [True] * 3 + [False] * 3
-    assert {p.available_nano for p in placements[3:]} == {7}
-    (await ledger_state(engine, account)).check()
-
-
 # settlements: each hold claimed once ----------------------------------------------------
-
-
-async def test_a_request_settled_twice_in_one_batch_is_claimed_by_the_first(
-    engine: AsyncEngine, writer: PostgresWriter
-) -> None:
-    account = await funded(engine, "acme", 10**9)
-    early, late = a_hold(account, "req_early"), a_hold(account, "req_late")
-    await one_at_a_time(writer, [_PlaceHold(early), _PlaceHold(late)])
-    reaped = expired_settlement(early, NOW_MS + 10**9)
-    used = by_usage(late, 40, 30)
-    results = await writer.transaction([
-        _Settle(reaped), _Settle(by_usage(early, 40, 30)),  # the reaper's first
-        _Settle(used), _Settle(expired_settlement(late, NOW_MS + 10**9)),  # the request's
-    ])  # fmt: skip
-    assert results == [True, False, True, False]
-    state = await ledger_state(engine, account)
-    state.check()
-    assert (state.usage_records, state.open_holds, state.held_nano) == (2, 0, 0)
-    assert state.debits_nano == reaped.cost_nano + used.cost_nano
-
-
-async def test_a_settlement_that_does_not_match_its_hold_fails_alone(
-    engine: AsyncEngine,
-) -> None:
-    account = await funded(engine, "acme", 10**9)
-    holds = [a_hold(account, f"req_{i}") for i in range(3)]
-    async with Ledger(engine).running() as ledger:
-        for hold in holds:
-            await ledger.place_hold(hold)
-        wrong = a_hold(account, "req_0", completion=7)  # req_0's id, another amount
-        results = await asyncio.gather(
-            ledger.settle(by_usage(wrong, 1, 1)),
-            *(ledger.settle(by_usage(hold, 1, 1)) for hold in holds),
-            return_exceptions=True,
-        )
-    assert isinstance(results[0], InvariantViolation)
-    assert results[1:] == [True, True, True]
-    state = await ledger_state(engine, account)
-    state.check()
-    assert (state.usage_records, state.open_holds) == (3, 0)
 
 
 # a failing batch ---------------------------------------------------------------------------
@@ -261,10 +176,10 @@ async def test_the_first_statement_locks_the_later_statements_accounts(
     hold = a_hold(settled, "req_1")
     conn, other = await driver_connection(engine), await driver_connection(engine)
     try:
-        assert (await _PlaceHold(hold).on_postgres(conn)).placed
+        assert (await place_hold(conn, hold)).placed
         async with conn.transaction():
-            settle = [_Settle(by_usage(hold, 1, 1))]
-            assert await _Settle.on_postgres_batch(conn, settle, [held]) == [True]
+            settle = [by_usage(hold, 1, 1)]
+            assert await settle_many(conn, settle, [held]) == [True]
             for account in (settled, held):
                 with pytest.raises(asyncpg.LockNotAvailableError):
                     await other.execute(
@@ -280,20 +195,23 @@ async def test_the_writer_runs_settlements_first_and_tells_them_the_holds_accoun
 ) -> None:
     acme, beta, gamma = [await funded(engine, name, 10**9) for name in ("a", "b", "c")]
     hold = a_hold(beta, "req_1")
-    await writer.transaction([_PlaceHold(hold)])
+    await writer.transaction([hold])
     calls: list[tuple[str, list[int], list[int]]] = []
-    for kind in (_Settle, _PlaceHold):
+    for name in ("settle_many", "place_holds"):
+        original = getattr(_ledger_postgres_batch, name)
 
-        async def spy(conn: Any, writes: Any, later: Any, run: Any = kind.on_postgres_batch) -> Any:
-            calls.append((run.__self__.__name__, [w.account_id for w in writes], list(later)))
+        async def spy(conn: Any, writes: Any, later: Any, run: Any = original) -> Any:
+            accounts = [w.hold.account_id if isinstance(w, Settlement) else w.account_id
+                        for w in writes]  # fmt: skip
+            calls.append((run.__name__, accounts, list(later)))
             return await run(conn, writes, later)
 
-        monkeypatch.setattr(kind, "on_postgres_batch", spy)
+        monkeypatch.setattr(_ledger_postgres_batch, name, spy)
     await writer.transaction([
-        _PlaceHold(a_hold(gamma, "req_2")), _Settle(by_usage(hold, 1, 1)),
-        _PlaceHold(a_hold(acme, "req_3")),
+        a_hold(gamma, "req_2"), by_usage(hold, 1, 1),
+        a_hold(acme, "req_3"),
     ])  # fmt: skip
-    assert calls == [("_Settle", [beta], [acme, gamma]), ("_PlaceHold", [gamma, acme], [])]
+    assert calls == [("settle_many", [beta], [acme, gamma]), ("place_holds", [gamma, acme], [])]
 
 
 async def test_a_batch_waits_for_another_writer_and_decides_on_what_it_committed(
@@ -306,14 +224,14 @@ async def test_a_batch_waits_for_another_writer_and_decides_on_what_it_committed
     settled = a_hold(account, "req_settled")
     conn, other = await driver_connection(engine), await driver_connection(engine)
     try:
-        assert (await _PlaceHold(settled).on_postgres(conn)).placed
+        assert (await place_hold(conn, settled)).placed
         async with conn.transaction():
-            first = [_Settle(by_usage(settled, 1, 1)), _PlaceHold(a_hold(account, "req_1"))]
-            assert await _Settle.on_postgres_batch(conn, first[:1], [account]) == [True]
-            assert (await _PlaceHold.on_postgres_batch(conn, first[1:], []))[0].placed
-            second = [
-                _Settle(expired_settlement(settled, NOW_MS + 10**9)),
-                _PlaceHold(a_hold(account, "req_2")), _PlaceHold(a_hold(account, "req_3")),
+            settlement, hold_1 = by_usage(settled, 1, 1), a_hold(account, "req_1")
+            assert await settle_many(conn, [settlement], [account]) == [True]
+            assert (await place_holds(conn, [hold_1], []))[0].placed
+            second: list[LedgerWrite] = [
+                expired_settlement(settled, NOW_MS + 10**9),
+                a_hold(account, "req_2"), a_hold(account, "req_3"),
             ]  # fmt: skip
             racing = asyncio.create_task(_in_transaction(other, second))
             await asyncio.sleep(0.3)
@@ -334,9 +252,12 @@ async def test_a_batch_of_holds_waits_for_another_writer_s_holds(engine: AsyncEn
     conn, other = await driver_connection(engine), await driver_connection(engine)
     try:
         async with conn.transaction():
-            first = [_PlaceHold(a_hold(account, f"req_{i}")) for i in range(2)]
-            assert all(p.placed for p in await _run_batch(conn, first))
-            second = [_PlaceHold(a_hold(account, f"req_{i}")) for i in range(2, 4)]
+            first: list[LedgerWrite] = [a_hold(account, f"req_{i}") for i in range(2)]
+            assert await run_batch(conn, first) == [
+                Placement(True, 3 * amount),
+                Placement(True, 2 * amount),
+            ]
+            second: list[LedgerWrite] = [a_hold(account, f"req_{i}") for i in range(2, 4)]
             racing = asyncio.create_task(_in_transaction(other, second))
             await asyncio.sleep(0.3)
             assert not racing.done()  # it waits for the account's row
@@ -349,10 +270,10 @@ async def test_a_batch_of_holds_waits_for_another_writer_s_holds(engine: AsyncEn
     assert (state.open_holds, state.held_nano) == (3, 3 * amount)
 
 
-async def _in_transaction(conn: Any, writes: list[Write[Any]]) -> list[Any]:
+async def _in_transaction(conn: Any, writes: list[LedgerWrite]) -> list[Any]:
     """What the writer runs for a batch, on a connection of the test's own."""
     async with conn.transaction():
-        return await _run_batch(conn, writes)
+        return await run_batch(conn, writes)
 
 
 async def test_two_writers_with_crossing_mixed_batches_keep_the_books(url: str) -> None:

@@ -22,7 +22,7 @@ from teegate.store import Ledger, _sqlite_writer, create_engine, upgrade
 from teegate.store._database import SQLITE_PAGE_SIZE
 from teegate.store._sqlite_writer import SQLITE_THREAD, Checkpointer, WalWriteback
 from tests.support.billing import ledger_state
-from tests.test_ledger import a_hold, funded
+from tests.support.ledger import a_hold, funded
 
 PAGE_BYTES = SQLITE_PAGE_SIZE
 WAL_FRAME_BYTES = 24 + PAGE_BYTES  # each frame: its header, then the page
@@ -223,7 +223,12 @@ async def test_between_checkpoints_the_wal_is_written_back_without_waiting(
     monkeypatch.setattr(_sqlite_writer, "WAL_WRITEBACK_INTERVAL_S", 0.01)
     started: list[bool] = []
     start = WalWriteback.start
-    monkeypatch.setattr(WalWriteback, "start", lambda self: started.append(start(self)) or True)
+
+    def recording_start(self: WalWriteback) -> bool:
+        started.append(start(self))
+        return True
+
+    monkeypatch.setattr(WalWriteback, "start", recording_start)
     account = await funded(sqlite_engine, "acme", 10**12)
     checkpoint(sqlite_engine)
     async with Ledger(sqlite_engine).running() as ledger:

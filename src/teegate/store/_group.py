@@ -23,19 +23,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import cast, overload
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from teegate.billing import invariant
+from teegate.billing import Hold, Placement, Settlement
 from teegate.errors import ServiceUnavailable
+from teegate.invariants import invariant
+from teegate.store._ledger_rows import LedgerWrite
 from teegate.store._outage import UNAVAILABLE_MESSAGE, is_outage, is_retryable, unavailable
 from teegate.store._postgres_writer import PostgresWriter
 from teegate.store._sqlite_writer import SqliteWriter
-from teegate.store._writers import Write, Writer
-
-T = TypeVar("T")
+from teegate.store._writers import Writer
 
 log = structlog.get_logger("teegate.store")
 
@@ -53,8 +53,8 @@ MAX_ATTEMPTS = 3
 @dataclass(slots=True)
 class _Pending:
     lock_key: int
-    write: Write[Any]
-    done: asyncio.Future[Any]
+    write: LedgerWrite
+    done: asyncio.Future[Placement | bool]
 
 
 _STOP = object()
@@ -95,13 +95,19 @@ class GroupCommitter:
             finally:
                 await self._writer.close()
 
-    async def submit(self, lock_key: int, write: Write[T]) -> T:
+    @overload
+    async def submit(self, lock_key: int, write: Hold) -> Placement: ...
+
+    @overload
+    async def submit(self, lock_key: int, write: Settlement) -> bool: ...
+
+    async def submit(self, lock_key: int, write: LedgerWrite) -> Placement | bool:
         """Queue one write and wait for the transaction that carries it to commit."""
         if self._task is None or self._closing or self._task.done():
             raise ServiceUnavailable(UNAVAILABLE_MESSAGE)
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Placement | bool] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(lock_key, write, done))
-        return cast(T, await done)
+        return await done
 
     async def _drain(self) -> None:
         pending: list[_Pending] = []
@@ -179,7 +185,7 @@ def writer_for(engine: AsyncEngine) -> Writer:
     raise ValueError(f"no ledger writer for {engine.dialect.name}")
 
 
-def _resolve(pending: _Pending, result: Any) -> None:
+def _resolve(pending: _Pending, result: Placement | bool) -> None:
     if not pending.done.done():
         pending.done.set_result(result)
 

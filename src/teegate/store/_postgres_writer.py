@@ -18,7 +18,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from teegate.store._writers import Write
+from teegate.billing import Placement
+from teegate.store._ledger_postgres import apply
+from teegate.store._ledger_postgres_batch import run_batch
+from teegate.store._ledger_rows import LedgerWrite
 
 
 class PostgresWriter:
@@ -30,15 +33,15 @@ class PostgresWriter:
         self._driver: Any = None  # the asyncpg connection under `_connection`
         self._in_use = False
 
-    async def transaction(self, writes: Sequence[Write[Any]]) -> list[Any]:
+    async def transaction(self, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
         driver = await self._connect()
         self._in_use = True
         try:
             if len(writes) == 1:
-                results = [await writes[0].on_postgres(driver)]
+                results = [await apply(driver, writes[0])]
             else:
                 async with driver.transaction():
-                    results = await _run_batch(driver, writes)
+                    results = await run_batch(driver, writes)
         except Exception:
             self._in_use = False
             if driver.is_closed():
@@ -76,20 +79,3 @@ class PostgresWriter:
             with contextlib.suppress(Exception):  # it is broken; discarding it is all that is left
                 await connection.invalidate()
                 await connection.close()
-
-
-async def _run_batch(conn: Any, writes: Sequence[Write[Any]]) -> list[Any]:
-    """Each kind's writes as one batch, kinds in phase order, inside the caller's
-    transaction; results in `writes`' order."""
-    positions: dict[type[Write[Any]], list[int]] = {}
-    for i, write in enumerate(writes):
-        positions.setdefault(type(write), []).append(i)
-    kinds = sorted(positions, key=lambda kind: kind.batch_phase)
-    results: list[Any] = [None] * len(writes)
-    for n, kind in enumerate(kinds):
-        later = {writes[i].account_id for k in kinds[n + 1 :] for i in positions[k]}
-        mine = positions[kind]
-        done = await kind.on_postgres_batch(conn, [writes[i] for i in mine], sorted(later))
-        for i, result in zip(mine, done, strict=True):
-            results[i] = result
-    return results

@@ -26,13 +26,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import cast
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from teegate.billing import Placement
 from teegate.store._database import SQLITE_BUSY_TIMEOUT_S, connect_sqlite, sqlite_file
-from teegate.store._writers import Write
+from teegate.store._ledger_rows import LedgerWrite
+from teegate.store._ledger_sqlite import apply
 
 log = structlog.get_logger("teegate.store")
 
@@ -105,12 +107,12 @@ class SqliteWriter:
             path, CHECKPOINT_INTERVAL_S, WAL_RESTART_FRAMES, WAL_WRITEBACK_INTERVAL_S
         )
 
-    async def transaction(self, writes: Sequence[Write[Any]]) -> list[Any]:
+    async def transaction(self, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
         results = await self._inline_or_on_thread(writes)
         self._checkpointer.committed()
         return results
 
-    async def _inline_or_on_thread(self, writes: Sequence[Write[Any]]) -> list[Any]:
+    async def _inline_or_on_thread(self, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
         for pause_s in INLINE_RETRY_PAUSES_S:
             try:
                 conn = self._inline.begin()
@@ -132,7 +134,7 @@ class SqliteWriter:
             self._thread = None
         await self._checkpointer.stop()
 
-    async def _on_thread(self, writes: Sequence[Write[Any]]) -> list[Any]:
+    async def _on_thread(self, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=SQLITE_THREAD)
         loop = asyncio.get_running_loop()
@@ -154,16 +156,18 @@ class _Connection:
         conn.execute("BEGIN IMMEDIATE")
         return conn
 
-    def finish(self, conn: sqlite3.Connection, writes: Sequence[Write[Any]]) -> list[Any]:
+    def finish(
+        self, conn: sqlite3.Connection, writes: Sequence[LedgerWrite]
+    ) -> list[Placement | bool]:
         try:
-            results = [write.on_sqlite(conn) for write in writes]
+            results = [apply(conn, write) for write in writes]
             conn.execute("COMMIT")
         except BaseException:
             self._roll_back(conn)
             raise
         return results
 
-    def run(self, writes: Sequence[Write[Any]]) -> list[Any]:
+    def run(self, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
         return self.finish(self.begin(), writes)
 
     def close(self) -> None:

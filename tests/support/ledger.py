@@ -1,0 +1,257 @@
+"""The reference ledger (`MemoryLedger`): `teegate.billing.LedgerStore`'s rules in plain
+Python; and the holds and settlements the ledger tests build.
+
+Every implementation (SQLite, PostgreSQL one write at a time, PostgreSQL in
+batches) must keep the same books as this one, which applies each write alone,
+in the order it is called, with nothing shared and nothing to tune. The contract
+suite and the differential test run it beside the SQL ledgers; the meter's tests
+use it as their store.
+
+It keeps what the tables keep: accounts with balance and held amounts, every hold
+with its state, the ledger's entries and the usage records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from teegate.billing import (
+    Balance,
+    Hold,
+    HoldState,
+    Placement,
+    Rates,
+    Settlement,
+    UsageQuery,
+    UsageRecord,
+    cost_nano,
+    settlement_for,
+)
+from teegate.invariants import invariant
+from teegate.store import AccountStore
+from tests.support.billing import LedgerState
+
+RATES = Rates(740_000_000, 3_237_500_000)  # R1's sample prices x 1.85
+NOW_MS = 1_800_000_000_000
+
+
+def a_hold(
+    account_id: int,
+    request_id: str,
+    *,
+    completion: int = 100,
+    created: int = NOW_MS,
+    ttl_ms: int = 60_000,
+) -> Hold:
+    prompt = 50
+    return Hold(
+        request_id=request_id, account_id=account_id, key_id="key_1", model="m/x-TEE",
+        stream=False, rates=RATES, prompt_tokens=prompt, completion_tokens=completion,
+        amount_nano=cost_nano(prompt, completion, RATES), created_ms=created,
+        expires_ms=created + ttl_ms,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def by_usage(hold: Hold, prompt: int, completion: int) -> Settlement:
+    """The settlement of a request that reported its usage."""
+    return settlement_for(
+        hold, status="ok", usage=Usage(prompt, completion), output_bytes=0, now_ms=NOW_MS + 5
+    )
+
+
+async def funded(engine: AsyncEngine, name: str, nano: int) -> int:
+    """A new account on `engine` with `nano` of credit; its id."""
+    store = AccountStore(engine)
+    account = await store.create_account(name)
+    if nano:
+        await store.credit(name, nano)
+    return account.id
+
+
+@dataclass
+class MemoryAccount:
+    id: int
+    name: str
+    balance_nano: int = 0
+    held_nano: int = 0
+
+
+@dataclass
+class HoldRow:
+    """A hold as the `holds` table keeps it: the hold, its state and when it resolved."""
+
+    hold: Hold
+    state: HoldState = "open"
+    resolved_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of `ledger_entries`: a credit (positive) or a debit (negative)."""
+
+    account_id: int
+    kind: str
+    amount_nano: int
+    reference: str | None
+    memo: str
+
+
+class DuplicateRow(ValueError):
+    """What the tables' unique keys refuse (a hold id, or a debit's reference, taken)."""
+
+
+class MemoryLedger:
+    """A `LedgerStore`, plus the accounts' side (create, credit) the SQL ledger leaves to
+    `AccountStore`. A write that fails changes nothing, as a rolled-back transaction."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[int, MemoryAccount] = {}
+        self.hold_rows: dict[str, HoldRow] = {}
+        self.entries: list[Entry] = []
+        self.usage_records: dict[str, UsageRecord] = {}
+        self.settled: list[Settlement] = []
+        """Every settlement that resolved a hold, in order."""
+
+    # the accounts' side -------------------------------------------------------------
+
+    def create_account(self, name: str) -> int:
+        invariant(all(a.name != name for a in self.accounts.values()), f"{name} exists")
+        account = MemoryAccount(len(self.accounts) + 1, name)
+        self.accounts[account.id] = account
+        return account.id
+
+    def credit(self, name: str, amount_nano: int, *, memo: str = "credit") -> None:
+        if amount_nano <= 0:
+            raise ValueError("a credit must be positive")
+        [account] = [a for a in self.accounts.values() if a.name == name]
+        self.entries.append(Entry(account.id, "credit", amount_nano, None, memo))
+        account.balance_nano += amount_nano
+
+    # LedgerStore ----------------------------------------------------------------------
+
+    async def place_hold(self, hold: Hold) -> Placement:
+        account = self.accounts.get(hold.account_id)
+        if account is None:
+            return Placement(False, 0)
+        available = account.balance_nano - account.held_nano
+        if available < hold.amount_nano:
+            return Placement(False, available)
+        if hold.request_id in self.hold_rows:
+            raise DuplicateRow(f"hold {hold.request_id} exists")
+        account.held_nano += hold.amount_nano
+        self.hold_rows[hold.request_id] = HoldRow(hold)
+        return Placement(True, available)
+
+    async def settle(self, settlement: Settlement) -> bool:
+        hold = settlement.hold
+        row = self.hold_rows.get(hold.request_id)
+        if row is None or row.state != "open":
+            return False
+        invariant(
+            (row.hold.account_id, row.hold.amount_nano) == (hold.account_id, hold.amount_nano),
+            f"settlement of {hold.request_id} does not match its hold",
+        )
+        cost = settlement.cost_nano
+        if cost > 0 and any(e.reference == hold.request_id for e in self.entries):
+            raise DuplicateRow(f"an entry already references {hold.request_id}")
+        account = self.accounts[hold.account_id]
+        row.state, row.resolved_ms = settlement.hold_state, settlement.settled_ms
+        account.held_nano -= hold.amount_nano
+        account.balance_nano -= cost
+        if cost > 0:
+            self.entries.append(
+                Entry(account.id, "debit", -cost, hold.request_id, settlement.settled_by)
+            )
+        self.usage_records[hold.request_id] = _usage_record(settlement, account.name)
+        self.settled.append(settlement)
+        return True
+
+    async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
+        expired = [
+            row.hold
+            for row in self.hold_rows.values()
+            if row.state == "open"
+            and (row.hold.expires_ms <= now_ms or row.hold.created_ms <= now_ms - ttl_ms)
+        ]
+        return sorted(expired, key=lambda h: (h.created_ms, h.request_id))[:limit]
+
+    async def open_holds(self, account_id: int | None = None) -> list[Hold]:
+        found = [
+            row.hold
+            for row in self.hold_rows.values()
+            if row.state == "open" and account_id in (None, row.hold.account_id)
+        ]
+        return sorted(found, key=lambda h: h.created_ms)
+
+    async def balance(self, account_id: int) -> Balance | None:
+        account = self.accounts.get(account_id)
+        if account is None:
+            return None
+        return Balance(account_id, account.balance_nano, account.held_nano)
+
+    async def usage(self, query: UsageQuery) -> list[UsageRecord]:
+        found = [
+            record
+            for record in self.usage_records.values()
+            if query.account_id in (None, record.account_id)
+            and query.account_name in (None, record.account)
+            and (query.since_ms is None or record.started_ms >= query.since_ms)
+        ]
+        found.sort(key=lambda r: (-r.started_ms, r.request_id))
+        return found[: query.limit]
+
+    async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
+        record = self.usage_records.get(request_id)
+        return record if record is not None and record.account_id == account_id else None
+
+    # the books -------------------------------------------------------------------------
+
+    def state(self, account_id: int) -> LedgerState:
+        """What `ledger_state` reads from the tables, from this ledger's rows."""
+        account = self.accounts[account_id]
+        entries = [e for e in self.entries if e.account_id == account_id]
+        rows = [r for r in self.hold_rows.values() if r.hold.account_id == account_id]
+        open_rows = [r for r in rows if r.state == "open"]
+        records = [r for r in self.usage_records.values() if r.account_id == account_id]
+        return LedgerState(
+            balance_nano=account.balance_nano,
+            held_nano=account.held_nano,
+            entries_sum=sum(e.amount_nano for e in entries),
+            credits_nano=sum(e.amount_nano for e in entries if e.kind == "credit"),
+            debits_nano=-sum(e.amount_nano for e in entries if e.kind == "debit"),
+            usage_cost_nano=sum(r.cost_nano for r in records),
+            usage_records=len(records),
+            open_holds=len(open_rows),
+            open_held_nano=sum(r.hold.amount_nano for r in open_rows),
+            holds=len(rows),
+        )
+
+
+def _usage_record(settlement: Settlement, account_name: str) -> UsageRecord:
+    """The record as the SQL ledgers write it: from the settlement and the hold it names."""
+    hold = settlement.hold
+    return UsageRecord(
+        request_id=hold.request_id,
+        account_id=hold.account_id,
+        account=account_name,
+        key_id=hold.key_id,
+        model=hold.model,
+        stream=hold.stream,
+        prompt_tokens=settlement.prompt_tokens,
+        completion_tokens=settlement.completion_tokens,
+        cost_nano=settlement.cost_nano,
+        held_nano=hold.amount_nano,
+        settled_by=settlement.settled_by,
+        status=settlement.status,
+        capped=settlement.capped,
+        started_ms=hold.created_ms,
+        settled_ms=settlement.settled_ms,
+    )
