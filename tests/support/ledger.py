@@ -1,5 +1,6 @@
 """The reference ledger (`MemoryLedger`): `teegate.billing.LedgerStore`'s rules in plain
-Python; and the holds and settlements the ledger tests build.
+Python; `Batched`, which puts a SQL ledger's every write in a batch; and the holds and
+settlements the ledger tests build.
 
 Every implementation (SQLite, PostgreSQL one write at a time, PostgreSQL in
 batches) must keep the same books as this one, which applies each write alone,
@@ -13,7 +14,8 @@ with its state, the ledger's entries and the usage records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,10 +29,11 @@ from teegate.billing import (
     UsageQuery,
     UsageRecord,
     cost_nano,
+    expired_settlement,
     settlement_for,
 )
 from teegate.invariants import invariant
-from teegate.store import AccountStore
+from teegate.store import AccountStore, Ledger
 from tests.support.billing import LedgerState
 
 RATES = Rates(740_000_000, 3_237_500_000)  # R1's sample prices x 1.85
@@ -74,6 +77,47 @@ async def funded(engine: AsyncEngine, name: str, nano: int) -> int:
     if nano:
         await store.credit(name, nano)
     return account.id
+
+
+class Batched:
+    """A SQL ledger whose every write is sent with a companion that changes nothing (the
+    settlement of a hold never placed), so that each runs in a batch of two: on
+    PostgreSQL, the batch statements' path instead of the single write's."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._ghosts = 0
+
+    async def place_hold(self, hold: Hold) -> Placement:
+        placement, _ = await asyncio.gather(
+            self.ledger.place_hold(hold), self.ledger.settle(self._ghost(hold))
+        )
+        return placement
+
+    async def settle(self, settlement: Settlement) -> bool:
+        settled, _ = await asyncio.gather(
+            self.ledger.settle(settlement), self.ledger.settle(self._ghost(settlement.hold))
+        )
+        return settled
+
+    def _ghost(self, hold: Hold) -> Settlement:
+        self._ghosts += 1
+        return expired_settlement(replace(hold, request_id=f"ghost{self._ghosts}"), NOW_MS)
+
+    async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
+        return await self.ledger.expired_holds(now_ms, ttl_ms, limit)
+
+    async def open_holds(self, account_id: int | None = None) -> list[Hold]:
+        return await self.ledger.open_holds(account_id)
+
+    async def balance(self, account_id: int) -> Balance | None:
+        return await self.ledger.balance(account_id)
+
+    async def usage(self, query: UsageQuery) -> list[UsageRecord]:
+        return await self.ledger.usage(query)
+
+    async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
+        return await self.ledger.generation(account_id, request_id)
 
 
 @dataclass
