@@ -13,6 +13,9 @@ with its state, the ledger's entries and the usage records.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,6 +34,7 @@ from teegate.billing import (
 )
 from teegate.invariants import invariant
 from teegate.store import AccountStore
+from teegate.store.sqlite import connect_sqlite
 from tests.support.billing import LedgerState
 
 RATES = Rates(740_000_000, 3_237_500_000)  # R1's sample prices x 1.85
@@ -255,3 +259,26 @@ def _usage_record(settlement: Settlement, account_name: str) -> UsageRecord:
         started_ms=hold.created_ms,
         settled_ms=settlement.settled_ms,
     )
+
+
+class Unopenable:
+    """How the SQLite writer and its checkpointer open their connections (`connect=`),
+    failing as an unopenable file does while `failing` is set."""
+
+    def __init__(self) -> None:
+        self.failing = False
+
+    def __call__(
+        self, path: str, *, busy_timeout_s: float, pragmas: Sequence[str] = ()
+    ) -> sqlite3.Connection:
+        if self.failing:
+            raise sqlite3.OperationalError("unable to open database file")
+        return connect_sqlite(path, busy_timeout_s=busy_timeout_s, pragmas=pragmas)
+
+    @contextlib.contextmanager
+    def fails(self) -> Iterator[None]:
+        self.failing = True
+        try:
+            yield
+        finally:
+            self.failing = False
