@@ -21,7 +21,6 @@ from teegate.billing import (
     Hold,
     Placement,
     Rates,
-    Settlement,
     UsageQuery,
     UsageRecord,
     expired_settlement,
@@ -30,7 +29,7 @@ from teegate.billing import (
 from teegate.invariants import InvariantViolation
 from teegate.store import AccountStore, Ledger, create_engine, upgrade
 from tests.support.billing import LedgerState, database_url, ledger_state, postgres_url
-from tests.support.ledger import NOW_MS, MemoryLedger, a_hold, by_usage
+from tests.support.ledger import NOW_MS, Batched, MemoryLedger, a_hold, by_usage
 
 NO_POSTGRES = "set TEEGATE_TEST_POSTGRES_URL to run the ledger's contract on PostgreSQL"
 IMPLEMENTATIONS = [
@@ -44,47 +43,6 @@ IMPLEMENTATIONS = [
     ),
 ]
 ONE_NANO_A_TOKEN = Rates(1_000_000, 1_000_000)
-
-
-class Batched:
-    """A SQL ledger whose every write is sent with a companion that changes nothing (the
-    settlement of a hold never placed), so that each runs in a batch of two: on
-    PostgreSQL, the batch statements' path instead of the single write's."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self._ghosts = 0
-
-    async def place_hold(self, hold: Hold) -> Placement:
-        placement, _ = await asyncio.gather(
-            self.ledger.place_hold(hold), self.ledger.settle(self._ghost(hold))
-        )
-        return placement
-
-    async def settle(self, settlement: Settlement) -> bool:
-        settled, _ = await asyncio.gather(
-            self.ledger.settle(settlement), self.ledger.settle(self._ghost(settlement.hold))
-        )
-        return settled
-
-    def _ghost(self, hold: Hold) -> Settlement:
-        self._ghosts += 1
-        return expired_settlement(replace(hold, request_id=f"ghost{self._ghosts}"), NOW_MS)
-
-    async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
-        return await self.ledger.expired_holds(now_ms, ttl_ms, limit)
-
-    async def open_holds(self, account_id: int | None = None) -> list[Hold]:
-        return await self.ledger.open_holds(account_id)
-
-    async def balance(self, account_id: int) -> Balance | None:
-        return await self.ledger.balance(account_id)
-
-    async def usage(self, query: UsageQuery) -> list[UsageRecord]:
-        return await self.ledger.usage(query)
-
-    async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
-        return await self.ledger.generation(account_id, request_id)
 
 
 @dataclass

@@ -54,8 +54,7 @@ from teegate.billing import (
 )
 from teegate.store import Ledger, create_engine, upgrade
 from tests.support.billing import database_url, postgres_url
-from tests.support.ledger import NOW_MS, MemoryLedger, Usage, a_hold
-from tests.test_ledger_contract import Batched
+from tests.support.ledger import NOW_MS, Batched, MemoryLedger, Usage, a_hold
 
 DIFFERENTIAL = settings(
     max_examples=30,
