@@ -17,7 +17,7 @@ per request id.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Table
@@ -36,31 +36,6 @@ from teegate.store._ledger_rows import (
     usage_row,
 )
 from teegate.store._schema import holds, usage_records
-
-
-async def run_batch(conn: Any, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
-    """Settlements, then holds, each kind as one statement inside the caller's
-    transaction; results in `writes`' order."""
-    settling: list[int] = []
-    settlements: list[Settlement] = []
-    holding: list[int] = []
-    new_holds: list[Hold] = []
-    for i, write in enumerate(writes):
-        if isinstance(write, Hold):
-            holding.append(i)
-            new_holds.append(write)
-        else:
-            settling.append(i)
-            settlements.append(write)
-    results: list[Placement | bool] = [False] * len(writes)
-    if settlements:
-        later = sorted({hold.account_id for hold in new_holds})
-        for i, claimed in zip(settling, await settle_many(conn, settlements, later), strict=True):
-            results[i] = claimed
-    if new_holds:
-        for i, placement in zip(holding, await place_holds(conn, new_holds, []), strict=True):
-            results[i] = placement
-    return results
 
 
 def _pg_arrays(table: Table, columns: tuple[str, ...]) -> str:
@@ -191,4 +166,40 @@ async def settle_many(conn: Any, batch: Sequence[Settlement], later: Sequence[in
         still_open = {row[0]: row[1:] for row in await conn.fetch(_OPEN_HOLDS, ids)}
         for hold in missed:
             unclaimed(hold, still_open.get(hold.request_id))
+    return results
+
+
+SettleMany = Callable[[Any, Sequence[Settlement], Sequence[int]], Awaitable[list[bool]]]
+PlaceHolds = Callable[[Any, Sequence[Hold], Sequence[int]], Awaitable[list[Placement]]]
+
+
+async def run_batch(
+    conn: Any,
+    writes: Sequence[LedgerWrite],
+    *,
+    settle: SettleMany = settle_many,
+    place: PlaceHolds = place_holds,
+) -> list[Placement | bool]:
+    """Settlements, then holds, each kind as one statement inside the caller's
+    transaction; results in `writes`' order. `settle` and `place` stand in for
+    `settle_many` and `place_holds` (a test watches what they are told)."""
+    settling: list[int] = []
+    settlements: list[Settlement] = []
+    holding: list[int] = []
+    new_holds: list[Hold] = []
+    for i, write in enumerate(writes):
+        if isinstance(write, Hold):
+            holding.append(i)
+            new_holds.append(write)
+        else:
+            settling.append(i)
+            settlements.append(write)
+    results: list[Placement | bool] = [False] * len(writes)
+    if settlements:
+        later = sorted({hold.account_id for hold in new_holds})
+        for i, claimed in zip(settling, await settle(conn, settlements, later), strict=True):
+            results[i] = claimed
+    if new_holds:
+        for i, placement in zip(holding, await place(conn, new_holds, []), strict=True):
+            results[i] = placement
     return results

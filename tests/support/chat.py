@@ -16,7 +16,7 @@ from teegate.catalog import AttestationStatus, Catalog, CatalogModel
 from teegate.chat import Answer, ChatRequest, ChatService, parse_chat_request
 from teegate.config import RequestDefaults
 from teegate.errors import ServiceUnavailable
-from tests.test_billing_rules import MODEL, FakeStore
+from tests.support.ledger import MODEL, FakeStore
 
 PRINCIPAL = Principal("key_1", 7, None)
 CONTENT = orjson.dumps({"choices": [{"index": 0, "delta": {"content": "héllo"}}]})
