@@ -578,6 +578,13 @@ def devstack(
         Path,
         typer.Option("--tls-dir", help="Where the TLS files and the dev root CA are written."),
     ] = Path(".teegate/devstack-tls"),
+    embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--embeddings/--no-embeddings",
+            help="Also serve a confidential embedding model (/v1/embeddings).",
+        ),
+    ] = False,
 ) -> None:
     """Run the simulated confidential upstream (TLS, attested) and its PCS/NRAS stand-ins."""
     from teegate import servers
@@ -592,7 +599,7 @@ def devstack(
     faults = _known_faults(fault, FAULTS)
     services_faults = _known_faults(services_fault, SERVICES_FAULTS)
     sockets = _listen(host, {"--port": port, "--services-port": services_port})
-    cfg = DevstackConfig(faults=faults, chunk_delay_s=chunk_delay_ms / 1000)
+    cfg = DevstackConfig(faults=faults, chunk_delay_s=chunk_delay_ms / 1000, embeddings=embeddings)
     if catalog is not None:
         cfg = dataclasses.replace(cfg, catalog_path=catalog)
     out.print(
@@ -679,7 +686,7 @@ def dev(
     data_dir.mkdir(parents=True, exist_ok=True)
     enclave = SimulatedEnclave()
     upstream, services = devstack_servers(
-        DevstackConfig(),
+        DevstackConfig(embeddings=True),
         enclave=enclave,
         host="127.0.0.1",
         port=devstack_port,

@@ -43,8 +43,9 @@ def seconds_to_ms(seconds: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class HoldRequest:
-    """What the chat service asks billing to hold for one request, before it runs:
-    who pays, at which rates, and the body whose cost is estimated."""
+    """What a service asks billing to hold for one request, before it runs: who
+    pays, at which rates, and the body whose cost is estimated; or, where the
+    service has bounded the prompt itself (embeddings' inputs), that bound."""
 
     request_id: str
     account_id: int
@@ -55,6 +56,7 @@ class HoldRequest:
     body: Mapping[str, Any]
     max_output_tokens: int
     choices: int
+    prompt_tokens: int | None = None
 
 
 class LedgerMeter:
@@ -91,7 +93,9 @@ class LedgerMeter:
     def hold_for(self, request: HoldRequest) -> Hold:
         """The hold a request needs, at the rates it was admitted at."""
         rates = request.rates
-        prompt = prompt_upper_bound(request.body)
+        prompt = request.prompt_tokens
+        if prompt is None:
+            prompt = prompt_upper_bound(request.body)
         completion = held_completion_tokens(request.max_output_tokens, request.choices)
         created = self._clock()
         return Hold(
