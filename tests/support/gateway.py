@@ -46,6 +46,9 @@ class Devstack:
     def chat_requests(self) -> int:
         return int(self.admin("GET", "stats")["chat_requests"])
 
+    def embeddings_requests(self) -> int:
+        return int(self.admin("GET", "stats")["embeddings_requests"])
+
 
 @dataclass
 class Gateway:
