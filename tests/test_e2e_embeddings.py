@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import math
 import struct
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import httpx
@@ -22,19 +20,18 @@ import pytest
 from structlog.testing import capture_logs
 
 from teegate.billing import Rates, cost_nano, nano_to_usd, usd_to_nano
-from teegate.devstack import DevstackConfig, SimulatedEnclave, build_app
 from teegate.embeddings import MAX_INPUTS, MAX_TOTAL_TOKENS
 from tests.support.gateway import (
+    EMBEDDING_MODEL,
     Devstack,
     Gateway,
-    attested_settings,
-    running_gateway,
-    serve_enclave,
+    model_ids,
+    wait_for,
     with_store,
 )
 from tests.support.openai_schemas import validate
 
-EMBED = "Qwen/Qwen3-Embedding-0.6B-TEE"
+EMBED = EMBEDDING_MODEL
 TWIN = "Qwen/Qwen3-Embedding-0.6B"
 CHAT_MODEL = "deepseek-ai/DeepSeek-V3-0324-TEE"
 CONTEXT = 32768
@@ -45,48 +42,20 @@ DOCS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def rig(
-    enclave: SimulatedEnclave,
-    enclave_files: Path,
-    attestation_services: Devstack,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Gateway, Devstack]]:
-    app = build_app(DevstackConfig(embeddings=True, first_token_delay_s=0.3), enclave=enclave)
-    with serve_enclave(app, enclave, tmp_path_factory.mktemp("embeddings-tls")) as upstream:
-        devstack = Devstack(upstream.url)
-        settings = attested_settings(
-            tmp_path_factory.mktemp("embeddings"), devstack, attestation_services, enclave_files
-        )
-        with running_gateway(settings, "acme") as gw:
-            wait_for(gw, lambda ids: EMBED in ids)
-            yield gw, devstack
+@pytest.fixture
+def gw(embeddings_rig: tuple[Gateway, Devstack]) -> Iterator[Gateway]:
+    """The session's embeddings gateway, its upstream reset around each test and its
+    model back in the catalog after it."""
+    gateway, upstream = embeddings_rig
+    upstream.admin("POST", "reset")
+    yield gateway
+    upstream.admin("POST", "reset")
+    wait_for(gateway, lambda ids: EMBED in ids)
 
 
 @pytest.fixture
-def gw(rig: tuple[Gateway, Devstack]) -> Iterator[Gateway]:
-    """The module's gw, its upstream reset (faults, counters) around each test."""
-    rig[1].admin("POST", "reset")
-    yield rig[0]
-    rig[1].admin("POST", "reset")
-    wait_for(rig[0], lambda ids: EMBED in ids)
-
-
-@pytest.fixture
-def upstream(rig: tuple[Gateway, Devstack]) -> Devstack:
-    return rig[1]
-
-
-def model_ids(gw: Gateway) -> set[str]:
-    return {m.id for m in gw.client().models.list()}
-
-
-def wait_for(gw: Gateway, condition: Callable[[set[str]], bool]) -> None:
-    """Until a catalog sync (every 0.3 s here) has made /v1/models satisfy `condition`."""
-    deadline = time.monotonic() + 10
-    while not condition(model_ids(gw)):
-        assert time.monotonic() < deadline, "the catalog sync never got there"
-        time.sleep(0.05)
+def upstream(embeddings_rig: tuple[Gateway, Devstack]) -> Devstack:
+    return embeddings_rig[1]
 
 
 def decoded(embedding: list[float] | str) -> list[float]:
