@@ -280,7 +280,9 @@ def test_no_balance_is_402_before_any_upstream_call(gw: Gateway, upstream: Devst
     with pytest.raises(openai.APIStatusError) as info:
         gw.client(api_key=key).embeddings.create(model=EMBED, input="hello")
     assert info.value.status_code == 402
-    assert error_of(info.value.response)["code"] == "insufficient_balance"
+    error = error_of(info.value.response)
+    assert error["code"] == "insufficient_balance"
+    assert "its input tokens" in error["message"]
     assert upstream.embeddings_requests() == 0
 
 

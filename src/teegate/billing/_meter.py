@@ -30,6 +30,8 @@ from teegate.invariants import invariant
 log = structlog.get_logger("teegate.billing")
 
 Clock = Callable[[], int]
+_HELD_FOR = {True: "its prompt and max_tokens", False: "its input tokens"}
+_LOWER = {True: "lower max_tokens", False: "send fewer or shorter inputs"}
 
 
 def wall_ms() -> int:
@@ -82,11 +84,12 @@ class LedgerMeter:
         invariant(hold.amount_nano >= 0, f"hold {hold.request_id}: negative amount")
         placement = await self._placed(hold)
         if not placement.placed:
+            generates = hold.completion_tokens > 0
             raise InsufficientBalance(
                 f"Insufficient balance: this request needs {nano_to_usd(hold.amount_nano)} USD "
-                f"held against your balance (its prompt and max_tokens at the model's price), "
+                f"held against your balance ({_HELD_FOR[generates]} at the model's price), "
                 f"but {nano_to_usd(max(placement.available_nano, 0))} USD is available. "
-                "Add credit or lower max_tokens."
+                f"Add credit or {_LOWER[generates]}."
             )
         return hold
 
