@@ -420,9 +420,10 @@ def _print_models(data: list[dict[str, Any]]) -> None:
         "context", "prompt $/1M", "completion $/1M", "attestation",
     )  # fmt: skip
     for m in data:
+        modality = [] if m["modality"] == "chat" else [m["modality"]]  # chat: the default
         table.add_row(
             m["id"],
-            ", ".join(m["capabilities"]),
+            ", ".join([*modality, *m["capabilities"]]),
             str(m["context_length"]),
             m["pricing"]["prompt"],
             m["pricing"]["completion"],

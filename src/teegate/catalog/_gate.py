@@ -1,4 +1,4 @@
-"""The gate: a chat request reaches an upstream only through here.
+"""The gate: an inference request (chat, embeddings) reaches an upstream only through here.
 
 The catalog says which upstreams offer a model confidentially; attestation
 says which of those are proven right now. Anything short of both is refused

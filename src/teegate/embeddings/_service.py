@@ -52,7 +52,7 @@ class EmbeddingsService:
         check_against_model(request, admitted.model)
         hold = await self._meter.place(_hold_request(request_id, principal, admitted, request))
         client = self._upstreams[admitted.model.upstream]
-        try:
+        try:  # re-encoded, not relayed: the upstream reads exactly the body the gate read
             raw, body = await client.embed(
                 orjson.dumps(request.body), pin=admitted.attestation.tls_pin
             )
