@@ -12,6 +12,8 @@ import base64
 import math
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -20,12 +22,16 @@ import pytest
 from structlog.testing import capture_logs
 
 from teegate.billing import Rates, cost_nano, nano_to_usd, usd_to_nano
+from teegate.devstack import DevstackConfig, SimulatedEnclave, build_app
 from teegate.embeddings import MAX_INPUTS, MAX_TOTAL_TOKENS
 from tests.support.gateway import (
     EMBEDDING_MODEL,
     Devstack,
     Gateway,
+    attested_settings,
     model_ids,
+    running_gateway,
+    serve_enclave,
     wait_for,
     with_store,
 )
@@ -363,3 +369,44 @@ def test_inputs_reach_no_log_and_no_error(gw: Gateway, upstream: Devstack) -> No
         refused = post(gw, {"model": TWIN, "input": secret})
     assert secret not in response.text and secret not in refused.text
     assert all(secret not in repr(entry) for entry in logs)
+
+
+# --- the pinned channel ---------------------------------------------------------------------------
+
+
+def test_a_tls_key_other_than_the_attested_one_is_refused(
+    enclave: SimulatedEnclave,
+    enclave_files: Path,
+    attestation_services: Devstack,
+    tmp_path: Path,
+) -> None:
+    """Embeddings go over the channel pinned to the attested key, as chat does: a swapped
+    key is refused (model_not_confidential), the verdict dropped, so the endpoint
+    closes (its switch reads the verdict), and nothing more reaches the upstream. An enclave of its own: the verdict it loses
+    would close the shared rig's endpoint for the next tests."""
+    own = SimulatedEnclave(pki=enclave.pki)
+    app = build_app(DevstackConfig(embeddings=True), enclave=own)
+    with serve_enclave(app, own, tmp_path / "tls") as server:
+        upstream = Devstack(server.url)
+        settings = attested_settings(tmp_path, upstream, attestation_services, enclave_files)
+        with running_gateway(settings, "swap") as gateway:
+            wait_for(gateway, lambda ids: EMBED in ids)
+            client = gateway.client()
+            assert client.embeddings.create(model=EMBED, input="hello").data
+            upstream.set_faults("tls-key-swap")
+
+            def call(_: int) -> str:
+                try:
+                    client.embeddings.create(model=EMBED, input="hello")
+                except openai.APIStatusError as exc:
+                    return str(exc.code)
+                return "ok"
+
+            with ThreadPoolExecutor(6) as pool:  # new connections meet the swapped key
+                outcomes = list(pool.map(call, range(6)))
+            assert "model_not_confidential" in outcomes
+            before = upstream.embeddings_requests()
+            with pytest.raises(openai.APIStatusError) as info:
+                client.embeddings.create(model=EMBED, input="hello")
+            assert (info.value.status_code, info.value.code) == (503, "not_available")
+            assert upstream.embeddings_requests() == before

@@ -70,7 +70,8 @@ class Outcome:
         """Embeddings, delivered whole: their usage counts input tokens only."""
         usage = response.get("usage")
         prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        return cls("ok", read_usage({"prompt_tokens": prompt, "completion_tokens": 0}), 0, 0, True)
+        usage_read = read_usage({"prompt_tokens": prompt, "completion_tokens": 0})
+        return cls("ok", usage=usage_read, finished=True)
 
     def observe_response(self, response: dict[str, Any]) -> None:
         self.usage = read_usage(response.get("usage"))
