@@ -382,8 +382,8 @@ def test_a_tls_key_other_than_the_attested_one_is_refused(
 ) -> None:
     """Embeddings go over the channel pinned to the attested key, as chat does: a swapped
     key is refused (model_not_confidential), the verdict dropped, so the endpoint
-    closes (its switch reads the verdict), and nothing more reaches the upstream. An enclave of its own: the verdict it loses
-    would close the shared rig's endpoint for the next tests."""
+    closes (its switch reads the verdict), and nothing more reaches the upstream. An
+    enclave of its own: the verdict it loses would close the shared rig's endpoint."""
     own = SimulatedEnclave(pki=enclave.pki)
     app = build_app(DevstackConfig(embeddings=True), enclave=own)
     with serve_enclave(app, own, tmp_path / "tls") as server:
