@@ -13,7 +13,7 @@ import math
 from langchain_openai import OpenAIEmbeddings
 from pydantic import SecretStr
 
-from tests.support.gateway import EMBEDDING_MODEL, Devstack, Gateway
+from tests.support.gateway import EMBEDDING_MODEL, Devstack, Gateway, wait_for
 
 DOCUMENTS = [
     "Confidential inference runs the model inside a TDX enclave.",
@@ -43,6 +43,7 @@ def embeddings(
 def test_langchain_embeds_documents_and_a_query(embeddings_rig: tuple[Gateway, Devstack]) -> None:
     gateway, upstream = embeddings_rig
     upstream.admin("POST", "reset")
+    wait_for(gateway, lambda ids: EMBEDDING_MODEL in ids)
     client = embeddings(gateway)
     vectors = client.embed_documents(DOCUMENTS)
     query = client.embed_query("Which enclave binds a TLS key?")
@@ -61,6 +62,7 @@ def test_langchain_embeds_documents_and_a_query(embeddings_rig: tuple[Gateway, D
 def test_langchain_batches_and_dimensions(embeddings_rig: tuple[Gateway, Devstack]) -> None:
     gateway, upstream = embeddings_rig
     upstream.admin("POST", "reset")
+    wait_for(gateway, lambda ids: EMBEDDING_MODEL in ids)
     client = embeddings(gateway, chunk_size=2, dimensions=128)
     vectors = client.embed_documents(DOCUMENTS)
     assert [len(v) for v in vectors] == [128, 128, 128]

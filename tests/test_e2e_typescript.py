@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import Devstack, Gateway
+from tests.support.gateway import EMBEDDING_MODEL, Devstack, Gateway, wait_for
 
 TS_DIR = Path(__file__).with_name("ts")
 
@@ -41,6 +41,7 @@ def test_typescript_sdk_chat_and_stream(gateway: Gateway) -> None:
 def test_typescript_sdk_embeddings(embeddings_rig: tuple[Gateway, Devstack]) -> None:
     gateway, upstream = embeddings_rig
     upstream.admin("POST", "reset")
+    wait_for(gateway, lambda ids: EMBEDDING_MODEL in ids)
     output = run_node_tests(gateway, "embeddings.test.mjs")
     assert "# pass 3" in output
     assert "# fail 0" in output
