@@ -1,7 +1,8 @@
 """The floor: the least a Python proxy can do.
 
 Starlette + uvicorn (uvloop, httptools) + one aiohttp session that forwards
-the body as it is and relays the answer (streams byte for byte as they come).
+the body (chat completions, embeddings) as it is and relays the answer (streams
+byte for byte as they come).
 No auth, no limits, no parsing. An https upstream is verified against `--ca-file`
 (the bench gives it the enclave's own certificate), as any TLS client would.
 Run: `python -m bench.bare_proxy --port P --upstream URL [--ca-file PEM]`.
@@ -24,7 +25,7 @@ from starlette.routing import Route
 
 
 def build_app(upstream: str, ca_file: Path | None = None) -> Starlette:
-    chat_url = upstream.rstrip("/") + "/v1/chat/completions"
+    base = upstream.rstrip("/")
     sessions: list[aiohttp.ClientSession] = []
     verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
 
@@ -35,10 +36,10 @@ def build_app(upstream: str, ca_file: Path | None = None) -> Starlette:
             sessions.append(session)
             yield
 
-    async def chat(request: Request) -> Response:
+    async def forward(request: Request) -> Response:
         body = await request.body()
         response = await sessions[0].post(
-            chat_url, data=body, headers={"Content-Type": "application/json"}
+            base + request.url.path, data=body, headers={"Content-Type": "application/json"}
         )
         content_type = response.headers.get("Content-Type", "application/json")
         if content_type.startswith("text/event-stream"):
@@ -54,7 +55,8 @@ def build_app(upstream: str, ca_file: Path | None = None) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/chat/completions", forward, methods=["POST"]),
+            Route("/v1/embeddings", forward, methods=["POST"]),
             Route("/healthz", healthz),
         ],
         lifespan=lifespan,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import sys
 import time
 from pathlib import Path
@@ -68,6 +70,29 @@ FIXED_COMPLETION = {
         "completion_tokens_details": {"reasoning_tokens": 0},
     },
 }
+
+
+EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B-TEE"
+EMBEDDING_INPUTS = 8
+EMBEDDING_DIMENSIONS = 1024
+_VECTOR = base64.b64encode(
+    struct.pack(f"<{EMBEDDING_DIMENSIONS}f", *([EMBEDDING_DIMENSIONS**-0.5] * EMBEDDING_DIMENSIONS))
+).decode()
+FIXED_EMBEDDINGS = {
+    "object": "list",
+    "data": [
+        {"object": "embedding", "index": i, "embedding": _VECTOR} for i in range(EMBEDDING_INPUTS)
+    ],
+    "model": EMBEDDING_MODEL,
+    "usage": {"prompt_tokens": 8 * EMBEDDING_INPUTS, "total_tokens": 8 * EMBEDDING_INPUTS},
+}
+"""A RAG batch as the SDKs ask for it: 8 chunks, 1024 dimensions, base64 (44 KB)."""
+
+
+def embeddings_body() -> bytes:
+    chunks = [f"Chunk {i} of a document the benchmark embeds." for i in range(EMBEDDING_INPUTS)]
+    body = {"model": EMBEDDING_MODEL, "input": chunks, "encoding_format": "base64"}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def chat_body(*, stream: bool) -> bytes:

@@ -242,6 +242,42 @@ def _interleaved_section(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _embeddings_section(results: dict[str, Any]) -> list[str]:
+    runs = results.get("embeddings")
+    if not runs or BARE not in runs or SQLITE not in runs:
+        return ["Not measured in this run.", ""]
+
+    def get(label: str, c: int, key: str) -> float | None:
+        return next((r[key] for r in runs[label] if r["connections"] == c), None)
+
+    rows = []
+    for c in sorted({r["connections"] for r in runs[BARE]}):
+        bare_rps, teegate_rps = get(BARE, c, "rps"), get(SQLITE, c, "rps")
+        rows.append(
+            [
+                str(c),
+                _fmt(bare_rps, 0),
+                _fmt(teegate_rps, 0),
+                f"{_fmt(_ratio(teegate_rps, bare_rps))}x",
+                _fmt(get(BARE, c, "p50_ms")),
+                _fmt(get(SQLITE, c, "p50_ms")),
+                _fmt(_diff(get(SQLITE, c, "p50_ms"), get(BARE, c, "p50_ms"))),
+                _fmt(_diff(get(SQLITE, c, "p99_ms"), get(BARE, c, "p99_ms"))),
+            ]
+        )
+    header = [
+        "c",
+        "bare req/s",
+        "teegate req/s",
+        "teegate / bare",
+        "bare p50 (ms)",
+        "teegate p50 (ms)",
+        "added p50 (ms)",
+        "added p99 (ms)",
+    ]
+    return _table(header, rows)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -559,6 +595,14 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
         "timeouts and non-2xx answers.",
         "",
         *_nonstream_tables(results),
+        "## Embeddings",
+        "",
+        "`POST /v1/embeddings`, 8 inputs, `encoding_format` base64 (as the SDKs ask), the "
+        "bare proxy and teegate (SQLite) up side by side, same wrk settings; upstream = nginx "
+        "answering fixed 1024-dimension embeddings with usage (44 KB). teegate adds the "
+        "modality switch, the gate, the hold on the inputs' token bound and the settle.",
+        "",
+        *_embeddings_section(results),
         "## Streams",
         "",
         *_stream_tables(results),

@@ -34,6 +34,7 @@ from bench.common import (
     STREAM_COMPLETION_TOKENS,
     WORK,
     chat_body,
+    embeddings_body,
     log,
 )
 from bench.profile import profile_teegate
@@ -214,6 +215,33 @@ def _nonstream_phase(
                 server = stack.enter_context(_server(targets.teegate(store, upstream, attestation)))
                 side_by_side.append((f"teegate ({store.name})", server, store.key))
             _interleaved(plan, tools, side_by_side, body, results)
+            _embeddings(plan, tools, side_by_side, results)
+
+
+def _embeddings(
+    plan: Plan,
+    tools: Tools,
+    side_by_side: list[tuple[str, procs.Server, str]],
+    results: dict[str, Any],
+) -> None:
+    """POST /v1/embeddings (8 inputs, base64) at c=1 and c=32, the bare proxy and
+    teegate up side by side: teegate's switch, gate, hold and settle on a 44 KB answer."""
+    body = embeddings_body()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for c in (1, 32):
+        for label, server, auth in side_by_side:
+            url = f"{server.url}/v1/embeddings"
+            run_wrk(tools.wrk, url, body, connections=c, duration_s=plan.warmup_s, auth=auth)
+            result = run_wrk(
+                tools.wrk, url, body, connections=c, duration_s=plan.duration_s, auth=auth
+            )
+            log(
+                f"{label:24} c={c:<4} embeddings {result.rps:9.0f} req/s  "
+                f"p50 {result.p50_ms:8.2f} ms  p99 {result.p99_ms:8.2f} ms  "
+                f"errors {result.errors}"
+            )
+            out.setdefault(label, []).append(result.as_dict())
+    results["embeddings"] = out
 
 
 def _interleaved(

@@ -18,6 +18,7 @@ from bench.common import (
     ENCLAVE_CERT,
     ENCLAVE_KEY,
     FIXED_COMPLETION,
+    FIXED_EMBEDDINGS,
     HARNESS_CPU,
     HOST,
     MODEL,
@@ -120,14 +121,17 @@ def devstack(name: str, chunk_delay_ms: float, completion_tokens: int) -> Upstre
 
 def nginx(nginx_bin: str, behind: Upstream) -> Upstream:
     """nginx over TLS with the enclave's own certificate and key, answering a fixed
-    chat.completion (with usage) and the devstack catalog; the evidence path goes to
-    the enclave behind it, so the quote it relays binds the key nginx presents."""
+    chat.completion (with usage), fixed embeddings and the devstack catalog; the
+    evidence path goes to the enclave behind it, so the quote it relays binds the key
+    nginx presents."""
     prefix = WORK / "nginx"
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     port = procs.free_port()
     answer = json.dumps(FIXED_COMPLETION, separators=(",", ":"))
     if any(c in answer for c in "'$\\"):
         raise ValueError("the fixed answer must not hold ', $ or \\ (nginx string rules)")
+    embeddings = prefix / "embeddings.json"  # 44 KB: past what an nginx string may hold
+    embeddings.write_text(json.dumps(FIXED_EMBEDDINGS, separators=(",", ":")))
     user = "user root root;\n" if os.geteuid() == 0 else ""
     enclave = behind.enclave
     conf = prefix / "nginx.conf"
@@ -150,6 +154,11 @@ http {{
     location = /v1/chat/completions {{
       default_type application/json;
       return 200 '{answer}';
+    }}
+    location = /v1/embeddings {{
+      default_type application/json;
+      alias {embeddings};
+      error_page 405 =200 $uri;
     }}
     location = /v1/models {{
       default_type application/json;

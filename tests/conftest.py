@@ -21,11 +21,13 @@ from teegate.devstack import (
 from teegate.store import create_engine, upgrade
 from tests.support.billing import database_url
 from tests.support.gateway import (
+    EMBEDDING_MODEL,
     Devstack,
     Gateway,
     attested_settings,
     running_gateway,
     serve_enclave,
+    wait_for,
 )
 from tests.support.servers import serving
 
@@ -87,6 +89,31 @@ def gateway(
     )
     with running_gateway(settings, "acme") as gateway:
         yield gateway
+
+
+@pytest.fixture(scope="session")
+def embeddings_rig(
+    enclave: SimulatedEnclave,
+    enclave_files: Path,
+    attestation_services: Devstack,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Gateway, Devstack]]:
+    """A gateway attesting an enclave that also serves embeddings, and that enclave.
+
+    The session's `devstack` serves none, so `gateway` keeps /v1/embeddings closed
+    (the tests of the closed endpoint use it). Its enclave is another one under the
+    same test PKI, so the session's attestation services vouch for it too.
+    """
+    second = SimulatedEnclave(pki=enclave.pki)
+    app = build_app(DevstackConfig(embeddings=True, first_token_delay_s=0.3), enclave=second)
+    with serve_enclave(app, second, tmp_path_factory.mktemp("embeddings-tls")) as upstream:
+        devstack = Devstack(upstream.url)
+        settings = attested_settings(
+            tmp_path_factory.mktemp("embeddings"), devstack, attestation_services, enclave_files
+        )
+        with running_gateway(settings, "acme") as gateway:
+            wait_for(gateway, lambda ids: EMBEDDING_MODEL in ids)
+            yield gateway, devstack
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

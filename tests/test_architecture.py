@@ -39,6 +39,7 @@ DOMAIN_MODULES = [
     "teegate.billing",
     "teegate.catalog",
     "teegate.chat",
+    "teegate.embeddings",
     "teegate.ratelimit",  # minus its Redis edge, teegate.ratelimit.redis
 ]
 WEB_FRAMEWORKS = ("aiohttp", "fastapi", "httptools", "starlette", "uvicorn")

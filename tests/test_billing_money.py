@@ -42,6 +42,7 @@ SAMPLE_PRICES = {
     "zai-org/GLM-4.7-TEE": ("0.4", "1.5", 740_000_000, 2_775_000_000),
     "zai-org/GLM-5.1-TEE": ("0.6", "2.2", 1_110_000_000, 4_070_000_000),
     "XiaomiMiMo/MiMo-V2-Flash-TEE": ("0.09", "0.29", 166_500_000, 536_500_000),
+    "Qwen/Qwen3-Embedding-0.6B-TEE": ("0.02", "0", 37_000_000, 0),  # embeddings: input only
 }
 
 

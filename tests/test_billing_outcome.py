@@ -220,3 +220,22 @@ def test_an_outcome_starts_with_the_client_gone_and_nothing_delivered() -> None:
         0,
         False,
     )
+
+
+@pytest.mark.parametrize(
+    ("response", "usage"),
+    [
+        ({"usage": {"prompt_tokens": 12, "total_tokens": 12}}, Usage(12, 0)),
+        ({"usage": {"prompt_tokens": 12, "completion_tokens": 5}}, Usage(12, 0)),
+        ({"usage": {"prompt_tokens": -1}}, None),
+        ({"usage": {"prompt_tokens": True}}, None),
+        ({"usage": None}, None),
+        ({}, None),
+    ],
+)
+def test_embeddings_are_billed_for_their_input_tokens_only(
+    response: dict[str, Any], usage: Usage | None
+) -> None:
+    outcome = Outcome.of_embeddings(response)
+    assert (outcome.status, outcome.usage, outcome.output_bytes) == ("ok", usage, 0)
+    assert outcome.finished

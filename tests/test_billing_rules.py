@@ -260,3 +260,19 @@ async def test_a_balance_read_waits_for_the_settlements_under_way() -> None:
     assert settling.done()
     [settled] = store.settled
     assert (balance.balance_nano, balance.held_nano) == (10**9 - settled.cost_nano, 0)
+
+
+async def test_a_hold_for_a_bound_the_service_computed_holds_that_bound() -> None:
+    """Embeddings bound their inputs themselves and generate nothing: the hold is that
+    bound at the prompt price, and a 402 speaks of inputs, not max_tokens."""
+    rates = Rates(MODEL.price.prompt, MODEL.price.completion)
+    request = HoldRequest(
+        "req_e", 7, "key_1", MODEL.id, rates, False, {"input": "x"}, 0, 1, prompt_tokens=3_000
+    )
+    meter = LedgerMeter(FakeStore(10**9), hold_ttl_s=60)
+    hold = meter.hold_for(request)
+    assert (hold.prompt_tokens, hold.completion_tokens) == (3_000, 0)
+    assert hold.amount_nano == cost_nano(3_000, 0, rates)
+    with pytest.raises(InsufficientBalance, match="its input tokens") as info:
+        await LedgerMeter(FakeStore(0), hold_ttl_s=60).place(request)
+    assert "max_tokens" not in info.value.message

@@ -262,6 +262,7 @@ def test_describe() -> None:
         "created": 0,
         "owned_by": "up",
         "confidential_compute": True,
+        "modality": "chat",
         "capabilities": ["json_mode", "tools"],
         "context_length": 32768,
         "max_output_length": 32768,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import httpx
 import openai
 import pytest
 import typer.main
@@ -28,6 +29,7 @@ from tests.support.servers import free_port
 
 TEEGATE = str(Path(sys.executable).with_name("teegate"))  # the installed console script
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
+EMBEDDER = "Qwen/Qwen3-Embedding-0.6B-TEE"
 PORT_FLAGS = ("--port", "--devstack-port", "--services-port")
 # Bounds a hung process only; nothing here asserts how long anything takes.
 PATIENCE_S = 180
@@ -170,6 +172,12 @@ def test_the_cli_sees_the_running_demo(tmp_path: Path) -> None:
         assert usage.returncode == 0, usage.stderr
         assert request_id in usage.stdout  # whole, on an 80-column terminal
         assert "1 requests" in usage.stdout
+
+        # The demo serves a confidential embedding model too: /v1/embeddings is open.
+        embedder = {m["id"]: m for m in json.loads(listed.stdout)}[EMBEDDER]
+        assert embedder["modality"] == "embeddings"
+        embedded = client.embeddings.create(model=EMBEDDER, input=["Hello!", "Bye!"])
+        assert [len(e.embedding) for e in embedded.data] == [1024, 1024]
     # Ctrl-C ends the demo by itself (130: interrupted), without a traceback.
     assert demo.process.returncode in (0, 130), log.read_text()
     assert "Traceback" not in log.read_text()
@@ -247,3 +255,27 @@ def test_every_command_option_and_argument_has_help() -> None:
         for name, sub in getattr(command, "commands", {}).items():
             stack.append((f"{path} {name}", sub))
     assert missing == []
+
+
+@pytest.mark.parametrize("flag", ["--embeddings", "--no-embeddings"])
+def test_devstack_serves_embeddings_when_asked(tmp_path: Path, flag: str) -> None:
+    ports = {flag: free_port() for flag in ("--port", "--services-port")}
+    process = subprocess.Popen(
+        [TEEGATE, "devstack", flag, *port_flags(ports), "--tls-dir", str(tmp_path)],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = _lines(process.stdout)
+        while "simulated enclave upstream" not in (lines.get(timeout=PATIENCE_S) or "upstream"):
+            pass
+        url = f"https://127.0.0.1:{ports['--port']}"
+        # The dev root CA signs no web PKI chain: the gateway pins the attested key instead.
+        listed = httpx.get(f"{url}/v1/models", verify=False, timeout=PATIENCE_S).json()
+        assert (EMBEDDER in {m["id"] for m in listed["data"]}) is (flag == "--embeddings")
+    finally:
+        _stop(process)

@@ -79,7 +79,7 @@ TOOLS: list[ChatCompletionToolParam] = [
 
 @pytest.fixture(scope="module")
 def upstream_server() -> Iterator[ServerThread]:
-    with serving(build_app(DevstackConfig(first_token_delay_s=0.3))) as server:
+    with serving(build_app(DevstackConfig(first_token_delay_s=0.3, embeddings=True))) as server:
         yield server
 
 
@@ -193,7 +193,7 @@ def test_public_api_is_exactly_what_the_gateway_imports() -> None:
 def test_packaged_catalog_ships_next_to_the_code() -> None:
     path = DevstackConfig().catalog_path
     assert path == Path(teegate.devstack.__file__).with_name("catalog.json")
-    assert len(CATALOG["data"]) == 20
+    assert len(CATALOG["data"]) == 22
 
 
 @pytest.mark.parametrize("faults", [{"nope"}, {"flag-off"}, {"flag-off="}, {"hang=x"}])
@@ -230,7 +230,7 @@ def test_flag_off_reports_models_not_confidential(http: httpx.Client) -> None:
 
 
 def test_flag_off_from_config() -> None:
-    config = DevstackConfig(faults=frozenset({f"flag-off={PLAIN_MODEL}"}))
+    config = DevstackConfig(faults=frozenset({f"flag-off={PLAIN_MODEL}"}), embeddings=True)
     with serving(build_app(config)) as srv:
         models = httpx.get(srv.url + "/v1/models").json()["data"]
     off = {m["id"] for m in models if not m["confidential_compute"]}
@@ -580,7 +580,12 @@ def test_bad_requests_get_an_envelope_and_are_counted(
     error = response.json()["error"]
     assert set(error) == {"message", "type", "code", "param"}
     assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, param)
-    assert stats(http) == {"chat_requests": 1, "models_requests": 0, "chat_in_flight": 0}
+    assert stats(http) == {
+        "chat_requests": 1,
+        "embeddings_requests": 0,
+        "models_requests": 0,
+        "chat_in_flight": 0,
+    }
 
 
 def test_api_key_is_enforced_and_refusals_are_counted() -> None:
@@ -598,7 +603,12 @@ def test_api_key_is_enforced_and_refusals_are_counted() -> None:
         assert http.get("/v1/models", headers=good).status_code == 200
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=srv.url + "/v1", api_key="nope", max_retries=0).models.list()
-        assert stats(http) == {"chat_requests": 4, "models_requests": 5, "chat_in_flight": 0}
+        assert stats(http) == {
+            "chat_requests": 4,
+            "embeddings_requests": 0,
+            "models_requests": 5,
+            "chat_in_flight": 0,
+        }
 
 
 # --- faults ---------------------------------------------------------------------------------------
@@ -748,9 +758,19 @@ def test_admin_reset_restores_initial_faults_and_zeroes_counters() -> None:
         http.post(CHAT, json=body())
         http.get("/v1/models")
         set_faults(http, "http-500", "hang")
-        assert stats(http) == {"chat_requests": 1, "models_requests": 1, "chat_in_flight": 0}
+        assert stats(http) == {
+            "chat_requests": 1,
+            "embeddings_requests": 0,
+            "models_requests": 1,
+            "chat_in_flight": 0,
+        }
         http.post("/admin/reset").raise_for_status()
-        assert stats(http) == {"chat_requests": 0, "models_requests": 0, "chat_in_flight": 0}
+        assert stats(http) == {
+            "chat_requests": 0,
+            "embeddings_requests": 0,
+            "models_requests": 0,
+            "chat_in_flight": 0,
+        }
         assert http.get("/admin/faults").json() == {"faults": ["no-usage"]}
 
 

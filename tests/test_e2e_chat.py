@@ -44,10 +44,12 @@ def test_models_list_only_confidential_with_marked_up_prices(gateway: Gateway) -
     validate(json.loads(raw.http_response.text), "ListModelsResponse")
     models = raw.parse().data
     ids = {m.id for m in models}
-    assert ids == {m["id"] for m in catalog if m["confidential_compute"]}
+    chat = [m for m in catalog if m["output_modalities"] == ["text"]]  # no embeddings served
+    assert ids == {m["id"] for m in chat if m["confidential_compute"]}
     for model in models:
         extra = model.model_dump()
         assert extra["confidential_compute"] is True
+        assert extra["modality"] == "chat"
         assert extra["attestation"]["mode"] == "simulated"
         assert extra["attestation"]["status"] == "verified"
         prices = upstream[model.id]["pricing"]

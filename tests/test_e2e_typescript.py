@@ -1,4 +1,4 @@
-"""The npm `openai` package (TypeScript SDK) against the gateway: chat and stream."""
+"""The npm `openai` package (TypeScript SDK) against the gateway: chat, stream, embeddings."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import Gateway
+from tests.support.gateway import EMBEDDING_MODEL, Devstack, Gateway, wait_for
 
 TS_DIR = Path(__file__).with_name("ts")
 
 
-def test_typescript_sdk_chat_and_stream(gateway: Gateway) -> None:
+def run_node_tests(gateway: Gateway, script: str) -> str:
     node = shutil.which("node")
     if node is None or not (TS_DIR / "node_modules" / "openai").is_dir():
         pytest.fail("node and tests/ts/node_modules are required: run `npm ci --prefix tests/ts`")
     env = {**os.environ, "TEEGATE_BASE_URL": f"{gateway.url}/v1", "TEEGATE_API_KEY": gateway.key}
     result = subprocess.run(
-        [node, "--test", "chat.test.mjs"],
+        [node, "--test", script],
         cwd=TS_DIR,
         env=env,
         capture_output=True,
@@ -29,5 +29,20 @@ def test_typescript_sdk_chat_and_stream(gateway: Gateway) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# pass 3" in result.stdout
-    assert "# fail 0" in result.stdout
+    return result.stdout
+
+
+def test_typescript_sdk_chat_and_stream(gateway: Gateway) -> None:
+    output = run_node_tests(gateway, "chat.test.mjs")
+    assert "# pass 3" in output
+    assert "# fail 0" in output
+
+
+def test_typescript_sdk_embeddings(embeddings_rig: tuple[Gateway, Devstack]) -> None:
+    gateway, upstream = embeddings_rig
+    upstream.admin("POST", "reset")
+    wait_for(gateway, lambda ids: EMBEDDING_MODEL in ids)
+    output = run_node_tests(gateway, "embeddings.test.mjs")
+    assert "# pass 3" in output
+    assert "# fail 0" in output
+    assert upstream.embeddings_requests() == 13  # 4 forms x 3 encodings, then dimensions

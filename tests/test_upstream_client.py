@@ -132,3 +132,31 @@ async def test_a_finished_stream_hands_its_connection_back(
     assert len(script.clients) == 3
     assert len(set(script.clients)) == 1  # one connection: no new handshake per stream
     assert script.cookies == [None, None, None]  # one user's cookie never reaches another's
+
+
+def paced_embeddings(parts: int, part_bytes: int) -> Starlette:
+    """Embeddings whose body arrives in `parts` pieces, paced apart: a client that
+    kept only the first read would parse a fragment."""
+
+    async def embeddings(request: Request) -> Response:
+        body = b'{"data":"' + b"x" * (parts * part_bytes) + b'"}'
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), part_bytes):
+                yield body[start : start + part_bytes]
+                await asyncio.sleep(0.01)
+
+        return StreamingResponse(pieces(), media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])
+
+
+async def test_embeddings_are_read_whole_however_many_reads_they_take() -> None:
+    with serving(paced_embeddings(parts=8, part_bytes=100_000)) as server:
+        client = client_for(server.url)
+        try:
+            raw, body = await client.embed(b"{}")
+        finally:
+            await client.aclose()
+    assert len(body["data"]) == 800_000
+    assert raw.endswith(b'"}')

@@ -27,6 +27,7 @@ from teegate.billing import Billing
 from teegate.catalog import Catalog
 from teegate.chat import ChatService
 from teegate.config import Settings, load_settings
+from teegate.embeddings import EmbeddingsService
 from teegate.errors import ConfigError, TeegateError
 from teegate.live import open_live_upstreams
 from teegate.logs import configure_logging
@@ -88,6 +89,7 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
             attestation=assurance,
             chat=ChatService(catalog, assurance, live.clients, meter=billing.meter),
             billing=billing,
+            embeddings=EmbeddingsService(catalog, assurance, live.clients, meter=billing.meter),
             metrics=metrics,
             readiness=Readiness(
                 {

@@ -428,9 +428,10 @@ def _print_models(data: list[dict[str, Any]]) -> None:
         "context", "prompt $/1M", "completion $/1M", "attestation",
     )  # fmt: skip
     for m in data:
+        modality = [] if m["modality"] == "chat" else [m["modality"]]  # chat: the default
         table.add_row(
             m["id"],
-            ", ".join(m["capabilities"]),
+            ", ".join([*modality, *m["capabilities"]]),
             str(m["context_length"]),
             m["pricing"]["prompt"],
             m["pricing"]["completion"],
@@ -587,6 +588,13 @@ def devstack(
         Path,
         typer.Option("--tls-dir", help="Where the TLS files and the dev root CA are written."),
     ] = Path(".teegate/devstack-tls"),
+    embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--embeddings/--no-embeddings",
+            help="Also serve a confidential embedding model (/v1/embeddings).",
+        ),
+    ] = False,
 ) -> None:
     """Run the simulated confidential upstream (TLS, attested) and its PCS/NRAS stand-ins."""
     from teegate import servers
@@ -601,7 +609,7 @@ def devstack(
     faults = _known_faults(fault, FAULTS)
     services_faults = _known_faults(services_fault, SERVICES_FAULTS)
     sockets = _listen(host, {"--port": port, "--services-port": services_port})
-    cfg = DevstackConfig(faults=faults, chunk_delay_s=chunk_delay_ms / 1000)
+    cfg = DevstackConfig(faults=faults, chunk_delay_s=chunk_delay_ms / 1000, embeddings=embeddings)
     if catalog is not None:
         cfg = dataclasses.replace(cfg, catalog_path=catalog)
     out.print(
@@ -688,7 +696,7 @@ def dev(
     data_dir.mkdir(parents=True, exist_ok=True)
     enclave = SimulatedEnclave()
     upstream, services = devstack_servers(
-        DevstackConfig(),
+        DevstackConfig(embeddings=True),
         enclave=enclave,
         host="127.0.0.1",
         port=devstack_port,

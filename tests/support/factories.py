@@ -11,6 +11,7 @@ def catalog_model(
     *,
     confidential: bool = True,
     tags: frozenset[str] = frozenset(),
+    modality: str = "chat",
 ) -> CatalogModel:
     return CatalogModel(
         id=model_id,
@@ -24,4 +25,5 @@ def catalog_model(
         created=0,
         owned_by=upstream,
         description="",
+        modality=modality,
     )

@@ -7,6 +7,7 @@ their own gateways from.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from tests.support.servers import ServerThread, serving
 T = TypeVar("T")
 
 KEY_SECRET = "test-key-hash-secret"
+EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B-TEE"
+"""The devstack's confidential embedding model (served with `DevstackConfig(embeddings=True)`)."""
 
 
 @dataclass
@@ -45,6 +48,9 @@ class Devstack:
 
     def chat_requests(self) -> int:
         return int(self.admin("GET", "stats")["chat_requests"])
+
+    def embeddings_requests(self) -> int:
+        return int(self.admin("GET", "stats")["embeddings_requests"])
 
 
 @dataclass
@@ -76,6 +82,18 @@ class Gateway:
             return token
 
         return with_store(self.settings, run)
+
+
+def model_ids(gateway: Gateway) -> set[str]:
+    return {m.id for m in gateway.client().models.list()}
+
+
+def wait_for(gateway: Gateway, condition: Callable[[set[str]], bool]) -> None:
+    """Until a catalog sync has made the gateway's /v1/models satisfy `condition`."""
+    deadline = time.monotonic() + 10
+    while not condition(model_ids(gateway)):
+        assert time.monotonic() < deadline, "the catalog sync never got there"
+        time.sleep(0.05)
 
 
 def with_store(settings: Settings, action: Callable[[AccountStore], Awaitable[T]]) -> T:

@@ -26,7 +26,7 @@ import jsonschema
 import yaml
 from jsonschema import Draft202012Validator
 from openai.pagination import SyncPage
-from openai.types import Model
+from openai.types import CreateEmbeddingResponse, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.shared import ErrorObject
@@ -45,6 +45,7 @@ __all__ = [
 SchemaName = Literal[
     "CreateChatCompletionResponse",
     "CreateChatCompletionStreamResponse",
+    "CreateEmbeddingResponse",
     "ErrorResponse",
     "ListModelsResponse",
     "Model",
@@ -66,6 +67,7 @@ class ErrorResponse(BaseModel):
 _SDK_TYPES: dict[SchemaName, Any] = {
     "CreateChatCompletionResponse": ChatCompletion,
     "CreateChatCompletionStreamResponse": ChatCompletionChunk,
+    "CreateEmbeddingResponse": CreateEmbeddingResponse,
     "ErrorResponse": ErrorResponse,
     "ListModelsResponse": SyncPage[Model],
     "Model": Model,
@@ -86,6 +88,7 @@ EXTENSIONS: dict[type[BaseModel], frozenset[str]] = {
             "context_length",
             "description",
             "max_output_length",
+            "modality",
             "pricing",
         }
     ),

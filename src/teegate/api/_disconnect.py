@@ -9,8 +9,15 @@ task group, no cancel scope, for the life of every stream.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
 
+from starlette.requests import Request
 from starlette.types import Receive
+
+from teegate.errors import ClientClosedRequest
+
+T = TypeVar("T")
 
 
 class DisconnectWatch:
@@ -75,3 +82,26 @@ class LateWatches:
             del self._due[watch]
             watch.start()
         self._timer = None
+
+
+async def unless_client_leaves(request: Request, late: LateWatches, call: Awaitable[T]) -> T:
+    """Run the upstream call, cancelling it if the client disconnects first.
+
+    The call runs in this task; the watch starts only if the call is still
+    running after WATCH_AFTER_S (LateWatches), so a fast answer costs two dict
+    operations and nothing else.
+    A stream's call ends when the upstream has answered with headers; from then
+    on AnswerResponse watches.
+    """
+    watch = DisconnectWatch(request.receive)
+    late.add(watch)
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if not watch.saw_disconnect:
+            raise
+        watch.absorb()
+        raise ClientClosedRequest("the client left before the completion finished") from None
+    finally:
+        late.remove(watch)
+        watch.stop()

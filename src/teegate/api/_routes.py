@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from teegate.api import attestation, chat, health, models, unavailable, usage
+from teegate.api import attestation, chat, embeddings, health, models, unavailable, usage
 from teegate.api.openapi import openapi_json
 
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -13,6 +13,7 @@ ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 def routes() -> list[BaseRoute]:
     table: list[BaseRoute] = [
         Route("/v1/chat/completions", chat.create_chat_completion, methods=["POST"]),
+        Route(unavailable.EMBEDDINGS_PATH, embeddings.create_embeddings, methods=["POST"]),
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.retrieve_model, methods=["GET"]),
         Route("/v1/balance", usage.get_balance, methods=["GET"]),
@@ -25,7 +26,7 @@ def routes() -> list[BaseRoute]:
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     table += [
-        Route(p, unavailable.not_available, methods=ANY_METHOD)
-        for p in unavailable.UNAVAILABLE_PATHS
+        Route(path, unavailable.Unbuilt(modality).not_available, methods=ANY_METHOD)
+        for path, modality in unavailable.UNBUILT_PATHS
     ]
     return table

@@ -13,6 +13,7 @@ from teegate.billing import Billing
 from teegate.catalog import AttestationView, Catalog
 from teegate.chat import ChatService
 from teegate.config import Settings
+from teegate.embeddings import EmbeddingsService
 from teegate.errors import RateLimitExceeded
 from teegate.metrics import Metrics
 from teegate.ratelimit import RateLimiter
@@ -39,6 +40,7 @@ class Gateway:
     metrics: Metrics
     readiness: Readiness
     billing: Billing
+    embeddings: EmbeddingsService
     late_watches: LateWatches = field(default_factory=lambda: LateWatches(WATCH_AFTER_S))
 
 

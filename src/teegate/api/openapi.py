@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from teegate.api._responses import json_response
-from teegate.api.unavailable import UNAVAILABLE_PATHS
+from teegate.api.unavailable import UNBUILT_PATHS
 
 OPENAI_SPEC = "https://github.com/openai/openai-openapi"
 
@@ -38,6 +38,15 @@ def build_openapi() -> dict[str, Any]:
                 f"chat.completion, or an SSE stream of chat.completion.chunk ({OPENAI_SPEC})",
             )
         },
+        "/v1/embeddings": {
+            "post": {
+                **_operation(
+                    "Create confidential embeddings (OpenAI CreateEmbeddingRequest); "
+                    "503 not_available while no attested embedding model is offered",
+                    f"CreateEmbeddingResponse ({OPENAI_SPEC})",
+                ),
+            }
+        },
         "/v1/models": {"get": _operation("List models the gate accepts now", "list of models")},
         "/v1/models/{model_id}": {
             "get": {
@@ -65,7 +74,7 @@ def build_openapi() -> dict[str, Any]:
             "get": _operation("One request's tokens and cost, by its X-Request-Id (id)", "record")
         },
     }
-    for path in UNAVAILABLE_PATHS:
+    for path, _ in UNBUILT_PATHS:
         clean = path.replace("{rest:path}", "{rest}")
         paths[clean] = {
             "post": {

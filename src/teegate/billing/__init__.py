@@ -5,9 +5,11 @@ No web framework and no SQL here: storage is reached through `LedgerStore`.
 
 from teegate.billing._describe import describe_balance, describe_generation, iso_utc, parse_since
 from teegate.billing._estimate import (
+    EMBEDDING_INPUT_OVERHEAD_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     REQUEST_OVERHEAD_TOKENS,
     TOOL_OVERHEAD_TOKENS,
+    embedding_input_bound,
     held_completion_tokens,
     hold_amount_nano,
     prompt_upper_bound,
@@ -48,6 +50,7 @@ from teegate.errors import InvariantViolation, MoneyError
 from teegate.invariants import invariant
 
 __all__ = [
+    "EMBEDDING_INPUT_OVERHEAD_TOKENS",
     "FALLBACK_BYTES_PER_TOKEN",
     "MAX_USAGE_PAGE",
     "MESSAGE_OVERHEAD_TOKENS",
@@ -78,6 +81,7 @@ __all__ = [
     "cost_nano",
     "describe_balance",
     "describe_generation",
+    "embedding_input_bound",
     "exact_int",
     "expired_settlement",
     "fallback_completion_tokens",

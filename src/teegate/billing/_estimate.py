@@ -26,6 +26,9 @@ MESSAGE_OVERHEAD_TOKENS = 8
 TOOL_OVERHEAD_TOKENS = 32
 """The framing a template wraps around each tool definition."""
 
+EMBEDDING_INPUT_OVERHEAD_TOKENS = 2
+"""The special tokens an embedding model wraps each input in ([CLS]/[SEP], BOS/EOS)."""
+
 SKIPPED_MESSAGE_KEYS = frozenset({"role"})
 """Keys whose value is rendered as template tokens, already in MESSAGE_OVERHEAD_TOKENS."""
 
@@ -43,6 +46,13 @@ def prompt_upper_bound(body: Mapping[str, Any]) -> int:
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         total += len(orjson.dumps(response_format))
     return total
+
+
+def embedding_input_bound(item: str | list[int]) -> int:
+    """Tokens one embedding input can be at most: a string's UTF-8 bytes, a token
+    array's length exactly, plus the special tokens around either."""
+    size = len(item.encode()) if isinstance(item, str) else len(item)
+    return size + EMBEDDING_INPUT_OVERHEAD_TOKENS
 
 
 def held_completion_tokens(max_output_tokens: int, choices: int) -> int:

@@ -30,6 +30,8 @@ from teegate.invariants import invariant
 log = structlog.get_logger("teegate.billing")
 
 Clock = Callable[[], int]
+_HELD_FOR = {True: "its prompt and max_tokens", False: "its input tokens"}
+_LOWER = {True: "lower max_tokens", False: "send fewer or shorter inputs"}
 
 
 def wall_ms() -> int:
@@ -43,8 +45,9 @@ def seconds_to_ms(seconds: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class HoldRequest:
-    """What the chat service asks billing to hold for one request, before it runs:
-    who pays, at which rates, and the body whose cost is estimated."""
+    """What a service asks billing to hold for one request, before it runs: who
+    pays, at which rates, and the body whose cost is estimated; or, where the
+    service has bounded the prompt itself (embeddings' inputs), that bound."""
 
     request_id: str
     account_id: int
@@ -55,6 +58,7 @@ class HoldRequest:
     body: Mapping[str, Any]
     max_output_tokens: int
     choices: int
+    prompt_tokens: int | None = None
 
 
 class LedgerMeter:
@@ -80,18 +84,21 @@ class LedgerMeter:
         invariant(hold.amount_nano >= 0, f"hold {hold.request_id}: negative amount")
         placement = await self._placed(hold)
         if not placement.placed:
+            generates = hold.completion_tokens > 0
             raise InsufficientBalance(
                 f"Insufficient balance: this request needs {nano_to_usd(hold.amount_nano)} USD "
-                f"held against your balance (its prompt and max_tokens at the model's price), "
+                f"held against your balance ({_HELD_FOR[generates]} at the model's price), "
                 f"but {nano_to_usd(max(placement.available_nano, 0))} USD is available. "
-                "Add credit or lower max_tokens."
+                f"Add credit or {_LOWER[generates]}."
             )
         return hold
 
     def hold_for(self, request: HoldRequest) -> Hold:
         """The hold a request needs, at the rates it was admitted at."""
         rates = request.rates
-        prompt = prompt_upper_bound(request.body)
+        prompt = request.prompt_tokens
+        if prompt is None:
+            prompt = prompt_upper_bound(request.body)
         completion = held_completion_tokens(request.max_output_tokens, request.choices)
         created = self._clock()
         return Hold(

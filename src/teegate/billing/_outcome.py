@@ -58,6 +58,21 @@ class Outcome:
                     self.finished = True
         return False
 
+    @classmethod
+    def of_response(cls, response: dict[str, Any]) -> Outcome:
+        """A whole chat completion, delivered as the upstream sent it."""
+        outcome = cls("ok")
+        outcome.observe_response(response)
+        return outcome
+
+    @classmethod
+    def of_embeddings(cls, response: dict[str, Any]) -> Outcome:
+        """Embeddings, delivered whole: their usage counts input tokens only."""
+        usage = response.get("usage")
+        prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        usage_read = read_usage({"prompt_tokens": prompt, "completion_tokens": 0})
+        return cls("ok", usage=usage_read, finished=True)
+
     def observe_response(self, response: dict[str, Any]) -> None:
         self.usage = read_usage(response.get("usage"))
         choices = response.get("choices")

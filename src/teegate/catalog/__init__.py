@@ -1,4 +1,4 @@
-"""The catalog of confidential models and the gate every chat request passes."""
+"""The catalog of confidential models and the gate every inference request passes."""
 
 from teegate.catalog._catalog import Catalog
 from teegate.catalog._describe import describe, describe_servable, list_servable
@@ -8,9 +8,11 @@ from teegate.catalog._gate import (
     AttestationView,
     Capabilities,
     admit,
+    serves,
 )
 from teegate.catalog._model import (
     CAPABILITY_TAGS,
+    MODALITIES,
     CatalogModel,
     Price,
     parse_entry,
@@ -20,6 +22,7 @@ from teegate.errors import CatalogEntryError
 
 __all__ = [
     "CAPABILITY_TAGS",
+    "MODALITIES",
     "Admitted",
     "AttestationStatus",
     "AttestationView",
@@ -35,4 +38,5 @@ __all__ = [
     "describe_servable",
     "list_servable",
     "parse_entry",
+    "serves",
 ]

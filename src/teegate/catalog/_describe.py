@@ -36,6 +36,7 @@ def describe(model: CatalogModel, status: AttestationStatus) -> dict[str, Any]:
         "created": model.created,
         "owned_by": model.owned_by,
         "confidential_compute": True,
+        "modality": model.modality,
         "capabilities": sorted(model.tags),
         "context_length": model.context_length,
         "max_output_length": model.max_output_length,

@@ -1,4 +1,4 @@
-"""The gate: a chat request reaches an upstream only through here.
+"""The gate: an inference request (chat, embeddings) reaches an upstream only through here.
 
 The catalog says which upstreams offer a model confidentially; attestation
 says which of those are proven right now. Anything short of both is refused
@@ -12,7 +12,12 @@ from typing import Any, NoReturn, Protocol
 
 from teegate.catalog._catalog import Catalog
 from teegate.catalog._model import CatalogModel
-from teegate.errors import ModelNotConfidential, ModelNotFound, UnsupportedCapability
+from teegate.errors import (
+    InvalidRequest,
+    ModelNotConfidential,
+    ModelNotFound,
+    UnsupportedCapability,
+)
 from teegate.invariants import InvariantViolation
 
 
@@ -54,9 +59,11 @@ class Admitted:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """The capability tags a request needs, each with the request field that needs it."""
+    """The capability tags a request needs, each with the request field that needs it,
+    and the modality of the endpoint it came to."""
 
     needed: tuple[tuple[str, str], ...] = ()
+    modality: str = "chat"
 
 
 def admit(
@@ -65,7 +72,11 @@ def admit(
     offers = catalog.servable(model_id)
     if not offers:
         _refuse_unservable(catalog, model_id)
-    capable = [offer for offer in offers if _missing_capability(offer, needs) is None]
+    capable = [
+        offer
+        for offer in offers
+        if offer.modality == needs.modality and _missing_capability(offer, needs) is None
+    ]
     if not capable:
         _refuse_capability(offers[0], needs)
     failures = []
@@ -78,6 +89,12 @@ def admit(
         f"Model '{model_id}' is not Confidential Compute right now: its attestation "
         f"did not pass ({'; '.join(failures)})."
     )
+
+
+def serves(catalog: Catalog, attestation: AttestationView, modality: str) -> bool:
+    """The switch of a modality's endpoints: open while one of its confidential offers
+    passes attestation now, so a catalog sync or a verdict opens or closes it."""
+    return any(offer_status(o, attestation).passed for o in catalog.offers_of(modality))
 
 
 def offer_status(offer: CatalogModel, attestation: AttestationView) -> AttestationStatus:
@@ -101,6 +118,16 @@ def _refuse_unservable(catalog: Catalog, model_id: str) -> NoReturn:
     raise ModelNotConfidential(message)
 
 
+_A_MODEL_OF = {
+    "chat": "a chat model",
+    "embeddings": "an embedding model",
+    "images": "an image model",
+    "audio": "an audio model",
+    "video": "a video model",
+    "moderations": "a moderation model",
+    "fine_tuning": "a fine-tuning model",
+}
+
 _CONTENT_PARTS = {
     "vision": "image_url content parts",
     "audio": "input_audio content parts",
@@ -116,6 +143,13 @@ def _missing_capability(model: CatalogModel, needs: Capabilities) -> tuple[str, 
 
 
 def _refuse_capability(model: CatalogModel, needs: Capabilities) -> NoReturn:
+    if model.modality != needs.modality:
+        raise InvalidRequest(
+            f"Model '{model.id}' is {_A_MODEL_OF[model.modality]}, not "
+            f"{_A_MODEL_OF[needs.modality]}: use the {model.modality} endpoint.",
+            param="model",
+            code="model_not_supported",
+        )
     missing = _missing_capability(model, needs)
     if missing is None:
         raise InvariantViolation(f"refusing '{model.id}' a capability it has")

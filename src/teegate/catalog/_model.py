@@ -15,6 +15,22 @@ CAPABILITY_TAGS = frozenset(
 )
 # What a model reads besides text, as catalogs list it in `input_modalities`.
 MODALITY_TAGS = {"image": "vision", "audio": "audio", "file": "file"}
+MODALITIES = ("chat", "embeddings", "images", "audio", "video", "moderations", "fine_tuning")
+"""What a model serves, one endpoint family each; every non-chat endpoint opens only
+while an attested confidential model of its modality is in the catalog."""
+# What a model produces, as catalogs list it in `output_modalities` (or name it in
+# `type`): the first one that is not text decides; text alone is chat.
+_OUTPUT_MODALITY = {
+    "embedding": "embeddings",
+    "embeddings": "embeddings",
+    "image": "images",
+    "audio": "audio",
+    "speech": "audio",
+    "transcription": "audio",
+    "video": "video",
+    "moderation": "moderations",
+    "moderations": "moderations",
+}
 # A chute id goes into the evidence URL's path: no separators, no dot segments.
 _CHUTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
@@ -42,6 +58,7 @@ class CatalogModel:
     description: str
     trusted_listing: bool = True
     chute_id: str | None = None  # Chutes: the chute serving this model (attested per chute)
+    modality: str = "chat"
 
 
 def parse_entry(
@@ -74,6 +91,7 @@ def parse_entry(
             description=str(entry.get("description") or ""),
             trusted_listing=trusted,
             chute_id=_chute_id(entry.get("chute_id")),
+            modality=_modality(entry),
         )
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise CatalogEntryError(f"catalog entry {entry.get('id')!r}: {exc!r}") from exc
@@ -83,6 +101,15 @@ def _tags(entry: dict[str, Any]) -> frozenset[str]:
     features = frozenset(entry.get("supported_features") or ()) & CAPABILITY_TAGS
     modalities = frozenset(entry.get("input_modalities") or ())
     return features | {tag for kind, tag in MODALITY_TAGS.items() if kind in modalities}
+
+
+def _modality(entry: dict[str, Any]) -> str:
+    kinds = [entry.get("type"), *(entry.get("output_modalities") or ())]
+    for kind in kinds:
+        modality = _OUTPUT_MODALITY.get(kind) if isinstance(kind, str) else None
+        if modality is not None:
+            return modality
+    return "chat"
 
 
 def _chute_id(value: object) -> str | None:

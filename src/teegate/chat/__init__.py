@@ -1,10 +1,11 @@
 """The chat completion flow: request validation, admission, the upstream call, and
-an answer that settles its hold once it has been sent."""
+an answer that settles its hold once it has been sent. Its Answer, seams and
+failure path serve every other whole-body endpoint too (embeddings)."""
 
-from teegate.chat._answer import Answer
+from teegate.chat._answer import Answer, WholeAnswer
 from teegate.chat._request import ChatRequest, check_against_model, parse_chat_request
 from teegate.chat._seams import Meter, Sink, Upstream, UpstreamStream
-from teegate.chat._service import ChatService
+from teegate.chat._service import ChatService, upstream_failed
 
 __all__ = [
     "Answer",
@@ -14,6 +15,8 @@ __all__ = [
     "Sink",
     "Upstream",
     "UpstreamStream",
+    "WholeAnswer",
     "check_against_model",
     "parse_chat_request",
+    "upstream_failed",
 ]

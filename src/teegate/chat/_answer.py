@@ -53,11 +53,10 @@ class WholeAnswer(Answer):
     __slots__ = ("_raw",)
 
     def __init__(
-        self, admitted: Admitted, meter: Meter, hold: Hold, raw: bytes, body: dict[str, Any]
+        self, admitted: Admitted, meter: Meter, hold: Hold, raw: bytes, outcome: Outcome
     ) -> None:
-        """`raw` is relayed as the upstream sent it; `body`, its parse, is billed."""
-        outcome = Outcome("ok")
-        outcome.observe_response(body)
+        """`raw` is relayed as the upstream sent it; `outcome`, read from its parse
+        (`Outcome.of_response`, `Outcome.of_embeddings`), is billed."""
         super().__init__(admitted, meter, hold, outcome)
         self._raw = raw
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import orjson
 
 from teegate.apikeys import Principal
-from teegate.billing import HoldRequest, Outcome, Rates
+from teegate.billing import Hold, HoldRequest, Outcome, Rates
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
 from teegate.chat._answer import Answer, StreamedAnswer, WholeAnswer, settle
 from teegate.chat._request import ChatRequest, check_against_model
@@ -50,22 +50,32 @@ class ChatService:
                 stream = await client.open_stream(_stream_body(request), pin=pin)
                 return StreamedAnswer(admitted, self._meter, hold, stream, request.include_usage)
             raw, body = await client.complete(orjson.dumps(request.body), pin=pin)
-            return WholeAnswer(admitted, self._meter, hold, raw, body)
+            return WholeAnswer(admitted, self._meter, hold, raw, Outcome.of_response(body))
         except BaseException as exc:
-            await settle(self._meter, hold, Outcome("upstream_error"))  # nothing delivered
-            self._refuse_if_key_changed(admitted, exc)
+            await upstream_failed(self._meter, hold, self._attestation, admitted, exc)
             raise
 
-    def _refuse_if_key_changed(self, admitted: Admitted, exc: BaseException) -> None:
-        """A key other than the attested one means the attestation no longer holds:
-        nothing was sent (the handshake failed), the verdict is dropped, and the
-        caller hears model_not_confidential while the upstream is re-attested."""
-        if isinstance(exc, UpstreamKeyChanged):
-            self._attestation.distrust(admitted.model.upstream, str(exc))
-            raise ModelNotConfidential(
-                f"Model '{admitted.model.id}' is not Confidential Compute right now: "
-                "its upstream's TLS key no longer matches its attestation."
-            ) from exc
+
+async def upstream_failed(
+    meter: Meter,
+    hold: Hold,
+    attestation: AttestationView,
+    admitted: Admitted,
+    exc: BaseException,
+) -> None:
+    """The upstream call failed: nothing was delivered, so the hold is voided.
+
+    A key other than the attested one means the attestation no longer holds:
+    nothing was sent (the handshake failed), the verdict is dropped, and the
+    caller hears model_not_confidential while the upstream is re-attested.
+    """
+    await settle(meter, hold, Outcome("upstream_error"))
+    if isinstance(exc, UpstreamKeyChanged):
+        attestation.distrust(admitted.model.upstream, str(exc))
+        raise ModelNotConfidential(
+            f"Model '{admitted.model.id}' is not Confidential Compute right now: "
+            "its upstream's TLS key no longer matches its attestation."
+        ) from exc
 
 
 def _hold_request(

@@ -1,7 +1,8 @@
 """A simulated confidential upstream for development, the demo, tests and benchmarks.
 
-An OpenAI-compatible server (`GET /v1/models`, `POST /v1/chat/completions`)
-that answers deterministically, streams like OpenAI, honours OpenAI's `stop`,
+An OpenAI-compatible server (`GET /v1/models`, `POST /v1/chat/completions`,
+and with `DevstackConfig(embeddings=True)` `POST /v1/embeddings`) that answers
+deterministically, streams like OpenAI, honours OpenAI's `stop`,
 `n`, `logprobs`/`top_logprobs`, `seed`, `parallel_tool_calls` and
 `max_completion_tokens`, and misbehaves on demand through named faults (see
 FAULTS), plus loopback-only admin endpoints (`/admin/stats`, `/admin/faults`,

@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 from teegate.devstack._admin import admin_mount
 from teegate.devstack._chat import ChatEndpoint
 from teegate.devstack._config import DevstackConfig
+from teegate.devstack._embeddings import EmbeddingsEndpoint
 from teegate.devstack._enclave import SimulatedEnclave
 from teegate.devstack._errors import EXCEPTION_HANDLERS, json_response
 from teegate.devstack._evidence import evidence_routes
@@ -19,7 +20,8 @@ from teegate.devstack._state import DevstackState
 
 
 def build_app(config: DevstackConfig, *, enclave: SimulatedEnclave | None = None) -> Starlette:
-    """A simulated confidential upstream: OpenAI-compatible chat and models, plus admin.
+    """A simulated confidential upstream: OpenAI-compatible chat, embeddings (when the
+    config asks for them) and models, plus admin.
 
     With an `enclave`, it also serves attestation evidence (attested-tls and Chutes)
     and accepts the enclave faults; serve it over TLS with
@@ -32,6 +34,7 @@ def build_app(config: DevstackConfig, *, enclave: SimulatedEnclave | None = None
     routes: list[BaseRoute] = [
         Route("/v1/models", _ModelsEndpoint(state).list_models, methods=["GET"]),
         Route("/v1/chat/completions", ChatEndpoint(state), methods=["POST"]),
+        Route("/v1/embeddings", EmbeddingsEndpoint(state), methods=["POST"]),
         admin_mount(state),
     ]
     if enclave is not None:

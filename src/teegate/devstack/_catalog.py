@@ -11,16 +11,20 @@ import orjson
 class Catalog:
     """The catalog file, loaded once, indexed by model id."""
 
-    def __init__(self, document: dict[str, Any]) -> None:
+    def __init__(self, document: dict[str, Any], *, embeddings: bool = True) -> None:
         models = document.get("data")
         if document.get("object") != "list" or not isinstance(models, list):
             raise ValueError("catalog must be an object 'list' with a 'data' array")
+        if not embeddings:
+            models = [m for m in models if "embeddings" not in m.get("output_modalities", ())]
+            document = {**document, "data": models}
         self._document = document
         self._by_id: dict[str, dict[str, Any]] = {model["id"]: model for model in models}
 
     @classmethod
-    def load(cls, path: Path) -> Catalog:
-        return cls(orjson.loads(path.read_bytes()))
+    def load(cls, path: Path, *, embeddings: bool = True) -> Catalog:
+        """`embeddings=False` leaves the embedding models out, as if never offered."""
+        return cls(orjson.loads(path.read_bytes()), embeddings=embeddings)
 
     def find(self, model_id: str) -> dict[str, Any] | None:
         return self._by_id.get(model_id)

@@ -54,7 +54,7 @@ class ChatEndpoint:
         if state.faults.is_on(HTTP_500):
             raise simulated_server_error()
         if state.faults.is_on(HANG):
-            return await _hang(request)
+            return await hang(request)
         chat = parse_chat_request(raw)
         if state.catalog.find(chat.model) is None:
             raise model_not_found(chat.model)
@@ -86,7 +86,7 @@ class ChatEndpoint:
         return json_response(body)
 
 
-async def _hang(request: Request) -> Response:
+async def hang(request: Request) -> Response:
     """The `hang` fault: answer nothing until the client leaves (bounded by HANG_LIMIT_S)."""
     if await client_left_within(request.receive, HANG_LIMIT_S):
         return Response(status_code=CLIENT_CLOSED_STATUS)

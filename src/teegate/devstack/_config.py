@@ -24,6 +24,8 @@ class DevstackConfig:
     completion_tokens: int = 24
     api_key: str | None = field(default=None, repr=False)
     faults: frozenset[str] = frozenset()
+    embeddings: bool = False
+    """Serve the catalog's embedding models (`/v1/embeddings`); off, they are not listed."""
 
     def __post_init__(self) -> None:
         if self.chunk_delay_s < 0 or self.first_token_delay_s < 0:

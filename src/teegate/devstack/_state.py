@@ -24,7 +24,7 @@ class DevstackState:
         """Load the catalog now, so a bad catalog path fails at start-up."""
         return cls(
             config=config,
-            catalog=Catalog.load(config.catalog_path),
+            catalog=Catalog.load(config.catalog_path, embeddings=config.embeddings),
             faults=FaultState(config.faults, known=known_faults),
             stats=Stats(),
         )

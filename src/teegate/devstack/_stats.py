@@ -14,16 +14,19 @@ class Stats:
     """
 
     chat_requests: int = 0
+    embeddings_requests: int = 0
     models_requests: int = 0
     chat_in_flight: int = 0
 
     def reset(self) -> None:
         self.chat_requests = 0
+        self.embeddings_requests = 0
         self.models_requests = 0
 
     def snapshot(self) -> dict[str, int]:
         return {
             "chat_requests": self.chat_requests,
+            "embeddings_requests": self.embeddings_requests,
             "models_requests": self.models_requests,
             "chat_in_flight": self.chat_in_flight,
         }

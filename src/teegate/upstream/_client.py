@@ -29,6 +29,9 @@ from teegate.errors import (
 from teegate.upstream._sse import SSEDecoder
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+MAX_EMBEDDINGS_RESPONSE_BYTES = 128 * 1024 * 1024
+"""2048 inputs of 4096 dimensions: 46 MB as base64 (the SDKs' default), about 170 MB
+as JSON floats; past this, ask for base64 or fewer inputs per request."""
 MAX_LINE_BYTES = 4 * 1024 * 1024
 MAX_PINNED_POOLS = 4
 UNAUTHENTICATED = b"unauthenticated: catalog only"
@@ -180,6 +183,7 @@ class UpstreamClient:
         )
         # Parsed once: aiohttp would parse a string on every request.
         self._chat_url = yarl.URL(f"{self.base_url}/v1/chat/completions")
+        self._embeddings_url = yarl.URL(f"{self.base_url}/v1/embeddings")
         self._sessions: dict[bytes | None, aiohttp.ClientSession] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self._requires_pin = settings.attestation == "attested-tls"
@@ -274,6 +278,29 @@ class UpstreamClient:
             raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
         if len(raw) > MAX_RESPONSE_BYTES:
             raise UpstreamError(f"upstream '{self.name}' sent more than {MAX_RESPONSE_BYTES} bytes")
+        return self._reply(raw)
+
+    async def embed(self, body: bytes, *, pin: bytes | None = None) -> Reply:
+        """Embeddings, over the same pinned pool as completions."""
+        post = self._pinned_session(pin).post(self._embeddings_url, data=body)
+        async with self._guard("embeddings"), post as resp:
+            self._raise_for_status(resp)
+            raw = await self._read_all(resp.content, MAX_EMBEDDINGS_RESPONSE_BYTES)
+        return self._reply(raw)
+
+    async def _read_all(self, content: aiohttp.StreamReader, limit: int) -> bytes:
+        """The whole body, however many reads it arrives in (`read(n)` returns what
+        one read buffered), up to `limit` bytes."""
+        parts = []
+        size = 0
+        while chunk := await content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError(f"upstream '{self.name}' sent more than {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _reply(self, raw: bytes) -> Reply:
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
