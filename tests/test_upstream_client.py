@@ -134,11 +134,11 @@ async def test_a_finished_stream_hands_its_connection_back(
     assert script.cookies == [None, None, None]  # one user's cookie never reaches another's
 
 
-def paced_embeddings(parts: int, part_bytes: int) -> Starlette:
-    """Embeddings whose body arrives in `parts` pieces, paced apart: a client that
-    kept only the first read would parse a fragment."""
+def paced_answers(parts: int, part_bytes: int) -> Starlette:
+    """Whole answers (embeddings, completions) whose body arrives in `parts` pieces,
+    paced apart: a client that kept only the first read would parse a fragment."""
 
-    async def embeddings(request: Request) -> Response:
+    async def answer(request: Request) -> Response:
         body = b'{"data":"' + b"x" * (parts * part_bytes) + b'"}'
 
         async def pieces() -> AsyncIterator[bytes]:
@@ -148,15 +148,31 @@ def paced_embeddings(parts: int, part_bytes: int) -> Starlette:
 
         return StreamingResponse(pieces(), media_type="application/json")
 
-    return Starlette(routes=[Route("/v1/embeddings", embeddings, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/v1/embeddings", answer, methods=["POST"]),
+            Route("/v1/chat/completions", answer, methods=["POST"]),
+        ]
+    )
 
 
 async def test_embeddings_are_read_whole_however_many_reads_they_take() -> None:
-    with serving(paced_embeddings(parts=8, part_bytes=100_000)) as server:
+    with serving(paced_answers(parts=8, part_bytes=100_000)) as server:
         client = client_for(server.url)
         try:
             raw, body = await client.embed(b"{}")
         finally:
             await client.aclose()
     assert len(body["data"]) == 800_000
+    assert raw.endswith(b'"}')
+
+
+async def test_a_completion_is_read_whole_however_many_reads_it_takes() -> None:
+    with serving(paced_answers(parts=4, part_bytes=50_000)) as server:
+        client = client_for(server.url)
+        try:
+            raw, body = await client.complete(b"{}")
+        finally:
+            await client.aclose()
+    assert len(body["data"]) == 200_000
     assert raw.endswith(b'"}')

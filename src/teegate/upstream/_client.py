@@ -275,9 +275,7 @@ class UpstreamClient:
         post = self._pinned_session(pin).post(self._chat_url, data=body)
         async with self._guard("completion"), post as resp:
             self._raise_for_status(resp)
-            raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
-        if len(raw) > MAX_RESPONSE_BYTES:
-            raise UpstreamError(f"upstream '{self.name}' sent more than {MAX_RESPONSE_BYTES} bytes")
+            raw = await self._read_all(resp.content, MAX_RESPONSE_BYTES)
         return self._reply(raw)
 
     async def embed(self, body: bytes, *, pin: bytes | None = None) -> Reply:
@@ -289,16 +287,21 @@ class UpstreamClient:
         return self._reply(raw)
 
     async def _read_all(self, content: aiohttp.StreamReader, limit: int) -> bytes:
-        """The whole body, however many reads it arrives in (`read(n)` returns what
-        one read buffered), up to `limit` bytes."""
-        parts = []
-        size = 0
-        while chunk := await content.readany():
+        """The whole body, however many reads it arrives in (`read(n)` returns only
+        what one read buffered), up to `limit` bytes. Most answers arrive in one
+        read, and then this is one await and no copy."""
+        first = await content.read(limit + 1)
+        parts = [first]
+        size = len(first)
+        while size <= limit and not content.at_eof():
+            chunk = await content.readany()
+            if not chunk:
+                break
             size += len(chunk)
-            if size > limit:
-                raise UpstreamError(f"upstream '{self.name}' sent more than {limit} bytes")
             parts.append(chunk)
-        return b"".join(parts)
+        if size > limit:
+            raise UpstreamError(f"upstream '{self.name}' sent more than {limit} bytes")
+        return first if len(parts) == 1 else b"".join(parts)
 
     def _reply(self, raw: bytes) -> Reply:
         try:
