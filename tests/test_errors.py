@@ -26,11 +26,13 @@ from teegate.errors import (
     InvalidRequest,
     InvariantViolation,
     MethodNotAllowed,
+    ModelNotAllowed,
     ModelNotConfidential,
     ModelNotFound,
     MoneyError,
     NotAvailable,
     NotFound,
+    PolicyError,
     RateLimitExceeded,
     RequestTooLarge,
     ServiceUnavailable,
@@ -85,6 +87,13 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
         402,
         "insufficient_quota",
         "insufficient_balance",
+    ),
+    (
+        ModelNotAllowed,
+        ModelNotAllowed("m"),
+        403,
+        "invalid_request_error",
+        "model_not_allowed",
     ),
     (NotFound, NotFound("gone"), 404, "invalid_request_error", "not_found"),
     (ModelNotFound, ModelNotFound("m"), 404, "invalid_request_error", "model_not_found"),
@@ -206,6 +215,9 @@ def test_model_errors_point_at_the_model_param() -> None:
     not_confidential = ModelNotConfidential("Use 'x-TEE' instead.")
     assert not_confidential.param == "model"
     assert not_confidential.message == "Use 'x-TEE' instead."
+    not_allowed = ModelNotAllowed("acme/Other")
+    assert not_allowed.param == "model"
+    assert "acme/Other" in not_allowed.message
 
 
 @pytest.mark.parametrize(
@@ -240,6 +252,7 @@ DOMAIN_ERRORS: dict[type[DomainError], type[Exception] | None] = {
     ConfigError: None,
     InvariantViolation: RuntimeError,
     MoneyError: ValueError,
+    PolicyError: ValueError,
     SSEError: ValueError,
     StoreConflict: ValueError,
     StoreNotFound: LookupError,

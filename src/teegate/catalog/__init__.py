@@ -2,6 +2,7 @@
 
 from teegate.catalog._catalog import Catalog
 from teegate.catalog._describe import describe, describe_servable, list_servable
+from teegate.catalog._floor import AttestationFloor
 from teegate.catalog._gate import (
     Admitted,
     AttestationStatus,
@@ -21,6 +22,7 @@ from teegate.errors import CatalogEntryError
 __all__ = [
     "CAPABILITY_TAGS",
     "Admitted",
+    "AttestationFloor",
     "AttestationStatus",
     "AttestationView",
     "Capabilities",

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import orjson
 
-from teegate.apikeys import Principal
+from teegate.apikeys import KeyPolicy, Principal
 from teegate.billing import HoldRequest, Outcome, Rates
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
 from teegate.chat._answer import Answer, StreamedAnswer, WholeAnswer, settle
@@ -34,14 +34,22 @@ class ChatService:
         self._upstreams = upstreams
         self._meter = meter
 
-    def admit(self, request: ChatRequest) -> Admitted:
-        admitted = admit(self._catalog, self._attestation, request.model, request.needs)
+    def admit(self, request: ChatRequest, policy: KeyPolicy | None = None) -> Admitted:
+        """The gate, narrowed by the key's policy if it has one: a model outside its
+        allow-list is refused before the catalog is consulted."""
+        if policy is None:
+            admitted = admit(self._catalog, self._attestation, request.model, request.needs)
+        else:
+            policy.check_model(request.model)
+            admitted = admit(
+                self._catalog, self._attestation, request.model, request.needs, policy.attestation
+            )
         check_against_model(request, admitted.model)
         return admitted
 
     async def answer(self, principal: Principal, request: ChatRequest, request_id: str) -> Answer:
         """The upstream's answer, held for and not yet sent: sending it settles the hold."""
-        admitted = self.admit(request)
+        admitted = self.admit(request, principal.policy)
         hold = await self._meter.place(_hold_request(request_id, principal, admitted, request))
         client = self._upstreams[admitted.model.upstream]
         pin = admitted.attestation.tls_pin

@@ -36,6 +36,8 @@ class ApiKey:
     rpm: int | None
     created_ms: int
     revoked_ms: int | None
+    policy: str | None = None
+    """apikeys.KeyPolicy as stored (JSON), None for none."""
 
     @property
     def active(self) -> bool:
@@ -51,6 +53,7 @@ class KeyOwner:
     account_id: int
     rpm: int | None
     revoked: bool
+    policy: str | None = None
 
 
 def now_ms() -> int:
@@ -104,6 +107,7 @@ class AccountStore:
         hint: str,
         name: str,
         rpm: int | None,
+        policy: str | None = None,
     ) -> ApiKey:
         account = await self.get_account(account_name)
         created = now_ms()
@@ -117,9 +121,20 @@ class AccountStore:
                     hint=hint,
                     rpm=rpm,
                     created_ms=created,
+                    policy=policy,
                 )
             )
-        return ApiKey(key_id, account.id, account.name, name, hint, rpm, created, None)
+        return ApiKey(key_id, account.id, account.name, name, hint, rpm, created, None, policy)
+
+    async def update_key(self, key_id: str, *, rpm: int | None, policy: str | None) -> ApiKey:
+        """Set a key's limit and policy (both as given: the caller merges)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(api_keys).where(api_keys.c.id == key_id).values(rpm=rpm, policy=policy)
+            )
+        if result.rowcount == 0:
+            raise StoreNotFound(f"no key with id '{key_id}'")
+        return await self.get_key(key_id)
 
     async def list_keys(self, account_name: str | None = None) -> list[ApiKey]:
         query = (
@@ -141,6 +156,7 @@ class AccountStore:
                 r.rpm,
                 r.created_ms,
                 r.revoked_ms,
+                r.policy,
             )
             for r in rows
         ]
@@ -179,11 +195,17 @@ class AccountStore:
                         api_keys.c.account_id,
                         api_keys.c.rpm,
                         api_keys.c.revoked_ms,
+                        api_keys.c.policy,
                     ).where(api_keys.c.key_hash.in_(batch))
                 )
                 for row in rows:
                     owners[row.key_hash] = KeyOwner(
-                        row.id, row.key_hash, row.account_id, row.rpm, row.revoked_ms is not None
+                        row.id,
+                        row.key_hash,
+                        row.account_id,
+                        row.rpm,
+                        row.revoked_ms is not None,
+                        row.policy,
                     )
         return owners
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     text,
 )
 
@@ -62,6 +63,8 @@ api_keys = Table(
     Column("rpm", Integer, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("revoked_ms", BigInteger, nullable=True),
+    # The key's policy as JSON (apikeys.KeyPolicy); NULL for none (migration 0004_key_policy).
+    Column("policy", Text, nullable=True),
 )
 
 OPEN = text("state = 'open'")

@@ -1,0 +1,122 @@
+"""`teegate keys create/update/show`: a key's limit and policy, set and read from the
+command line, and refused when it would be looser than the gateway's own policy."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from teegate.cli import app
+from teegate.config import AttestationSettings, UpstreamSettings, load_settings
+from teegate.settings_file import settings_toml
+
+R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
+MRTD = "ab" * 48
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A gateway that accepts UpToDate and OutOfDate, with one upstream, 'devstack'."""
+    for name in list(os.environ):
+        if name.startswith("TEEGATE_"):
+            monkeypatch.delenv(name)
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 32)
+    settings = load_settings(
+        None,
+        environment="development",
+        data_dir=tmp_path,
+        key_hash_secret_file=secret,
+        upstreams=(UpstreamSettings(name="devstack", base_url="https://127.0.0.1:9"),),
+        attestation=AttestationSettings(allowed_tcb_statuses=("UpToDate", "OutOfDate")),
+    )
+    path = tmp_path / "teegate.toml"
+    path.write_text(settings_toml(settings))
+    run(path, "db", "upgrade")
+    run(path, "accounts", "create", "acme")
+    return path
+
+
+def run(config: Path, *args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(app, [*args, "--config", str(config)])
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def show(config: Path, key_id: str) -> dict[str, Any]:
+    shown: dict[str, Any] = json.loads(run(config, "keys", "show", key_id, "--json"))
+    return shown
+
+
+def created_id(output: str) -> str:
+    return output.split()[1]
+
+
+def test_create_update_and_show_a_key_policy(config: Path, tmp_path: Path) -> None:
+    key_id = created_id(
+        run(
+            config,
+            "keys", "create", "--account", "acme", "--rpm", "30",
+            "--models", f"{R1},Qwen/", "--tcb", "UpToDate", "--require-gpu",
+        )
+    )  # fmt: skip
+    shown = show(config, key_id)
+    assert shown["rpm"] == 30
+    assert shown["policy"]["models"] == [R1, "Qwen/"]
+    assert shown["policy"]["attestation"] == {
+        "tcb": ["UpToDate"],
+        "require_gpu": True,
+        "upstreams": None,
+        "measurements": None,
+        "max_age_s": None,
+    }
+
+    measurements = tmp_path / "measurements.json"
+    measurements.write_text(json.dumps({"mrtd": [MRTD]}))
+    run(
+        config,
+        "keys", "update", key_id, "--upstream", "devstack",
+        "--measurements", str(measurements), "--max-verdict-age", "300",
+    )  # fmt: skip
+    shown = show(config, key_id)
+    assert shown["rpm"] == 30
+    assert shown["policy"]["models"] == [R1, "Qwen/"]  # not named: kept
+    assert shown["policy"]["attestation"] == {
+        "tcb": None,
+        "require_gpu": False,
+        "upstreams": ["devstack"],
+        "measurements": {"mrtd": [MRTD]},
+        "max_age_s": 300,
+    }
+
+    run(config, "keys", "update", key_id, "--all-models", "--no-attestation-policy", "--rpm", "5")
+    shown = show(config, key_id)
+    assert (shown["rpm"], shown["policy"]) == (5, {"models": None, "attestation": None})
+    assert key_id in run(config, "keys", "show", key_id)
+    [listed] = json.loads(run(config, "keys", "list", "--json"))
+    assert listed == shown
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--tcb", "SWHardeningNeeded"], "SWHardeningNeeded"),
+        (["--upstream", "elsewhere"], "elsewhere"),
+        (["--models", "deep*seek/"], "'*' may only end a prefix"),
+    ],
+)
+def test_a_policy_looser_than_the_gateways_is_refused(
+    config: Path, args: list[str], says: str
+) -> None:
+    key_id = created_id(run(config, "keys", "create", "--account", "acme"))
+    output = run(config, "keys", "update", key_id, *args, code=1)
+    assert says in output
+    assert show(config, key_id)["policy"] == {"models": None, "attestation": None}
+    output = run(config, "keys", "create", "--account", "acme", *args, code=1)
+    assert says in output
+    assert len(json.loads(run(config, "keys", "list", "--json"))) == 1
