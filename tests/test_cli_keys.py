@@ -17,6 +17,7 @@ from teegate.settings_file import settings_toml
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 MRTD = "ab" * 48
+NO_POLICY = {"models": None, "attestation": None, "tpm": None}
 
 
 @pytest.fixture
@@ -61,12 +62,13 @@ def test_create_update_and_show_a_key_policy(config: Path, tmp_path: Path) -> No
     key_id = created_id(
         run(
             config,
-            "keys", "create", "--account", "acme", "--rpm", "30",
+            "keys", "create", "--account", "acme", "--rpm", "30", "--tpm", "5000",
             "--models", f"{R1},Qwen/", "--tcb", "UpToDate", "--require-gpu",
         )
     )  # fmt: skip
     shown = show(config, key_id)
     assert shown["rpm"] == 30
+    assert shown["policy"]["tpm"] == 5000
     assert shown["policy"]["models"] == [R1, "Qwen/"]
     assert shown["policy"]["attestation"] == {
         "tcb": ["UpToDate"],
@@ -84,7 +86,7 @@ def test_create_update_and_show_a_key_policy(config: Path, tmp_path: Path) -> No
         "--measurements", str(measurements), "--max-verdict-age", "300",
     )  # fmt: skip
     shown = show(config, key_id)
-    assert shown["rpm"] == 30
+    assert (shown["rpm"], shown["policy"]["tpm"]) == (30, 5000)
     assert shown["policy"]["models"] == [R1, "Qwen/"]  # not named: kept
     assert shown["policy"]["attestation"] == {
         "tcb": None,
@@ -94,9 +96,13 @@ def test_create_update_and_show_a_key_policy(config: Path, tmp_path: Path) -> No
         "max_age_s": 300,
     }
 
-    run(config, "keys", "update", key_id, "--all-models", "--no-attestation-policy", "--rpm", "5")
+    run(
+        config,
+        "keys", "update", key_id, "--all-models", "--no-attestation-policy", "--no-tpm",
+        "--rpm", "5",
+    )  # fmt: skip
     shown = show(config, key_id)
-    assert (shown["rpm"], shown["policy"]) == (5, {"models": None, "attestation": None})
+    assert (shown["rpm"], shown["policy"]) == (5, NO_POLICY)
     assert key_id in run(config, "keys", "show", key_id)
     [listed] = json.loads(run(config, "keys", "list", "--json"))
     assert listed == shown
@@ -116,7 +122,7 @@ def test_a_policy_looser_than_the_gateways_is_refused(
     key_id = created_id(run(config, "keys", "create", "--account", "acme"))
     output = run(config, "keys", "update", key_id, *args, code=1)
     assert says in output
-    assert show(config, key_id)["policy"] == {"models": None, "attestation": None}
+    assert show(config, key_id)["policy"] == NO_POLICY
     output = run(config, "keys", "create", "--account", "acme", *args, code=1)
     assert says in output
     assert len(json.loads(run(config, "keys", "list", "--json"))) == 1

@@ -37,6 +37,9 @@ class KeyPolicy:
     models: tuple[str, ...] | None = None
     """Exact model ids, or prefixes ending in '/' or '*' (None: every model)."""
     attestation: AttestationFloor | None = None
+    tpm: int | None = None
+    """Tokens per minute: what holds reserve (prompt bound and output ceiling) at
+    admission, corrected to what was billed at settlement (None: no token limit)."""
 
     def allows(self, model_id: str) -> bool:
         if self.models is None:
@@ -49,12 +52,13 @@ class KeyPolicy:
 
     @property
     def empty(self) -> bool:
-        return self.models is None and self.attestation is None
+        return self.models is None and self.attestation is None and self.tpm is None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "models": list(self.models) if self.models is not None else None,
             "attestation": self.attestation.to_json() if self.attestation else None,
+            "tpm": self.tpm,
         }
 
     def dumps(self) -> str | None:
@@ -92,9 +96,13 @@ def load_policy(stored: str | None) -> KeyPolicy | None:
         raise PolicyError(f"a stored key policy is not JSON: {exc}") from exc
     models = document.get("models")
     attestation = document.get("attestation")
+    tpm = document.get("tpm")
+    if tpm is not None and (not isinstance(tpm, int) or isinstance(tpm, bool) or tpm < 1):
+        raise PolicyError("tpm must be a positive number of tokens")
     policy = KeyPolicy(
         models=model_patterns(models) if models is not None else None,
         attestation=AttestationFloor.from_json(attestation) if attestation else None,
+        tpm=tpm,
     )
     return None if policy.empty else policy
 

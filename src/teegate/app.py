@@ -86,7 +86,9 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
             limiter=limiter,
             catalog=catalog,
             attestation=assurance,
-            chat=ChatService(catalog, assurance, live.clients, meter=billing.meter),
+            chat=ChatService(
+                catalog, assurance, live.clients, meter=billing.meter, limiter=limiter
+            ),
             billing=billing,
             metrics=metrics,
             readiness=Readiness(

@@ -279,6 +279,10 @@ MaxAgeOption = Annotated[
     int | None,
     typer.Option("--max-verdict-age", min=1, help="Oldest verdict the key accepts, in seconds."),
 ]
+TpmOption = Annotated[
+    int | None,
+    typer.Option("--tpm", min=1, help="Tokens per minute (prompt bound + max_tokens, held)."),
+]
 RpmOption = Annotated[
     int | None,
     typer.Option("--rpm", min=1, help="Requests per minute (default: default_rpm)."),
@@ -317,6 +321,7 @@ def _models(models: list[str] | None) -> tuple[str, ...] | None:
 def keys_create(
     account: Annotated[str, typer.Option("--account", help="Account the key bills to.")],
     rpm: RpmOption = None,
+    tpm: TpmOption = None,
     name: Annotated[str, typer.Option("--name", help="A label for the key.")] = "",
     models: ModelsOption = None,
     tcb: TcbOption = None,
@@ -331,7 +336,7 @@ def keys_create(
 
     async def run(store: AccountStore) -> tuple[str, ApiKey]:
         policy = KeyPolicy(
-            _models(models), _floor(tcb, require_gpu, upstream, measurements, max_verdict_age)
+            _models(models), _floor(tcb, require_gpu, upstream, measurements, max_verdict_age), tpm
         )
         auth.check_policy(policy, settings)
         return await auth.issue_key(
@@ -353,6 +358,8 @@ def keys_create(
 def keys_update(
     key_id: KeyIdArgument,
     rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    no_tpm: Annotated[bool, typer.Option("--no-tpm", help="Drop the key's token limit.")] = False,
     models: ModelsOption = None,
     all_models: Annotated[
         bool, typer.Option("--all-models", help="Drop the key's model allow-list.")
@@ -382,6 +389,7 @@ def keys_update(
         policy = KeyPolicy(
             None if all_models else (_models(models) or old.models),
             None if no_attestation_policy else (floor or old.attestation),
+            None if no_tpm else (tpm or old.tpm),
         )
         auth.check_policy(policy, settings)
         return await store.update_key(
@@ -430,6 +438,7 @@ def _print_key(key: ApiKey, settings: Settings, *, as_json: bool) -> None:
         ("name", key.name),
         ("key", key.hint),
         ("rpm", str(key.rpm or settings.default_rpm)),
+        ("tpm", str(policy["tpm"]) if policy["tpm"] else "none"),
         ("status", "active" if key.active else "revoked"),
         ("models", ", ".join(policy["models"]) if policy["models"] else "all"),
         ("attestation", json.dumps(floor) if floor else "the gateway's"),

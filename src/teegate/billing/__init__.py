@@ -41,6 +41,7 @@ from teegate.billing._settle import (
     FALLBACK_BYTES_PER_TOKEN,
     expired_settlement,
     fallback_completion_tokens,
+    settled_tokens,
     settlement_for,
     void_settlement,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "parse_since",
     "prompt_upper_bound",
     "read_usage",
+    "settled_tokens",
     "settlement_for",
     "usd_to_nano",
     "void_settlement",

@@ -8,17 +8,27 @@ Answer once it has been sent otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
+import anyio
 import orjson
 
 from teegate.apikeys import KeyPolicy, Principal
-from teegate.billing import HoldRequest, Outcome, Rates
+from teegate.billing import (
+    Hold,
+    HoldRequest,
+    Outcome,
+    Rates,
+    held_completion_tokens,
+    prompt_upper_bound,
+    settled_tokens,
+)
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
 from teegate.chat._answer import Answer, StreamedAnswer, WholeAnswer, settle
 from teegate.chat._request import ChatRequest, check_against_model
 from teegate.chat._seams import Meter, Upstream
-from teegate.errors import ModelNotConfidential, UpstreamKeyChanged
+from teegate.errors import ModelNotConfidential, RateLimitExceeded, UpstreamKeyChanged
+from teegate.ratelimit import RateLimiter
 
 
 class ChatService:
@@ -28,11 +38,15 @@ class ChatService:
         attestation: AttestationView,
         upstreams: Mapping[str, Upstream],
         meter: Meter,
+        *,
+        limiter: RateLimiter,
     ) -> None:
         self._catalog = catalog
         self._attestation = attestation
         self._upstreams = upstreams
         self._meter = meter
+        self.limiter = limiter
+        """Public so a test can give it a clock of its own, as it does the gateway's."""
 
     def admit(self, request: ChatRequest, policy: KeyPolicy | None = None) -> Admitted:
         """The gate, narrowed by the key's policy if it has one: a model outside its
@@ -47,22 +61,62 @@ class ChatService:
         check_against_model(request, admitted.model)
         return admitted
 
-    async def answer(self, principal: Principal, request: ChatRequest, request_id: str) -> Answer:
-        """The upstream's answer, held for and not yet sent: sending it settles the hold."""
+    async def answer(
+        self,
+        principal: Principal,
+        request: ChatRequest,
+        request_id: str,
+        headers: MutableMapping[str, str] | None = None,
+    ) -> Answer:
+        """The upstream's answer, held for and not yet sent: sending it settles the hold.
+
+        A key with a token limit gets its `x-ratelimit-*-tokens` added to `headers`
+        (those the request answers with, whatever the answer)."""
         admitted = self.admit(request, principal.policy)
-        hold = await self._meter.place(_hold_request(request_id, principal, admitted, request))
+        hold_request = _hold_request(request_id, principal, admitted, request)
+        meter = self._meter
+        if principal.policy is not None and principal.policy.tpm is not None:
+            meter = await self._reserve_tokens(
+                principal.key_id, hold_request, principal.policy.tpm, headers
+            )
+        hold = await meter.place(hold_request)
         client = self._upstreams[admitted.model.upstream]
         pin = admitted.attestation.tls_pin
         try:
             if request.stream:
                 stream = await client.open_stream(_stream_body(request), pin=pin)
-                return StreamedAnswer(admitted, self._meter, hold, stream, request.include_usage)
+                return StreamedAnswer(admitted, meter, hold, stream, request.include_usage)
             raw, body = await client.complete(orjson.dumps(request.body), pin=pin)
-            return WholeAnswer(admitted, self._meter, hold, raw, body)
+            return WholeAnswer(admitted, meter, hold, raw, body)
         except BaseException as exc:
-            await settle(self._meter, hold, Outcome("upstream_error"))  # nothing delivered
+            await settle(meter, hold, Outcome("upstream_error"))  # nothing delivered
             self._refuse_if_key_changed(admitted, exc)
             raise
+
+    async def _reserve_tokens(
+        self,
+        key_id: str,
+        hold_request: HoldRequest,
+        tpm: int,
+        headers: MutableMapping[str, str] | None,
+    ) -> TokenWindowMeter:
+        """Count the tokens the hold will reserve against the key's window, or refuse
+        before the hold: a 429 costs the ledger nothing."""
+        tokens = prompt_upper_bound(hold_request.body) + held_completion_tokens(
+            hold_request.max_output_tokens, hold_request.choices
+        )
+        decision = await self.limiter.reserve_tokens(key_id, tokens, tpm)
+        if headers is not None:
+            headers.update(decision.token_headers())
+        if not decision.allowed:
+            raise RateLimitExceeded(
+                f"Rate limit reached: {tpm} tokens per minute for this key; this request "
+                f"may use up to {tokens} (its prompt and max_tokens) and "
+                f"{decision.remaining} remain in this minute. Lower max_tokens, or retry "
+                f"after {decision.retry_after_s} seconds.",
+                retry_after_s=decision.retry_after_s,
+            )
+        return TokenWindowMeter(self._meter, self.limiter, key_id, tokens, decision.window_start)
 
     def _refuse_if_key_changed(self, admitted: Admitted, exc: BaseException) -> None:
         """A key other than the attested one means the attestation no longer holds:
@@ -100,3 +154,40 @@ def _stream_body(request: ChatRequest) -> bytes:
     body = dict(request.body)
     body["stream_options"] = {**(request.body.get("stream_options") or {}), "include_usage": True}
     return orjson.dumps(body)
+
+
+class TokenWindowMeter:
+    """The meter for one request of a key with a token limit: its settlement also
+    corrects the key's window from the tokens reserved to the tokens billed."""
+
+    __slots__ = ("_key_id", "_limiter", "_meter", "_reserved", "_window_start")
+
+    def __init__(
+        self, meter: Meter, limiter: RateLimiter, key_id: str, reserved: int, window_start: int
+    ) -> None:
+        self._meter = meter
+        self._limiter = limiter
+        self._key_id = key_id
+        self._reserved: int | None = reserved
+        self._window_start = window_start
+
+    async def place(self, request: HoldRequest) -> Hold:
+        """A hold refused (402) or never placed releases the reservation."""
+        try:
+            return await self._meter.place(request)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._correct(0)
+            raise
+
+    async def settle(self, hold: Hold, outcome: Outcome) -> None:
+        await self._meter.settle(hold, outcome)
+        prompt, completion, _ = settled_tokens(
+            hold, outcome.status, outcome.usage, outcome.output_bytes
+        )
+        await self._correct(prompt + completion)
+
+    async def _correct(self, used: int) -> None:
+        reserved, self._reserved = self._reserved, None
+        if reserved is not None and used != reserved:  # once, by whichever comes first
+            await self._limiter.correct_tokens(self._key_id, self._window_start, used - reserved)
