@@ -114,3 +114,30 @@ def test_the_policy_in_force_is_echoed_in_x_tee_attestation(
         f"{lenient.url}/v1/models/{R1}", headers={"Authorization": f"Bearer {key}"}
     )
     assert described.status_code == 200
+
+
+def test_v1_key_describes_the_callers_own_key(gateway: Gateway) -> None:
+    policy = KeyPolicy(models=(R1,), attestation=UP_TO_DATE, tpm=5000)
+    key = gateway.issue_key(policy=policy, rpm=30)
+    answer = httpx.get(f"{gateway.url}/v1/key", headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 200
+    assert answer.headers["x-ratelimit-limit"] == "30"
+    data = answer.json()["data"]
+    assert data["id"].startswith("key_")
+    assert data["object"] == "key"
+    assert data["rate_limit"] == {
+        "requests_per_minute": 30,
+        "tokens_per_minute": 5000,
+        "interval": "1m",
+    }
+    assert data["models"] == [R1]
+    assert data["attestation"]["tcb"] == ["UpToDate"]
+    assert key not in answer.text
+
+    plain = httpx.get(
+        f"{gateway.url}/v1/key", headers={"Authorization": f"Bearer {gateway.key}"}
+    ).json()["data"]
+    assert plain["rate_limit"]["tokens_per_minute"] is None
+    assert (plain["models"], plain["attestation"]) == (None, None)
+    assert plain["id"] != data["id"]
+    assert httpx.get(f"{gateway.url}/v1/key").status_code == 401

@@ -117,6 +117,23 @@ class Principal:
     policy: KeyPolicy | None = None
 
 
+def describe_key(principal: Principal, default_rpm: int) -> dict[str, Any]:
+    """`GET /v1/key`: the caller's own key, its limits and policy, as OpenRouter's
+    `/api/v1/key` answers (never its secret or hash)."""
+    policy = principal.policy or KeyPolicy()
+    return {
+        "id": principal.key_id,
+        "object": "key",
+        "rate_limit": {
+            "requests_per_minute": principal.rpm or default_rpm,
+            "tokens_per_minute": policy.tpm,
+            "interval": "1m",
+        },
+        "models": list(policy.models) if policy.models is not None else None,
+        "attestation": policy.attestation.to_json() if policy.attestation else None,
+    }
+
+
 def generate_key(prefix: str) -> str:
     return prefix + "".join(secrets.choice(BASE62) for _ in range(SECRET_CHARS))
 
