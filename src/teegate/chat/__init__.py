@@ -4,7 +4,7 @@ an answer that settles its hold once it has been sent."""
 from teegate.chat._answer import Answer
 from teegate.chat._request import ChatRequest, check_against_model, parse_chat_request
 from teegate.chat._seams import Meter, Sink, Upstream, UpstreamStream
-from teegate.chat._service import ChatService
+from teegate.chat._service import ChatService, TokenWindowMeter
 
 __all__ = [
     "Answer",
@@ -12,6 +12,7 @@ __all__ = [
     "ChatService",
     "Meter",
     "Sink",
+    "TokenWindowMeter",
     "Upstream",
     "UpstreamStream",
     "check_against_model",

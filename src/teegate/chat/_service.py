@@ -46,7 +46,8 @@ class ChatService:
         self._upstreams = upstreams
         self._meter = meter
         self.limiter = limiter
-        """Public so a test can give it a clock of its own, as it does the gateway's."""
+        """Where keys' token limits count: the gateway's limiter (public, so a test can
+        give it a clock of its own)."""
 
     def admit(self, request: ChatRequest, policy: KeyPolicy | None = None) -> Admitted:
         """The gate, narrowed by the key's policy if it has one: a model outside its
