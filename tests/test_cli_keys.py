@@ -126,3 +126,12 @@ def test_a_policy_looser_than_the_gateways_is_refused(
     output = run(config, "keys", "create", "--account", "acme", *args, code=1)
     assert says in output
     assert len(json.loads(run(config, "keys", "list", "--json"))) == 1
+
+
+def test_a_rotated_key_keeps_its_policy(config: Path) -> None:
+    old = created_id(
+        run(config, "keys", "create", "--account", "acme", "--tpm", "900", "--models", R1)
+    )
+    new = run(config, "keys", "rotate", old).split("new key ")[1].split(".")[0]
+    assert show(config, new)["policy"] == show(config, old)["policy"]
+    assert show(config, new)["policy"]["tpm"] == 900

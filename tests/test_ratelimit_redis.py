@@ -135,3 +135,22 @@ async def test_two_replicas_reserve_exactly_the_token_limit_between_them() -> No
     assert not any(r.degraded for r in replicas)
     for limiter in replicas:
         await limiter.aclose()
+
+
+async def test_tokens_degrade_to_a_bounded_local_limit_when_redis_is_down(
+    private_redis: tuple[str, subprocess.Popen[bytes], int],
+) -> None:
+    url, process, _ = private_redis
+    limiter = RedisRateLimiter(url, replicas=4)
+    key_id, limit = key(), 4000
+    assert (await limiter.reserve_tokens(key_id, 100, limit)).allowed
+    process.kill()
+    process.wait(5)
+    local = [await limiter.reserve_tokens(key_id, 100, limit) for _ in range(20)]
+    assert limiter.degraded
+    assert sum(d.allowed for d in local) == limit // 4 // 100
+    assert all(d.limit == limit // 4 for d in local)
+    window = local[0].window_start
+    await limiter.correct_tokens(key_id, window, -100)  # the local window; Redis is skipped
+    assert (await limiter.reserve_tokens(key_id, 100, limit)).allowed
+    await limiter.aclose()
