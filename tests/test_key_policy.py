@@ -77,6 +77,8 @@ def test_a_policy_round_trips_through_its_stored_form() -> None:
     "stored",
     [
         "not json",
+        "[]",
+        '{"tpm": 0}',
         '{"models": []}',
         '{"attestation": {"max_age_s": 0}}',
         '{"attestation": {"tcb": "UpToDate"}}',

@@ -30,8 +30,8 @@ KEY_ID_CHARS = 16
 
 @dataclass(frozen=True, slots=True)
 class KeyPolicy:
-    """What one key may do beyond what every key may: the models it may use and the
-    attestation it demands. A key without a policy has `Principal.policy` None, and
+    """What one key may do beyond what every key may: the models it may use, the
+    attestation it demands and its token limit. A key without a policy has `Principal.policy` None, and
     the request path checks nothing more for it."""
 
     models: tuple[str, ...] | None = None
@@ -94,6 +94,8 @@ def load_policy(stored: str | None) -> KeyPolicy | None:
         document = orjson.loads(stored)
     except orjson.JSONDecodeError as exc:
         raise PolicyError(f"a stored key policy is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise PolicyError("a stored key policy must be a JSON object")
     models = document.get("models")
     attestation = document.get("attestation")
     tpm = document.get("tpm")
