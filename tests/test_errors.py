@@ -16,6 +16,7 @@ from teegate import errors
 from teegate.api.openapi import build_openapi
 from teegate.errors import (
     AttestationFailed,
+    BudgetExceeded,
     CatalogEntryError,
     ClientClosedRequest,
     ConfigError,
@@ -94,6 +95,13 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
         403,
         "invalid_request_error",
         "model_not_allowed",
+    ),
+    (
+        BudgetExceeded,
+        BudgetExceeded("over"),
+        402,
+        "insufficient_quota",
+        "budget_exceeded",
     ),
     (NotFound, NotFound("gone"), 404, "invalid_request_error", "not_found"),
     (ModelNotFound, ModelNotFound("m"), 404, "invalid_request_error", "model_not_found"),

@@ -28,7 +28,15 @@ from teegate.store import (
 )
 
 POSTGRES_URL = os.environ.get("TEEGATE_TEST_POSTGRES_URL")
-TABLES = {"accounts", "api_keys", "ledger_entries", "holds", "usage_records", "alembic_version"}
+TABLES = {
+    "accounts",
+    "api_keys",
+    "budgets",
+    "ledger_entries",
+    "holds",
+    "usage_records",
+    "alembic_version",
+}
 
 
 def _postgres_engine(url: str, schema: str) -> AsyncEngine:

@@ -31,8 +31,8 @@ KEY_ID_CHARS = 16
 @dataclass(frozen=True, slots=True)
 class KeyPolicy:
     """What one key may do beyond what every key may: the models it may use, the
-    attestation it demands and its token limit. A key without a policy has `Principal.policy` None, and
-    the request path checks nothing more for it."""
+    attestation it demands and its token limit. A key without a policy has
+    `Principal.policy` None, and the request path checks nothing more for it."""
 
     models: tuple[str, ...] | None = None
     """Exact model ids, or prefixes ending in '/' or '*' (None: every model)."""
@@ -117,6 +117,8 @@ class Principal:
     account_id: int
     rpm: int | None
     policy: KeyPolicy | None = None
+    budgeted: bool = False
+    """The key or its account has a spend budget (billing moves it with each hold)."""
 
 
 def describe_key(principal: Principal, default_rpm: int) -> dict[str, Any]:

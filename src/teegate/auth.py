@@ -119,7 +119,11 @@ class Authenticator:
         if owner is None or owner.revoked or not apikeys.same_hash(owner.key_hash, key_hash):
             return None
         return Principal(
-            owner.key_id, owner.account_id, owner.rpm, apikeys.load_policy(owner.policy)
+            owner.key_id,
+            owner.account_id,
+            owner.rpm,
+            apikeys.load_policy(owner.policy),
+            owner.budgeted,
         )
 
 

@@ -8,6 +8,7 @@
     │   │   └── ModelNotConfidential  400 model_not_confidential
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── InsufficientBalance       402 insufficient_balance
+    │   ├── BudgetExceeded            402 budget_exceeded (a key's or account's spend budget)
     │   ├── ModelNotAllowed           403 model_not_allowed (outside the key's allow-list)
     │   ├── NotFound                  404 not_found (routes, generations)
     │   │   └── ModelNotFound         404 model_not_found
@@ -152,6 +153,12 @@ class InsufficientBalance(TeegateError):
     status = 402
     type = "insufficient_quota"
     code = "insufficient_balance"
+
+
+class BudgetExceeded(TeegateError):
+    status = 402
+    type = "insufficient_quota"
+    code = "budget_exceeded"
 
 
 class ModelNotAllowed(TeegateError):

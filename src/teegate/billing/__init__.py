@@ -3,6 +3,7 @@
 No web framework and no SQL here: storage is reached through `LedgerStore`.
 """
 
+from teegate.billing._budget import period_start, period_starts
 from teegate.billing._describe import describe_balance, describe_generation, iso_utc, parse_since
 from teegate.billing._estimate import (
     MESSAGE_OVERHEAD_TOKENS,
@@ -25,8 +26,11 @@ from teegate.billing._outcome import Outcome, Status, Usage, read_usage
 from teegate.billing._pricing import Rates, cost_nano
 from teegate.billing._reaper import Reaper
 from teegate.billing._records import (
+    BUDGET_PERIODS,
     SETTLED_BY,
     Balance,
+    BudgetPeriod,
+    BudgetUse,
     Hold,
     HoldState,
     LedgerStore,
@@ -49,6 +53,7 @@ from teegate.errors import InvariantViolation, MoneyError
 from teegate.invariants import invariant
 
 __all__ = [
+    "BUDGET_PERIODS",
     "FALLBACK_BYTES_PER_TOKEN",
     "MAX_USAGE_PAGE",
     "MESSAGE_OVERHEAD_TOKENS",
@@ -59,6 +64,8 @@ __all__ = [
     "TOOL_OVERHEAD_TOKENS",
     "Balance",
     "Billing",
+    "BudgetPeriod",
+    "BudgetUse",
     "Hold",
     "HoldRequest",
     "HoldState",
@@ -89,6 +96,8 @@ __all__ = [
     "marked_up_price",
     "nano_to_usd",
     "parse_since",
+    "period_start",
+    "period_starts",
     "prompt_upper_bound",
     "read_usage",
     "settled_tokens",

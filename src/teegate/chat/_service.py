@@ -146,6 +146,7 @@ def _hold_request(
         body=request.body,
         max_output_tokens=request.max_output_tokens(),
         choices=request.choices(),
+        budgeted=principal.budgeted,
     )
 
 

@@ -94,6 +94,24 @@ holds = Table(
     Index("ix_holds_open_expires_ms", "expires_ms", sqlite_where=OPEN, postgresql_where=OPEN),
 )
 
+# Spend budgets: one row per key (key_id) or account (key_id '') and period ('day',
+# 'month', 'lifetime'). held_nano counts the open budgeted holds against it, and
+# spent_nano what settled in the period starting at period_start_ms; a write in a later
+# period counts spent as 0 first (billing._budget). Rows change only while their
+# account's row is locked by the same transaction, so a budget is decided exactly as
+# the balance is.
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("key_id", String(32), primary_key=True),
+    Column("period", String(8), primary_key=True),
+    Column("limit_nano", BigInteger, nullable=False),
+    Column("period_start_ms", BigInteger, nullable=False, server_default="0"),
+    Column("spent_nano", BigInteger, nullable=False, server_default="0"),
+    Column("held_nano", BigInteger, nullable=False, server_default="0"),
+)
+
 # One row per settled request: tokens, cost, how it was settled and timings.
 # Never any prompt or completion text.
 usage_records = Table(
