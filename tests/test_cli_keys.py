@@ -105,7 +105,7 @@ def test_create_update_and_show_a_key_policy(config: Path, tmp_path: Path) -> No
     assert (shown["rpm"], shown["policy"]) == (5, NO_POLICY)
     assert key_id in run(config, "keys", "show", key_id)
     [listed] = json.loads(run(config, "keys", "list", "--json"))
-    assert listed == shown
+    assert listed | {"budgets": []} == shown
 
 
 @pytest.mark.parametrize(
@@ -135,3 +135,26 @@ def test_a_rotated_key_keeps_its_policy(config: Path) -> None:
     new = run(config, "keys", "rotate", old).split("new key ")[1].split(".")[0]
     assert show(config, new)["policy"] == show(config, old)["policy"]
     assert show(config, new)["policy"]["tpm"] == 900
+
+
+def test_budgets_for_a_key_and_its_account(config: Path) -> None:
+    key_id = created_id(run(config, "keys", "create", "--account", "acme", "--budget-usd", "day=5"))
+    run(config, "accounts", "budget", "acme", "--budget-usd", "month=100")
+    run(config, "keys", "update", key_id, "--budget-usd", "lifetime=0.5")
+    budgets = show(config, key_id)["budgets"]
+    assert [(b["scope"], b["period"], b["limit"]) for b in budgets] == [
+        ("key", "day", "5"),
+        ("key", "lifetime", "0.5"),
+        ("account", "month", "100"),
+    ]
+    assert all((b["spent"], b["held"], b["remaining"]) == ("0", "0", b["limit"]) for b in budgets)
+    assert "key day budget (USD)" in run(config, "keys", "show", key_id)
+
+    run(config, "keys", "update", key_id, "--budget-usd", "day=none", "--budget-usd", "lifetime=2")
+    budgets = show(config, key_id)["budgets"]
+    assert [(b["period"], b["limit"]) for b in budgets] == [("lifetime", "2"), ("month", "100")]
+    assert "expected day=" in run(
+        config, "keys", "update", key_id, "--budget-usd", "week=1", code=1
+    )
+    finer = run(config, "keys", "update", key_id, "--budget-usd", "day=0.0000000001", code=1)
+    assert "finer than 1e-9 USD" in finer

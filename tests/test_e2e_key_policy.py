@@ -138,6 +138,6 @@ def test_v1_key_describes_the_callers_own_key(gateway: Gateway) -> None:
         f"{gateway.url}/v1/key", headers={"Authorization": f"Bearer {gateway.key}"}
     ).json()["data"]
     assert plain["rate_limit"]["tokens_per_minute"] is None
-    assert (plain["models"], plain["attestation"]) == (None, None)
+    assert (plain["models"], plain["attestation"], plain["budgets"]) == (None, None, [])
     assert plain["id"] != data["id"]
     assert httpx.get(f"{gateway.url}/v1/key").status_code == 401

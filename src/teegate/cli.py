@@ -28,7 +28,15 @@ from sqlalchemy.engine import make_url
 from teegate import apikeys, auth
 from teegate.apikeys import KeyPolicy
 from teegate.attestation import MeasurementAllowList
-from teegate.billing import MoneyError, nano_to_usd, usd_to_nano
+from teegate.billing import (
+    BUDGET_PERIODS,
+    BudgetUse,
+    MoneyError,
+    describe_budget,
+    nano_to_usd,
+    usd_to_nano,
+    wall_ms,
+)
 from teegate.catalog import AttestationFloor
 from teegate.config import (
     DEV_CONFIG_FILE,
@@ -43,6 +51,7 @@ from teegate.logs import configure_logging
 from teegate.store import (
     AccountStore,
     ApiKey,
+    Ledger,
     StoreConflict,
     StoreNotFound,
     create_engine,
@@ -236,6 +245,29 @@ def accounts_list(config: ConfigOption = None, as_json: JsonOption = False) -> N
     out.print(table)
 
 
+@accounts_app.command("budget")
+def accounts_budget(
+    name: AccountArgument,
+    budget_usd: Annotated[
+        list[str],
+        typer.Option(
+            "--budget-usd",
+            help="PERIOD=USD: day, month or lifetime, e.g. month=100 (repeat; "
+            "PERIOD=none drops it). Every key of the account counts against it.",
+        ),
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Set or drop the account's own spend budgets (beside each key's)."""
+    settings = _settings(config)
+
+    async def run(store: AccountStore) -> None:
+        await _set_budgets(store, name, None, _budgets(budget_usd))
+
+    _with_store(settings, run)
+    out.print(f"'{name}' budgets set")
+
+
 @accounts_app.command("credit")
 def accounts_credit(
     name: AccountArgument,
@@ -283,6 +315,14 @@ TpmOption = Annotated[
     int | None,
     typer.Option("--tpm", min=1, help="Tokens per minute (prompt bound + max_tokens, held)."),
 ]
+BudgetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--budget-usd",
+        help="A spend budget, PERIOD=USD: day, month or lifetime, e.g. day=5 (repeat; "
+        "PERIOD=none drops it).",
+    ),
+]
 RpmOption = Annotated[
     int | None,
     typer.Option("--rpm", min=1, help="Requests per minute (default: default_rpm)."),
@@ -311,6 +351,26 @@ def _floor(
     )
 
 
+def _budgets(values: list[str] | None) -> list[tuple[str, int | None]]:
+    """PERIOD=USD pairs, each checked: the period is a known one, the amount exact."""
+    budgets: list[tuple[str, int | None]] = []
+    for value in values or []:
+        period, _, amount = value.partition("=")
+        if period not in BUDGET_PERIODS or not amount:
+            raise PolicyError(
+                f"--budget-usd {value!r}: expected day=USD, month=USD or lifetime=USD"
+            )
+        budgets.append((period, None if amount == "none" else usd_to_nano(amount)))
+    return budgets
+
+
+async def _set_budgets(
+    store: AccountStore, account: str, key_id: str | None, budgets: list[tuple[str, int | None]]
+) -> None:
+    for period, limit_nano in budgets:
+        await store.set_budget(account, key_id, period, limit_nano)
+
+
 def _models(models: list[str] | None) -> tuple[str, ...] | None:
     if not models:
         return None
@@ -322,6 +382,7 @@ def keys_create(
     account: Annotated[str, typer.Option("--account", help="Account the key bills to.")],
     rpm: RpmOption = None,
     tpm: TpmOption = None,
+    budget_usd: BudgetOption = None,
     name: Annotated[str, typer.Option("--name", help="A label for the key.")] = "",
     models: ModelsOption = None,
     tcb: TcbOption = None,
@@ -339,7 +400,8 @@ def keys_create(
             _models(models), _floor(tcb, require_gpu, upstream, measurements, max_verdict_age), tpm
         )
         auth.check_policy(policy, settings)
-        return await auth.issue_key(
+        budgets = _budgets(budget_usd)
+        token, key = await auth.issue_key(
             store,
             account=account,
             prefix=settings.key_prefix,
@@ -348,6 +410,8 @@ def keys_create(
             rpm=rpm,
             policy=policy,
         )
+        await _set_budgets(store, account, key.id, budgets)
+        return token, key
 
     token, key = _with_store(settings, run)
     out.print(f"key {key.id} for '{account}'. The secret is shown only now:")
@@ -360,6 +424,7 @@ def keys_update(
     rpm: RpmOption = None,
     tpm: TpmOption = None,
     no_tpm: Annotated[bool, typer.Option("--no-tpm", help="Drop the key's token limit.")] = False,
+    budget_usd: BudgetOption = None,
     models: ModelsOption = None,
     all_models: Annotated[
         bool, typer.Option("--all-models", help="Drop the key's model allow-list.")
@@ -382,7 +447,7 @@ def keys_update(
     (the attestation options together replace the key's attestation policy)."""
     settings = _settings(config)
 
-    async def run(store: AccountStore) -> ApiKey:
+    async def run(store: AccountStore) -> tuple[ApiKey, list[BudgetUse]]:
         key = await store.get_key(key_id)
         old = apikeys.load_policy(key.policy) or KeyPolicy()
         floor = _floor(tcb, require_gpu, upstream, measurements, max_verdict_age)
@@ -392,13 +457,16 @@ def keys_update(
             None if no_tpm else (tpm or old.tpm),
         )
         auth.check_policy(policy, settings)
-        return await store.update_key(
+        budgets = _budgets(budget_usd)
+        key = await store.update_key(
             key_id, rpm=rpm if rpm is not None else key.rpm, policy=policy.dumps()
         )
+        await _set_budgets(store, key.account_name, key.id, budgets)
+        return key, await _budget_uses(store, key)
 
-    key = _with_store(settings, run)
+    key, budgets = _with_store(settings, run)
     out.print(f"updated {key.id}")
-    _print_key(key, settings, as_json=False)
+    _print_key(key, budgets, settings, as_json=False)
 
 
 @keys_app.command("show")
@@ -407,8 +475,18 @@ def keys_show(
 ) -> None:
     """One key: its account, limit, status and policy (never the secret)."""
     settings = _settings(config)
-    key = _with_store(settings, lambda store: store.get_key(key_id))
-    _print_key(key, settings, as_json=as_json)
+
+    async def run(store: AccountStore) -> tuple[ApiKey, list[BudgetUse]]:
+        key = await store.get_key(key_id)
+        return key, await _budget_uses(store, key)
+
+    key, budgets = _with_store(settings, run)
+    _print_key(key, budgets, settings, as_json=as_json)
+
+
+async def _budget_uses(store: AccountStore, key: ApiKey) -> list[BudgetUse]:
+    """The key's budgets and its account's, as they stand now."""
+    return await Ledger(store.engine).budgets(key.account_id, key.id, wall_ms())
 
 
 def _key_json(key: ApiKey) -> dict[str, Any]:
@@ -424,8 +502,8 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def _print_key(key: ApiKey, settings: Settings, *, as_json: bool) -> None:
-    described = _key_json(key)
+def _print_key(key: ApiKey, budgets: list[BudgetUse], settings: Settings, *, as_json: bool) -> None:
+    described = _key_json(key) | {"budgets": [describe_budget(b) for b in budgets]}
     if as_json:
         print(json.dumps(described))
         return
@@ -442,6 +520,13 @@ def _print_key(key: ApiKey, settings: Settings, *, as_json: bool) -> None:
         ("status", "active" if key.active else "revoked"),
         ("models", ", ".join(policy["models"]) if policy["models"] else "all"),
         ("attestation", json.dumps(floor) if floor else "the gateway's"),
+        *(
+            (
+                f"{b['scope']} {b['period']} budget (USD)",
+                f"{b['spent']} spent, {b['held']} held of {b['limit']}",
+            )
+            for b in described["budgets"]
+        ),
     ]:
         table.add_row(label, escape(value))
     out.print(table)

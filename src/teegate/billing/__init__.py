@@ -4,7 +4,13 @@ No web framework and no SQL here: storage is reached through `LedgerStore`.
 """
 
 from teegate.billing._budget import period_start, period_starts
-from teegate.billing._describe import describe_balance, describe_generation, iso_utc, parse_since
+from teegate.billing._describe import (
+    describe_balance,
+    describe_budget,
+    describe_generation,
+    iso_utc,
+    parse_since,
+)
 from teegate.billing._estimate import (
     MESSAGE_OVERHEAD_TOKENS,
     REQUEST_OVERHEAD_TOKENS,
@@ -85,6 +91,7 @@ __all__ = [
     "UsageRecord",
     "cost_nano",
     "describe_balance",
+    "describe_budget",
     "describe_generation",
     "exact_int",
     "expired_settlement",
