@@ -1,6 +1,6 @@
 """Key policy on two `teegate serve` replicas sharing PostgreSQL and Redis: a token
-limit for exactly K requests admits exactly K of 10 x K sent at once to both, and
-what the admitted did not use comes back to the key on either replica."""
+limit or a spend budget for exactly K requests admits exactly K of 10 x K sent at
+once to both, and what the admitted did not use comes back to the key."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from teegate.billing import prompt_upper_bound
+from teegate.billing import nano_to_usd, prompt_upper_bound, usd_to_nano
 from teegate.devstack import DevstackConfig, build_app
 from tests.support.billing import database_url, postgres_url, settled_books
 from tests.support.gateway import KEY_SECRET, Devstack
@@ -173,3 +173,42 @@ def post_until_served(url: str, key: str) -> httpx.Response:
             return response
         time.sleep(0.05)
     return response
+
+
+def test_a_budget_for_k_admits_exactly_k_across_two_replicas(cluster: Cluster) -> None:
+    """The budget is decided in PostgreSQL on the account's locked row, whichever
+    replica (and batch) a hold arrives in."""
+    probe = cluster.cli("keys", "create", "--account", ACCOUNT).strip().splitlines()[-1]
+    answer = httpx.post(
+        f"{cluster.urls[0]}/v1/chat/completions",
+        json=body(False),
+        headers={"Authorization": f"Bearer {probe}"},
+        timeout=60,
+    )
+    generation = httpx.get(
+        f"{cluster.urls[1]}/v1/generation",
+        params={"id": answer.headers["x-request-id"]},
+        headers={"Authorization": f"Bearer {probe}"},
+    )
+    amount = usd_to_nano(generation.json()["data"]["held"])
+    limit = nano_to_usd(K * amount + amount // 2)
+    output = cluster.cli("keys", "create", "--account", ACCOUNT, "--budget-usd", f"day={limit}")
+    key = output.strip().splitlines()[-1]
+    cluster.devstack.set_faults("hang")
+    try:
+        before = cluster.devstack.chat_requests()
+        refused, admitted = asyncio.run(hammer(cluster, key, before))
+    finally:
+        cluster.devstack.set_faults()
+    assert admitted == K
+    assert len(refused) == 9 * K
+    for response in refused:
+        assert response.status_code == 402
+        assert response.json()["error"]["code"] == "budget_exceeded"
+        assert response.headers["x-ratelimit-limit"]
+    state = settled_books(cluster.database_url, ACCOUNT)
+    state.check()
+    [budget] = httpx.get(
+        f"{cluster.urls[1]}/v1/key", headers={"Authorization": f"Bearer {key}"}
+    ).json()["data"]["budgets"]
+    assert (budget["limit"], budget["spent"], budget["held"]) == (limit, "0", "0")
