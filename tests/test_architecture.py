@@ -5,6 +5,8 @@
 - Nothing under `teegate.api` reaches `teegate.store`, directly or through another
   module (a static walk of the imports).
 - No package imports another package's private (`_name`) module or name.
+- No test imports a teegate private module or name, or another test module: tests go
+  through the public surfaces, and what several tests share lives in tests/support.
 - config.py is the one module that reads the environment.
 - Every public surface (a package, or a module that only re-exports) lists exactly its
   public names in `__all__`, sorted as ruff sorts it (as httpx's
@@ -125,10 +127,10 @@ def module_files() -> dict[str, Path]:
 MODULES = module_files()
 
 
-def imported_names(module: str, tree: ast.Module) -> Iterator[tuple[str, int]]:
-    """Every dotted name an import in `tree` names (the module, and module.name for
-    each name taken from it), with its line; relative imports resolved."""
-    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+def imported_names(module: str, tree: ast.Module, path: Path) -> Iterator[tuple[str, int]]:
+    """Every dotted name an import in `tree` (of `module`, at `path`) names (the module,
+    and module.name for each name taken from it), with its line; relative imports resolved."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -157,7 +159,7 @@ def import_graph() -> dict[str, set[str]]:
         tree = ast.parse(path.read_text(), str(path))
         graph[module] = {
             m
-            for name, _ in imported_names(module, tree)
+            for name, _ in imported_names(module, tree, path)
             for m in with_parents(name)
             if m in MODULES and m != module
         }
@@ -197,7 +199,7 @@ def test_no_package_imports_another_packages_private_module() -> None:
     offences: dict[str, str] = {}
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text(), str(path))
-        for name, line in imported_names(module, tree):
+        for name, line in imported_names(module, tree, path):
             owner = private_owner(name)
             if owner is None or owner == "teegate":
                 continue  # teegate itself has no private modules to guard
@@ -206,6 +208,78 @@ def test_no_package_imports_another_packages_private_module() -> None:
     assert not offences, "import the public name instead:\n" + "\n".join(
         f"{where} imports {name}" for where, name in offences.items()
     )
+
+
+# ---- the tests' own imports ----
+
+TESTS = Path(__file__).parent
+
+
+def suite_files() -> dict[str, Path]:
+    """Every Python module of the suite (the TypeScript client's packages aside)."""
+    files = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        relative = path.relative_to(TESTS.parent)
+        if "node_modules" in relative.parts:
+            continue
+        parts = relative.with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return files
+
+
+def import_offence_in_tests(name: str) -> str | None:
+    """Why a test may not import `name`: a teegate private module or name (a test goes
+    through the public surface, as any caller does), or another test module (shared
+    helpers live in tests/support)."""
+    if private_owner(name) is not None:
+        return "a private teegate module or name"
+    parts = name.split(".")
+    if parts[0] == "tests" and len(parts) > 1 and parts[1] != "support":
+        return "another test module"
+    return None
+
+
+def offences_in_test(module: str, tree: ast.Module, path: Path) -> dict[str, str]:
+    return {
+        f"{path.relative_to(TESTS.parent)}:{line} imports {name}": why
+        for name, line in imported_names(module, tree, path)
+        if (why := import_offence_in_tests(name)) is not None
+    }
+
+
+def test_no_test_imports_a_private_module_or_another_test_module() -> None:
+    files = suite_files()
+    assert {"tests.conftest", "tests.support.ledger", "tests.test_architecture"} <= set(files)
+    offences: dict[str, str] = {}
+    for module, path in files.items():
+        offences |= offences_in_test(module, ast.parse(path.read_text(), str(path)), path)
+    assert not offences, "import a public name, or a helper from tests/support:\n" + "\n".join(
+        f"{where} ({why})" for where, why in offences.items()
+    )
+
+
+def test_the_test_import_check_sees_each_offence() -> None:
+    path = TESTS / "test_example.py"
+    source = """
+from teegate.store import Ledger, _sqlite_writer
+from teegate.upstream._sse import MAX_EVENT_BYTES
+import teegate.catalog._sync
+from tests.test_billing_rules import MODEL
+from . import test_ledger_contract
+from .support.ledger import a_hold
+from tests.support.chat import FakeUpstream
+from teegate.store.sqlite import SqliteWriter
+"""
+    offences = offences_in_test("tests.test_example", ast.parse(source), path)
+    assert sorted(offences) == [
+        "tests/test_example.py:2 imports teegate.store._sqlite_writer",
+        "tests/test_example.py:3 imports teegate.upstream._sse",
+        "tests/test_example.py:3 imports teegate.upstream._sse.MAX_EVENT_BYTES",
+        "tests/test_example.py:4 imports teegate.catalog._sync",
+        "tests/test_example.py:5 imports tests.test_billing_rules",
+        "tests/test_example.py:5 imports tests.test_billing_rules.MODEL",
+        "tests/test_example.py:6 imports tests.test_ledger_contract",
+    ]
 
 
 def environment_reads(tree: ast.Module) -> Iterator[int]:

@@ -22,9 +22,7 @@ from teegate.billing import (
     LedgerMeter,
     LedgerStore,
     Outcome,
-    Placement,
     Rates,
-    Settlement,
     Usage,
     cost_nano,
     expired_settlement,
@@ -33,16 +31,10 @@ from teegate.billing import (
     prompt_upper_bound,
     settlement_for,
 )
-from teegate.catalog import parse_entry
 from teegate.errors import InsufficientBalance
-from tests.support.ledger import MemoryAccount, MemoryLedger
+from tests.support.ledger import MODEL, FakeStore
 
 RATES = Rates(740_000_000, 3_237_500_000)
-MODEL = parse_entry(
-    {"id": "deepseek-ai/DeepSeek-R1-0528-TEE", "pricing": {"prompt": "0.4", "completion": "1.75"},
-     "context_length": 163840, "confidential_compute": True},
-    upstream="devstack", markup=Decimal("1.85"),
-)  # fmt: skip
 
 
 # the estimate ------------------------------------------------------------------------------
@@ -174,41 +166,6 @@ def test_an_expired_hold_posts_in_full() -> None:
 
 
 # the meter ---------------------------------------------------------------------------------
-
-
-class FakeStore(MemoryLedger):
-    """The reference ledger with the tickets' account (7) alone; `gate` lets a test hold
-    a placement in flight, `settle_gate` a settlement."""
-
-    def __init__(self, balance_nano: int) -> None:
-        super().__init__()
-        self.accounts[7] = MemoryAccount(7, "acme", balance_nano)
-        self.gate: asyncio.Event | None = None
-        self.settle_gate: asyncio.Event | None = None
-
-    @property
-    def holds(self) -> dict[str, Hold]:
-        """The open holds, by request id."""
-        return {key: row.hold for key, row in self.hold_rows.items() if row.state == "open"}
-
-    @property
-    def balance_nano(self) -> int:
-        return self.accounts[7].balance_nano
-
-    async def place_hold(self, hold: Hold) -> Placement:
-        if self.gate is not None:
-            await self.gate.wait()
-        return await super().place_hold(hold)
-
-    async def settle(self, settlement: Settlement) -> bool:
-        if self.settle_gate is not None:
-            await self.settle_gate.wait()
-        return await super().settle(settlement)
-
-
-_FAKE_IS_A_LEDGER_STORE: LedgerStore = FakeStore(0)
-"""A static check: mypy checks the tests, so this fails it when FakeStore drifts from
-LedgerStore (a method missing, or a parameter or return type that differs)."""
 
 
 def a_hold_request(request_id: str = "req_1", max_tokens: int = 100, n: int = 1) -> HoldRequest:

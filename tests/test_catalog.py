@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ from teegate.catalog import (
     list_servable,
     parse_entry,
 )
-from teegate.catalog import _sync as sync_module
 from teegate.upstream import Listing
 from tests.support.factories import catalog_model
 
@@ -316,17 +314,17 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(sync_module, "time", SimpleNamespace(monotonic=clock.monotonic))
-    return clock
+def clock() -> Clock:
+    return Clock()
 
 
 async def test_sync_fills_the_catalog_with_marked_up_prices(clock: Clock) -> None:
     catalog = Catalog()
     a = FakeSource("a", [entry("x-TEE"), entry("x", confidential=False)])
     b = FakeSource("b", [entry("y-TEE")])
-    await CatalogSync(catalog, [a, b], markup=MARKUP, interval_s=10).sync_once()
+    await CatalogSync(
+        catalog, [a, b], markup=MARKUP, interval_s=10, clock=clock.monotonic
+    ).sync_once()
     assert (a.calls, b.calls) == (1, 1)
     assert catalog.synced_upstreams == {"a", "b"}
     assert catalog.servable_ids() == ["x-TEE", "y-TEE"]
@@ -339,7 +337,9 @@ async def test_sync_skips_bad_entries_and_keeps_good_ones(clock: Clock) -> None:
     catalog = Catalog()
     bad = entry("bad-TEE", pricing={"prompt": 0.1, "completion": 0.2})  # floats
     source = FakeSource("a", [bad, entry("x-TEE")])
-    await CatalogSync(catalog, [source], markup=MARKUP, interval_s=10).sync_once()
+    await CatalogSync(
+        catalog, [source], markup=MARKUP, interval_s=10, clock=clock.monotonic
+    ).sync_once()
     assert catalog.servable_ids() == ["x-TEE"]
     assert not catalog.is_known("bad-TEE")
 
@@ -347,7 +347,7 @@ async def test_sync_skips_bad_entries_and_keeps_good_ones(clock: Clock) -> None:
 async def test_sync_failure_keeps_the_list_until_stale_then_drops_it(clock: Clock) -> None:
     catalog = Catalog()
     source = FakeSource("a", [entry("x-TEE")])
-    sync = CatalogSync(catalog, [source], markup=MARKUP, interval_s=10)
+    sync = CatalogSync(catalog, [source], markup=MARKUP, interval_s=10, clock=clock.monotonic)
     await sync.sync_once()
     source.answer = ConnectionError("upstream down")
 
@@ -372,7 +372,7 @@ async def test_sync_failure_of_one_upstream_leaves_the_others(clock: Clock) -> N
     catalog = Catalog()
     a = FakeSource("a", [entry("x-TEE")])
     b = FakeSource("b", [entry("x-TEE"), entry("y-TEE")])
-    sync = CatalogSync(catalog, [a, b], markup=MARKUP, interval_s=10)
+    sync = CatalogSync(catalog, [a, b], markup=MARKUP, interval_s=10, clock=clock.monotonic)
     await sync.sync_once()
     b.answer = TimeoutError()
     clock.now += 31
@@ -384,7 +384,7 @@ async def test_sync_failure_of_one_upstream_leaves_the_others(clock: Clock) -> N
 async def test_sync_failure_before_any_success_serves_nothing(clock: Clock) -> None:
     catalog = Catalog()
     source = FakeSource("a", RuntimeError("never up"))
-    sync = CatalogSync(catalog, [source], markup=MARKUP, interval_s=10)
+    sync = CatalogSync(catalog, [source], markup=MARKUP, interval_s=10, clock=clock.monotonic)
     await sync.sync_once()
     clock.now += 1000
     await sync.sync_once()
@@ -395,5 +395,7 @@ async def test_sync_failure_before_any_success_serves_nothing(clock: Clock) -> N
 async def test_sync_survives_a_non_object_entry(clock: Clock) -> None:
     catalog = Catalog()
     source = FakeSource("a", ["garbage", entry("x-TEE")])
-    await CatalogSync(catalog, [source], markup=MARKUP, interval_s=10).sync_once()
+    await CatalogSync(
+        catalog, [source], markup=MARKUP, interval_s=10, clock=clock.monotonic
+    ).sync_once()
     assert catalog.servable_ids() == ["x-TEE"]

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from teegate.billing import Outcome
-from tests.chat_support import (
+from tests.support.chat import (
     CONTENT,
     USAGE,
     FakeStream,

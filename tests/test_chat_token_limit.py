@@ -12,7 +12,7 @@ from teegate.apikeys import KeyPolicy
 from teegate.billing import held_completion_tokens, prompt_upper_bound
 from teegate.errors import InsufficientBalance, RateLimitExceeded, UpstreamError
 from teegate.ratelimit import LocalRateLimiter
-from tests.chat_support import (
+from tests.support.chat import (
     PRINCIPAL,
     Event,
     FakeUpstream,

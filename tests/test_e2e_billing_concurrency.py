@@ -24,7 +24,7 @@ V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 REQUESTS = 200
 K = 37
 MAX_TOKENS = 20
-UPSTREAM_DELAY_S = 3.0
+UPSTREAM_DELAY_S = 6.0
 """Every admitted request waits this long upstream (`slow-first-token`), so all 200
 holds are decided before the first settlement releases anything."""
 

@@ -59,6 +59,7 @@ def write_config(path: Path, db: str, upstream: str, redis_db: int) -> None:
         f'database_url = "{db}"\n'
         f'redis_url = "{REDIS_URL.rsplit("/", 1)[0]}/{redis_db}"\n'
         f"replicas = 2\n"
+        f"redis_timeout_s = 5\n"  # exactness is under test, not a loaded machine's degradation
         f"catalog_refresh_s = 30\n"
         f"[[upstreams]]\n"
         f'name = "devstack"\nbase_url = "{upstream}"\nattestation = "provider-asserted"\n'

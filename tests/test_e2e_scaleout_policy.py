@@ -82,6 +82,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             f'database_url = "{db}"\n'
             f'redis_url = "{REDIS_URL}"\n'
             f"replicas = 2\n"
+            f"redis_timeout_s = 5\n"  # exactness is under test, not a loaded machine's degradation
             f"catalog_refresh_s = 30\n"
             f"[[upstreams]]\n"
             f'name = "devstack"\nbase_url = "{upstream.url}"\nattestation = "provider-asserted"\n'

@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
@@ -16,9 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teegate.billing import UsageQuery
 from teegate.errors import ServiceUnavailable
-from teegate.store import AccountStore, Ledger, create_engine, upgrade
-from teegate.store._migrate import _config
-from teegate.store._schema import metadata
+from teegate.store import AccountStore, Ledger, create_engine, metadata, upgrade
 from tests.support.billing import ledger_state
 from tests.support.ledger import NOW_MS, a_hold, by_usage, funded
 
@@ -143,8 +140,7 @@ async def test_the_lean_indexes_migration_keeps_the_books(url: str) -> None:
     usage record is still there, and the reaper still finds the open holds."""
     engine = create_engine(url)
     try:
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda sync: command.upgrade(_config(sync), "0002"))
+        await upgrade(engine, "0002")
         account = await funded(engine, "acme", 10**9)
         async with Ledger(engine).running() as ledger:
             settled, left_open = a_hold(account, "req_1"), a_hold(account, "req_2", ttl_ms=10)

@@ -19,14 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
 from teegate.billing import Hold, Placement, Settlement, expired_settlement
-from teegate.store import Ledger, _ledger_postgres_batch, create_engine, upgrade
-from teegate.store._ledger_postgres import place_hold
-from teegate.store._ledger_postgres_batch import place_holds, run_batch, settle_many
-from teegate.store._ledger_rows import LedgerWrite
-from teegate.store._postgres_writer import PostgresWriter
-from teegate.store._schema import ledger_entries
-from tests.support.billing import database_url, ledger_state
+from teegate.store import Ledger, create_engine, upgrade
+from teegate.store.postgres import (
+    PostgresWriter,
+    place_hold,
+    place_holds,
+    run_batch,
+    settle_many,
+)
+from tests.support.billing import database_url, ledger_state, reflected
 from tests.support.ledger import NOW_MS, a_hold, by_usage, funded
+
+LedgerWrite = Hold | Settlement
 
 
 @pytest.fixture
@@ -156,6 +160,7 @@ async def _reference_in_use(engine: AsyncEngine, account_id: int, reference: str
     """A zero adjustment referencing `reference`: the books still balance, but no debit
     can take that reference."""
     async with engine.begin() as conn:
+        ledger_entries = (await reflected(conn)).tables["ledger_entries"]
         await conn.execute(
             insert(ledger_entries).values(
                 account_id=account_id, kind="adjust", amount_nano=0, memo="",
@@ -190,27 +195,35 @@ async def test_the_first_statement_locks_the_later_statements_accounts(
         await other.close()
 
 
-async def test_the_writer_runs_settlements_first_and_tells_them_the_holds_accounts(
-    engine: AsyncEngine, writer: PostgresWriter, monkeypatch: pytest.MonkeyPatch
+async def test_a_batch_runs_settlements_first_and_tells_them_the_holds_accounts(
+    engine: AsyncEngine, writer: PostgresWriter
 ) -> None:
+    """What the writer runs for a batch (as `_in_transaction`), its two statements watched."""
     acme, beta, gamma = [await funded(engine, name, 10**9) for name in ("a", "b", "c")]
     hold = a_hold(beta, "req_1")
     await writer.transaction([hold])
     calls: list[tuple[str, list[int], list[int]]] = []
-    for name in ("settle_many", "place_holds"):
-        original = getattr(_ledger_postgres_batch, name)
 
-        async def spy(conn: Any, writes: Any, later: Any, run: Any = original) -> Any:
+    def spy(run: Any) -> Any:
+        async def spying(conn: Any, writes: Any, later: Any) -> Any:
             accounts = [w.hold.account_id if isinstance(w, Settlement) else w.account_id
                         for w in writes]  # fmt: skip
             calls.append((run.__name__, accounts, list(later)))
             return await run(conn, writes, later)
 
-        monkeypatch.setattr(_ledger_postgres_batch, name, spy)
-    await writer.transaction([
-        a_hold(gamma, "req_2"), by_usage(hold, 1, 1),
-        a_hold(acme, "req_3"),
-    ])  # fmt: skip
+        return spying
+
+    conn = await driver_connection(engine)
+    try:
+        async with conn.transaction():
+            await run_batch(
+                conn,
+                [a_hold(gamma, "req_2"), by_usage(hold, 1, 1), a_hold(acme, "req_3")],
+                settle=spy(settle_many),
+                place=spy(place_holds),
+            )
+    finally:
+        await conn.close()
     assert calls == [("settle_many", [beta], [acme, gamma]), ("place_holds", [gamma, acme], [])]
 
 

@@ -19,11 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from teegate.billing import Placement
 from teegate.errors import ServiceUnavailable
 from teegate.invariants import InvariantViolation
-from teegate.store import Ledger, _sqlite_writer, create_engine, upgrade
-from teegate.store._outage import is_outage, is_retryable
-from teegate.store._sqlite_writer import CHECKPOINT_THREAD, SQLITE_THREAD
+from teegate.store import Ledger, create_engine, is_outage, is_retryable, upgrade
+from teegate.store.sqlite import CHECKPOINT_THREAD, SQLITE_THREAD, SqliteWriter
 from tests.support.billing import ledger_state
-from tests.support.ledger import a_hold, by_usage, funded
+from tests.support.ledger import Unopenable, a_hold, by_usage, funded
 
 
 def ledger_threads() -> list[threading.Thread]:
@@ -170,21 +169,20 @@ async def test_the_writer_s_raw_driver_errors_map_like_sqlalchemy_s() -> None:
 
 
 async def test_an_unopenable_sqlite_file_is_503_and_the_writer_recovers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
     try:
         await upgrade(engine)
         account = await funded(engine, "acme", 10**9)
-
-        def unopenable(path: str, **_: object) -> sqlite3.Connection:
-            raise sqlite3.OperationalError("unable to open database file")
-
-        async with Ledger(engine).running() as ledger:
-            with monkeypatch.context() as patch:
-                patch.setattr(_sqlite_writer, "connect_sqlite", unopenable)
-                with pytest.raises(ServiceUnavailable, match="billing is unavailable"):
-                    await ledger.place_hold(a_hold(account, "req_1"))
+        connect = Unopenable()
+        writer = SqliteWriter(engine, connect=connect)
+        async with Ledger(engine, writer=writer).running() as ledger:
+            with (
+                connect.fails(),
+                pytest.raises(ServiceUnavailable, match="billing is unavailable"),
+            ):
+                await ledger.place_hold(a_hold(account, "req_1"))
             assert (await ledger.place_hold(a_hold(account, "req_2"))).placed
         state = await ledger_state(engine, account)
         assert (state.holds, state.open_holds) == (1, 1)

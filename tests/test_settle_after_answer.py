@@ -17,7 +17,7 @@ from teegate.billing import Rates
 from teegate.catalog import Catalog
 from teegate.chat import ChatService
 from teegate.errors import UpstreamError
-from tests.chat_support import (
+from tests.support.chat import (
     CONTENT,
     PRINCIPAL,
     WHOLE,
@@ -31,7 +31,7 @@ from tests.chat_support import (
     an_answer,
     chat_service,
 )
-from tests.test_billing_rules import MODEL
+from tests.support.ledger import MODEL
 
 # through the chat service's Sink ------------------------------------------------------------
 

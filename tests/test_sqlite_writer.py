@@ -18,11 +18,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
-from teegate.store import Ledger, _sqlite_writer, create_engine, upgrade
-from teegate.store._database import SQLITE_PAGE_SIZE
-from teegate.store._sqlite_writer import SQLITE_THREAD, Checkpointer, WalWriteback
+from teegate.store import Ledger, create_engine, upgrade
+from teegate.store.sqlite import (
+    SQLITE_PAGE_SIZE,
+    SQLITE_THREAD,
+    Checkpointer,
+    SqliteWriter,
+    WalWriteback,
+)
 from tests.support.billing import ledger_state
-from tests.support.ledger import a_hold, funded
+from tests.support.ledger import Unopenable, a_hold, funded
 
 PAGE_BYTES = SQLITE_PAGE_SIZE
 WAL_FRAME_BYTES = 24 + PAGE_BYTES  # each frame: its header, then the page
@@ -124,13 +129,13 @@ async def test_a_batch_waits_for_another_connection_s_lock_on_a_thread(
 
 
 async def test_the_writer_leaves_checkpoints_to_the_checkpointer(
-    sqlite_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_engine: AsyncEngine, tmp_path: Path
 ) -> None:
     """No commit checkpoints (SQLite's default would, every 1000 pages); closing does."""
-    monkeypatch.setattr(_sqlite_writer, "CHECKPOINT_INTERVAL_S", 3600.0)  # only on close
+    writer = SqliteWriter(sqlite_engine, checkpoint_interval_s=3600.0)  # only on close
     account = await funded(sqlite_engine, "acme", 10**15)
     checkpoint(sqlite_engine)
-    async with Ledger(sqlite_engine).running() as ledger:
+    async with Ledger(sqlite_engine, writer=writer).running() as ledger:
         for i in range(600):
             await ledger.place_hold(a_hold(account, f"req_{i}"))
         assert wal_bytes(sqlite_engine) > 1000 * WAL_FRAME_BYTES
@@ -139,16 +144,15 @@ async def test_the_writer_leaves_checkpoints_to_the_checkpointer(
 
 
 async def test_the_wal_stays_bounded_under_steady_writes(
-    sqlite_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_engine: AsyncEngine, tmp_path: Path
 ) -> None:
     """Concurrent PASSIVE checkpoints alone never catch up with steady writes; past the
     restart bound, the checkpointer makes the WAL start over."""
-    monkeypatch.setattr(_sqlite_writer, "CHECKPOINT_INTERVAL_S", 0.01)
-    monkeypatch.setattr(_sqlite_writer, "WAL_RESTART_FRAMES", 64)
+    writer = SqliteWriter(sqlite_engine, checkpoint_interval_s=0.01, wal_restart_frames=64)
     account = await funded(sqlite_engine, "acme", 10**15)
     checkpoint(sqlite_engine)
     wals = set()
-    async with Ledger(sqlite_engine).running() as ledger:
+    async with Ledger(sqlite_engine, writer=writer).running() as ledger:
         for start in range(0, 4000, 8):  # 500 batches of 8: ~3600 WAL frames, never restarted
             holds = [a_hold(account, f"req_{i}") for i in range(start, start + 8)]
             await asyncio.gather(*(ledger.place_hold(h) for h in holds))
@@ -160,20 +164,17 @@ async def test_the_wal_stays_bounded_under_steady_writes(
 
 
 async def test_a_failed_checkpoint_is_logged_and_tried_again(
-    sqlite_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(_sqlite_writer, "CHECKPOINT_INTERVAL_S", 0.01)
+    connect = Unopenable()
+    writer = SqliteWriter(sqlite_engine, checkpoint_interval_s=0.01, connect=connect)
     account = await funded(sqlite_engine, "acme", 10**12)
     checkpoint(sqlite_engine)
 
-    def unopenable(path: str, **_: object) -> sqlite3.Connection:
-        raise sqlite3.OperationalError("unable to open database file")
-
     with capture_logs() as logs:
-        async with Ledger(sqlite_engine).running() as ledger:
+        async with Ledger(sqlite_engine, writer=writer).running() as ledger:
             assert (await ledger.place_hold(a_hold(account, "req_1"))).placed  # connected
-            with monkeypatch.context() as patch:
-                patch.setattr(_sqlite_writer, "connect_sqlite", unopenable)
+            with connect.fails():
                 await asyncio.wait_for(logged(logs, "wal_checkpoint_failed"), 5)
                 assert (await ledger.place_hold(a_hold(account, "req_2"))).placed
     failed = next(e for e in logs if e["event"] == "wal_checkpoint_failed")
@@ -187,7 +188,9 @@ def wal_salt(path: Path) -> bytes:
         return wal.read(24)[16:24]
 
 
-def test_the_checkpointer_starts_the_next_wal_so_no_request_syncs_it(tmp_path: Path) -> None:
+async def test_the_checkpointer_starts_the_next_wal_so_no_request_syncs_it(
+    tmp_path: Path,
+) -> None:
     """The first commit of a new WAL syncs its header (an fsync): once the WAL is copied,
     the checkpointer makes that commit itself, and the next writer only appends."""
     path = tmp_path / "wal.db"
@@ -202,10 +205,12 @@ def test_the_checkpointer_starts_the_next_wal_so_no_request_syncs_it(tmp_path: P
         salt = wal_salt(path)
         writer.execute("INSERT INTO t VALUES (2)")
         assert wal_salt(path) != salt  # that writer started the WAL over (and synced it)
+        salt = wal_salt(path)
 
         checkpointer = Checkpointer(str(path), 3600, 4096, 3600)
-        assert checkpointer._checkpoint()
-        checkpointer._disconnect()
+        checkpointer.committed()
+        await checkpointer.stop()  # its last checkpoint, then it lets go of the file
+        assert wal_salt(path) != salt  # it copied the WAL and started it over itself
         salt = wal_salt(path)
         writer.execute("INSERT INTO t VALUES (3)")
         assert wal_salt(path) == salt  # this one appended to the WAL the checkpointer began
@@ -219,8 +224,9 @@ async def test_between_checkpoints_the_wal_is_written_back_without_waiting(
 ) -> None:
     """So that a checkpoint's fsync finds little left to write: started after commits,
     not when nothing was committed, and nothing is copied into the database by it."""
-    monkeypatch.setattr(_sqlite_writer, "CHECKPOINT_INTERVAL_S", 3600.0)
-    monkeypatch.setattr(_sqlite_writer, "WAL_WRITEBACK_INTERVAL_S", 0.01)
+    writer = SqliteWriter(
+        sqlite_engine, checkpoint_interval_s=3600.0, wal_writeback_interval_s=0.01
+    )
     started: list[bool] = []
     start = WalWriteback.start
 
@@ -231,7 +237,7 @@ async def test_between_checkpoints_the_wal_is_written_back_without_waiting(
     monkeypatch.setattr(WalWriteback, "start", recording_start)
     account = await funded(sqlite_engine, "acme", 10**12)
     checkpoint(sqlite_engine)
-    async with Ledger(sqlite_engine).running() as ledger:
+    async with Ledger(sqlite_engine, writer=writer).running() as ledger:
         assert (await ledger.place_hold(a_hold(account, "req_1"))).placed
         for _ in range(200):
             if started:

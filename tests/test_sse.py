@@ -6,12 +6,11 @@ from collections.abc import Iterable
 
 import pytest
 
-from teegate.upstream import SSEDecoder, SSEError
-from teegate.upstream import _sse as sse_module
+from teegate.upstream import MAX_EVENT_BYTES, SSEDecoder, SSEError
 
 
-def events(chunks: Iterable[bytes]) -> list[bytes]:
-    decoder = SSEDecoder()
+def events(chunks: Iterable[bytes], max_event_bytes: int = MAX_EVENT_BYTES) -> list[bytes]:
+    decoder = SSEDecoder(max_event_bytes)
     decoded = [data for chunk in chunks for data in decoder.feed(chunk)]
     return decoded + decoder.end()
 
@@ -88,27 +87,26 @@ def test_events_come_out_of_the_chunk_that_completes_them() -> None:
 
 
 def test_event_at_the_size_limit_passes() -> None:
-    limit = sse_module.MAX_EVENT_BYTES
+    limit = MAX_EVENT_BYTES
     half = b"x" * (limit // 2)
     (data,) = events([b"data: " + half + b"\n", b"data: " + half + b"\n", b"\n"])
     assert len(data) == limit + 1  # two halves and the joining newline
 
 
 def test_oversize_event_is_refused() -> None:
-    limit = sse_module.MAX_EVENT_BYTES
+    limit = MAX_EVENT_BYTES
     half = b"x" * (limit // 2)
     with pytest.raises(SSEError, match=str(limit)):
         events([b"data: " + half + b"\n", b"data: " + half + b"x\n", b"\n"])
 
 
-def test_the_limit_is_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sse_module, "MAX_EVENT_BYTES", 8)
+def test_the_limit_is_per_event() -> None:
     ok = [b"data: 12345678\n", b"\n"] * 3
-    assert events(ok) == [b"12345678"] * 3
+    assert events(ok, max_event_bytes=8) == [b"12345678"] * 3
     with pytest.raises(SSEError):
-        events([b"data: 1234\n", b"data: 56789\n", b"\n"])
+        events([b"data: 1234\n", b"data: 56789\n", b"\n"], max_event_bytes=8)
     with pytest.raises(SSEError):  # one line, as most events are
-        events([b"data: 123456789\n\n"])
+        events([b"data: 123456789\n\n"], max_event_bytes=8)
 
 
 def test_sse_error_is_a_value_error() -> None:

@@ -156,7 +156,11 @@ def _catalog_check(catalog: Catalog) -> Check:
 def _rate_limiter(settings: Settings) -> RateLimiter:
     if settings.redis_url is None:
         return LocalRateLimiter()
-    return RedisRateLimiter(settings.redis_url, replicas=settings.workers * settings.replicas)
+    return RedisRateLimiter(
+        settings.redis_url,
+        replicas=settings.workers * settings.replicas,
+        timeout_s=settings.redis_timeout_s,
+    )
 
 
 def _limiter_check(limiter: RateLimiter) -> Check:

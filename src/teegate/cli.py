@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import errno
 import json
+import logging
 import os
 import secrets
 import socket
@@ -136,6 +137,12 @@ def _error_line(message: str) -> None:
 def _fail(message: str, status: int = 1) -> NoReturn:
     _error_line(message)
     raise typer.Exit(status)
+
+
+def _quiet_logs() -> None:
+    """A command whose output is its result: the live view's routine events (an
+    attestation refreshed) would only repeat it; warnings and errors still show."""
+    configure_logging(level=logging.WARNING)
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
@@ -644,6 +651,7 @@ def models(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     from teegate.live import open_live_upstreams
 
     settings = _settings(config)
+    _quiet_logs()
 
     async def run() -> tuple[list[dict[str, Any]], list[str]]:
         async with open_live_upstreams(settings) as live:
@@ -690,6 +698,7 @@ def attest(
     from teegate.live import open_live_upstreams
 
     settings = _settings(config)
+    _quiet_logs()
 
     async def run() -> list[dict[str, Any]]:
         async with open_live_upstreams(settings) as live:

@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".teegate")
     database_url: str | None = None
     redis_url: str | None = None
+    # Past this a Redis call counts as failed and the limiter degrades to its bounded
+    # local limit: a request never waits long on the limiter.
+    redis_timeout_s: float = Field(default=0.25, gt=0)
     upstreams: tuple[UpstreamSettings, ...] = ()
     markup: Decimal = Field(default=Decimal("1.85"), gt=0)
     defaults: RequestDefaults = RequestDefaults()

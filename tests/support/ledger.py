@@ -1,6 +1,7 @@
 """The reference ledger (`MemoryLedger`): `teegate.billing.LedgerStore`'s rules in plain
-Python; `Batched`, which puts a SQL ledger's every write in a batch; and the holds and
-settlements the ledger tests build.
+Python; and the holds and settlements the ledger tests build, the model they price
+(`MODEL`), and the wrappers and fakes around ledgers that several test files share
+(`Batched`, `FakeStore`, `Unopenable`).
 
 Every implementation (SQLite, PostgreSQL one write at a time, PostgreSQL in
 batches) must keep the same books as this one, which applies each write alone,
@@ -15,7 +16,11 @@ with its state, the ledger's entries, the usage records and the spend budgets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,6 +30,7 @@ from teegate.billing import (
     BudgetUse,
     Hold,
     HoldState,
+    LedgerStore,
     Placement,
     Rates,
     Settlement,
@@ -35,12 +41,19 @@ from teegate.billing import (
     period_start,
     settlement_for,
 )
+from teegate.catalog import parse_entry
 from teegate.invariants import invariant
 from teegate.store import AccountStore, Ledger
+from teegate.store.sqlite import connect_sqlite
 from tests.support.billing import LedgerState
 
 RATES = Rates(740_000_000, 3_237_500_000)  # R1's sample prices x 1.85
 NOW_MS = 1_800_000_000_000
+MODEL = parse_entry(
+    {"id": "deepseek-ai/DeepSeek-R1-0528-TEE", "pricing": {"prompt": "0.4", "completion": "1.75"},
+     "context_length": 163840, "confidential_compute": True},
+    upstream="devstack", markup=Decimal("1.85"),
+)  # fmt: skip
 
 
 def a_hold(
@@ -80,50 +93,6 @@ async def funded(engine: AsyncEngine, name: str, nano: int) -> int:
     if nano:
         await store.credit(name, nano)
     return account.id
-
-
-class Batched:
-    """A SQL ledger whose every write is sent with a companion that changes nothing (the
-    settlement of a hold never placed), so that each runs in a batch of two: on
-    PostgreSQL, the batch statements' path instead of the single write's."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self._ghosts = 0
-
-    async def place_hold(self, hold: Hold) -> Placement:
-        placement, _ = await asyncio.gather(
-            self.ledger.place_hold(hold), self.ledger.settle(self._ghost(hold))
-        )
-        return placement
-
-    async def settle(self, settlement: Settlement) -> bool:
-        settled, _ = await asyncio.gather(
-            self.ledger.settle(settlement), self.ledger.settle(self._ghost(settlement.hold))
-        )
-        return settled
-
-    def _ghost(self, hold: Hold) -> Settlement:
-        self._ghosts += 1
-        return expired_settlement(replace(hold, request_id=f"ghost{self._ghosts}"), NOW_MS)
-
-    async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
-        return await self.ledger.expired_holds(now_ms, ttl_ms, limit)
-
-    async def open_holds(self, account_id: int | None = None) -> list[Hold]:
-        return await self.ledger.open_holds(account_id)
-
-    async def balance(self, account_id: int) -> Balance | None:
-        return await self.ledger.balance(account_id)
-
-    async def usage(self, query: UsageQuery) -> list[UsageRecord]:
-        return await self.ledger.usage(query)
-
-    async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
-        return await self.ledger.generation(account_id, request_id)
-
-    async def budgets(self, account_id: int, key_id: str, now_ms: int) -> list[BudgetUse]:
-        return await self.ledger.budgets(account_id, key_id, now_ms)
 
 
 @dataclass
@@ -371,3 +340,105 @@ def _usage_record(settlement: Settlement, account_name: str) -> UsageRecord:
         started_ms=hold.created_ms,
         settled_ms=settlement.settled_ms,
     )
+
+
+class Unopenable:
+    """How the SQLite writer and its checkpointer open their connections (`connect=`),
+    failing as an unopenable file does while `failing` is set."""
+
+    def __init__(self) -> None:
+        self.failing = False
+
+    def __call__(
+        self, path: str, *, busy_timeout_s: float, pragmas: Sequence[str] = ()
+    ) -> sqlite3.Connection:
+        if self.failing:
+            raise sqlite3.OperationalError("unable to open database file")
+        return connect_sqlite(path, busy_timeout_s=busy_timeout_s, pragmas=pragmas)
+
+    @contextlib.contextmanager
+    def fails(self) -> Iterator[None]:
+        self.failing = True
+        try:
+            yield
+        finally:
+            self.failing = False
+
+
+class Batched:
+    """A SQL ledger whose every write is sent with a companion that changes nothing (the
+    settlement of a hold never placed), so that each runs in a batch of two: on
+    PostgreSQL, the batch statements' path instead of the single write's."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._ghosts = 0
+
+    async def place_hold(self, hold: Hold) -> Placement:
+        placement, _ = await asyncio.gather(
+            self.ledger.place_hold(hold), self.ledger.settle(self._ghost(hold))
+        )
+        return placement
+
+    async def settle(self, settlement: Settlement) -> bool:
+        settled, _ = await asyncio.gather(
+            self.ledger.settle(settlement), self.ledger.settle(self._ghost(settlement.hold))
+        )
+        return settled
+
+    def _ghost(self, hold: Hold) -> Settlement:
+        self._ghosts += 1
+        return expired_settlement(replace(hold, request_id=f"ghost{self._ghosts}"), NOW_MS)
+
+    async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
+        return await self.ledger.expired_holds(now_ms, ttl_ms, limit)
+
+    async def open_holds(self, account_id: int | None = None) -> list[Hold]:
+        return await self.ledger.open_holds(account_id)
+
+    async def balance(self, account_id: int) -> Balance | None:
+        return await self.ledger.balance(account_id)
+
+    async def usage(self, query: UsageQuery) -> list[UsageRecord]:
+        return await self.ledger.usage(query)
+
+    async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
+        return await self.ledger.generation(account_id, request_id)
+
+    async def budgets(self, account_id: int, key_id: str, now_ms: int) -> list[BudgetUse]:
+        return await self.ledger.budgets(account_id, key_id, now_ms)
+
+
+class FakeStore(MemoryLedger):
+    """The reference ledger with the tickets' account (7) alone; `gate` lets a test hold
+    a placement in flight, `settle_gate` a settlement."""
+
+    def __init__(self, balance_nano: int) -> None:
+        super().__init__()
+        self.accounts[7] = MemoryAccount(7, "acme", balance_nano)
+        self.gate: asyncio.Event | None = None
+        self.settle_gate: asyncio.Event | None = None
+
+    @property
+    def holds(self) -> dict[str, Hold]:
+        """The open holds, by request id."""
+        return {key: row.hold for key, row in self.hold_rows.items() if row.state == "open"}
+
+    @property
+    def balance_nano(self) -> int:
+        return self.accounts[7].balance_nano
+
+    async def place_hold(self, hold: Hold) -> Placement:
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().place_hold(hold)
+
+    async def settle(self, settlement: Settlement) -> bool:
+        if self.settle_gate is not None:
+            await self.settle_gate.wait()
+        return await super().settle(settlement)
+
+
+_FAKE_IS_A_LEDGER_STORE: LedgerStore = FakeStore(0)
+"""A static check: mypy checks the tests, so this fails it when FakeStore drifts from
+LedgerStore (a method missing, or a parameter or return type that differs)."""

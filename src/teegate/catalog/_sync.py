@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -46,11 +46,13 @@ class CatalogSync:
         *,
         markup: Decimal,
         interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._catalog = catalog
         self._sources = sources
         self._markup = markup
         self._interval_s = interval_s
+        self._clock = clock
         self._last_success: dict[str, float] = {}
         self._untrusted: set[str] = set()
 
@@ -60,11 +62,11 @@ class CatalogSync:
     async def run(self) -> None:
         """Every interval, all upstreams; every second, those read untrusted (so an
         upstream that passes attestation becomes servable within a second)."""
-        next_full = time.monotonic() + self._interval_s
+        next_full = self._clock() + self._interval_s
         while True:
             await asyncio.sleep(min(UNTRUSTED_RETRY_S, self._interval_s))
-            if time.monotonic() >= next_full:
-                next_full = time.monotonic() + self._interval_s
+            if self._clock() >= next_full:
+                next_full = self._clock() + self._interval_s
                 await self.sync_once()
             elif self._untrusted:
                 untrusted = [s for s in self._sources if s.name in self._untrusted]
@@ -78,7 +80,7 @@ class CatalogSync:
             return
         models = self._parse(source.name, listing)
         self._catalog.replace(source.name, models)
-        self._last_success[source.name] = time.monotonic()
+        self._last_success[source.name] = self._clock()
         if listing.trusted:
             self._untrusted.discard(source.name)
         else:
@@ -101,5 +103,5 @@ class CatalogSync:
         log.warning("catalog_sync_failed", upstream=upstream, error=type(exc).__name__)
         last = self._last_success.get(upstream)
         stale_after = self._interval_s * STALE_AFTER_INTERVALS
-        if last is not None and time.monotonic() - last > stale_after:
+        if last is not None and self._clock() - last > stale_after:
             self._catalog.replace(upstream, [])

@@ -66,13 +66,13 @@ return counted
 
 
 class RedisRateLimiter:
-    def __init__(self, url: str, *, replicas: int) -> None:
+    def __init__(self, url: str, *, replicas: int, timeout_s: float = REDIS_TIMEOUT_S) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=REDIS_CONNECTIONS,
-            timeout=REDIS_TIMEOUT_S,  # waiting for a free connection is bounded too
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
+            timeout=timeout_s,  # waiting for a free connection is bounded too
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
             retry_on_timeout=False,
         )
         self._redis = aioredis.Redis.from_pool(pool)

@@ -17,7 +17,10 @@ from teegate.store._outage import (
     OutageVerdict,
     asyncpg_outage_verdicts,
     is_outage,
+    is_retryable,
 )
+from teegate.store._schema import metadata
+from teegate.store._writers import Writer
 
 __all__ = [
     "OUTAGE_VERDICTS",
@@ -30,10 +33,13 @@ __all__ = [
     "OutageVerdict",
     "StoreConflict",
     "StoreNotFound",
+    "Writer",
     "asyncpg_outage_verdicts",
     "create_engine",
     "is_current",
     "is_outage",
+    "is_retryable",
+    "metadata",
     "now_ms",
     "ping",
     "upgrade",

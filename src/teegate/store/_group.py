@@ -67,9 +67,11 @@ class GroupCommitter:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        writer: Writer | None = None,
     ) -> None:
+        """`writer` defaults to the engine's own (`writer_for`)."""
         invariant(max_batch > 0 and max_queue > 0, "group commit bounds must be positive")
-        self._writer = writer_for(engine)
+        self._writer = writer_for(engine) if writer is None else writer
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None

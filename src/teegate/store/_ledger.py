@@ -34,6 +34,7 @@ from teegate.store._group import DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, GroupComm
 from teegate.store._ledger_rows import hold_record, usage_record, usage_select
 from teegate.store._outage import outage_as_unavailable
 from teegate.store._schema import accounts, budgets, holds, usage_records
+from teegate.store._writers import Writer
 
 _BUDGETED = (
     exists()
@@ -50,9 +51,14 @@ class Ledger:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        writer: Writer | None = None,
     ) -> None:
+        """`writer` runs the batches (by default, the engine's own: `SqliteWriter` or
+        `PostgresWriter`); the ledger closes it when it stops running."""
         self.engine = engine
-        self.writer = GroupCommitter(engine, max_batch=max_batch, max_queue=max_queue)
+        self.writer = GroupCommitter(
+            engine, max_batch=max_batch, max_queue=max_queue, writer=writer
+        )
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Ledger]:

@@ -21,7 +21,7 @@ locked: budgeted holds come after the batch's other holds, each as if alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Table
@@ -40,40 +40,6 @@ from teegate.store._ledger_rows import (
     usage_row,
 )
 from teegate.store._schema import holds, usage_records
-
-
-async def run_batch(conn: Any, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
-    """Settlements, then holds, each kind as one statement inside the caller's
-    transaction; results in `writes`' order."""
-    settling: list[int] = []
-    settlements: list[Settlement] = []
-    holding: list[int] = []
-    new_holds: list[Hold] = []
-    for i, write in enumerate(writes):
-        if isinstance(write, Hold):
-            holding.append(i)
-            new_holds.append(write)
-        else:
-            settling.append(i)
-            settlements.append(write)
-    results: list[Placement | bool] = [False] * len(writes)
-    if settlements:
-        later = sorted({hold.account_id for hold in new_holds})
-        settled = await settle_many(conn, settlements, later)
-        for i, claimed, settlement in zip(settling, settled, settlements, strict=True):
-            results[i] = claimed
-            if claimed and settlement.hold.budgeted:
-                await settle_budgets(conn, settlement)
-    plain = [(i, hold) for i, hold in zip(holding, new_holds, strict=True) if not hold.budgeted]
-    budgeted = [(i, hold) for i, hold in zip(holding, new_holds, strict=True) if hold.budgeted]
-    if plain:
-        later = sorted({hold.account_id for _, hold in budgeted})
-        placements = await place_holds(conn, [hold for _, hold in plain], later)
-        for (i, _), placement in zip(plain, placements, strict=True):
-            results[i] = placement
-    for i, hold in budgeted:  # after the plain holds, each alone on its locked account
-        results[i] = await place_hold(conn, hold)
-    return results
 
 
 def _pg_arrays(table: Table, columns: tuple[str, ...]) -> str:
@@ -204,4 +170,49 @@ async def settle_many(conn: Any, batch: Sequence[Settlement], later: Sequence[in
         still_open = {row[0]: row[1:] for row in await conn.fetch(_OPEN_HOLDS, ids)}
         for hold in missed:
             unclaimed(hold, still_open.get(hold.request_id))
+    return results
+
+
+SettleMany = Callable[[Any, Sequence[Settlement], Sequence[int]], Awaitable[list[bool]]]
+PlaceHolds = Callable[[Any, Sequence[Hold], Sequence[int]], Awaitable[list[Placement]]]
+
+
+async def run_batch(
+    conn: Any,
+    writes: Sequence[LedgerWrite],
+    *,
+    settle: SettleMany = settle_many,
+    place: PlaceHolds = place_holds,
+) -> list[Placement | bool]:
+    """Settlements, then holds, each kind as one statement inside the caller's
+    transaction; results in `writes`' order. `settle` and `place` stand in for
+    `settle_many` and `place_holds` (a test watches what they are told)."""
+    settling: list[int] = []
+    settlements: list[Settlement] = []
+    holding: list[int] = []
+    new_holds: list[Hold] = []
+    for i, write in enumerate(writes):
+        if isinstance(write, Hold):
+            holding.append(i)
+            new_holds.append(write)
+        else:
+            settling.append(i)
+            settlements.append(write)
+    results: list[Placement | bool] = [False] * len(writes)
+    if settlements:
+        later = sorted({hold.account_id for hold in new_holds})
+        settled = await settle(conn, settlements, later)
+        for i, claimed, settlement in zip(settling, settled, settlements, strict=True):
+            results[i] = claimed
+            if claimed and settlement.hold.budgeted:
+                await settle_budgets(conn, settlement)
+    plain = [(i, hold) for i, hold in zip(holding, new_holds, strict=True) if not hold.budgeted]
+    budgeted = [(i, hold) for i, hold in zip(holding, new_holds, strict=True) if hold.budgeted]
+    if plain:
+        later = sorted({hold.account_id for _, hold in budgeted})
+        placements = await place(conn, [hold for _, hold in plain], later)
+        for (i, _), placement in zip(plain, placements, strict=True):
+            results[i] = placement
+    for i, hold in budgeted:  # after the plain holds, each alone on its locked account
+        results[i] = await place_hold(conn, hold)
     return results

@@ -19,9 +19,10 @@ def _config(connection: Connection | None = None) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine) -> None:
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Migrate to `revision`: the newest, unless a test wants an older schema to migrate from."""
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.upgrade(_config(sync), "head"))
+        await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))
 
 
 async def is_current(engine: AsyncEngine) -> bool:

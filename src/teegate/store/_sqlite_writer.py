@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import cast
+from typing import Protocol, cast
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -85,6 +85,14 @@ CHECKPOINT_BUSY_TIMEOUT_S = 0.1
 writers wait too) for readers of older frames; past it, it gives up until next time."""
 
 
+class ConnectSqlite(Protocol):
+    """Opens a writer's or the checkpointer's connection (`connect_sqlite`)."""
+
+    def __call__(
+        self, path: str, *, busy_timeout_s: float, pragmas: Sequence[str] = ()
+    ) -> sqlite3.Connection: ...
+
+
 def is_busy(exc: sqlite3.Error) -> bool:
     """Another connection holds the lock (SQLITE_BUSY or SQLITE_LOCKED, any extended code)."""
     code = getattr(exc, "sqlite_errorcode", None)  # absent on an error raised by hand
@@ -92,19 +100,34 @@ def is_busy(exc: sqlite3.Error) -> bool:
 
 
 class SqliteWriter:
-    """Batches on the event loop's own connection; on a thread only when the lock is busy."""
+    """Batches on the event loop's own connection; on a thread only when the lock is busy.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    The checkpointer's timing and the way connections open are parameters, so that a
+    test can make checkpoints frequent or rare, or a file unopenable."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+        wal_restart_frames: int = WAL_RESTART_FRAMES,
+        wal_writeback_interval_s: float = WAL_WRITEBACK_INTERVAL_S,
+        connect: ConnectSqlite = connect_sqlite,
+    ) -> None:
         path = sqlite_file(engine.url)
         if path is None:
             raise ValueError("the ledger needs a SQLite file: in memory, it has no writer")
         if sqlite3.sqlite_version_info < SQLITE_RETURNING:
             raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is older than 3.35")
-        self._inline = _Connection(path, busy_timeout_s=0)  # the loop never waits on a lock
-        self._waiting = _Connection(path, busy_timeout_s=SQLITE_BUSY_TIMEOUT_S)  # the thread's
+        self._inline = _Connection(path, connect, busy_timeout_s=0)  # the loop never waits
+        self._waiting = _Connection(path, connect, busy_timeout_s=SQLITE_BUSY_TIMEOUT_S)
         self._thread: ThreadPoolExecutor | None = None  # started the first time a lock is busy
         self._checkpointer = Checkpointer(
-            path, CHECKPOINT_INTERVAL_S, WAL_RESTART_FRAMES, WAL_WRITEBACK_INTERVAL_S
+            path,
+            checkpoint_interval_s,
+            wal_restart_frames,
+            wal_writeback_interval_s,
+            connect=connect,
         )
 
     async def transaction(self, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
@@ -144,8 +167,9 @@ class SqliteWriter:
 class _Connection:
     """One writer connection, opened when first used, on the thread that uses it."""
 
-    def __init__(self, path: str, *, busy_timeout_s: float) -> None:
+    def __init__(self, path: str, connect: ConnectSqlite, *, busy_timeout_s: float) -> None:
         self._path = path
+        self._open = connect
         self._busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
 
@@ -176,7 +200,7 @@ class _Connection:
             conn.close()
 
     def _connect(self) -> sqlite3.Connection:
-        self._conn = connect_sqlite(
+        self._conn = self._open(
             self._path, busy_timeout_s=self._busy_timeout_s, pragmas=WRITER_PRAGMAS
         )
         return self._conn
@@ -202,9 +226,16 @@ class Checkpointer:
     """
 
     def __init__(
-        self, path: str, interval_s: float, restart_frames: int, writeback_s: float
+        self,
+        path: str,
+        interval_s: float,
+        restart_frames: int,
+        writeback_s: float,
+        *,
+        connect: ConnectSqlite = connect_sqlite,
     ) -> None:
         self._path = path
+        self._open = connect
         self._interval_s = interval_s
         self._restart_frames = restart_frames
         self._writeback_s = min(writeback_s, interval_s)
@@ -264,7 +295,7 @@ class Checkpointer:
         return True
 
     def _connect(self) -> sqlite3.Connection:
-        self._conn = connect_sqlite(self._path, busy_timeout_s=CHECKPOINT_BUSY_TIMEOUT_S)
+        self._conn = self._open(self._path, busy_timeout_s=CHECKPOINT_BUSY_TIMEOUT_S)
         return self._conn
 
     def _disconnect(self) -> None:

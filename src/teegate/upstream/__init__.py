@@ -8,9 +8,10 @@ from teegate.upstream._client import (
     UpstreamClient,
     UpstreamStream,
 )
-from teegate.upstream._sse import SSEDecoder
+from teegate.upstream._sse import MAX_EVENT_BYTES, SSEDecoder
 
 __all__ = [
+    "MAX_EVENT_BYTES",
     "REQUEST_ERRORS",
     "STREAM_ERRORS",
     "Listing",

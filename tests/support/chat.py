@@ -17,7 +17,7 @@ from teegate.chat import Answer, ChatRequest, ChatService, parse_chat_request
 from teegate.config import RequestDefaults
 from teegate.errors import ServiceUnavailable
 from teegate.ratelimit import LocalRateLimiter
-from tests.test_billing_rules import MODEL, FakeStore
+from tests.support.ledger import MODEL, FakeStore
 
 PRINCIPAL = Principal("key_1", 7, None)
 CONTENT = orjson.dumps({"choices": [{"index": 0, "delta": {"content": "héllo"}}]})
