@@ -475,3 +475,14 @@ async def test_rotate_key(store: AccountStore) -> None:
 async def test_rotate_unknown_key(store: AccountStore) -> None:
     with pytest.raises(StoreNotFound):
         await rotate_key(store, "key_missing", prefix=PREFIX, secret=SECRET)
+
+
+async def test_a_key_with_a_policy_resolves_to_it(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    owner = lookup.add(KEY, key_id="key_abc", rpm=None)
+    stored = '{"models": ["deepseek-ai/"]}'
+    lookup.owners[owner.key_hash] = dataclasses.replace(owner, policy=stored)
+    principal = await authenticator.authenticate(f"Bearer {KEY}")
+    assert principal.policy == apikeys.KeyPolicy(models=("deepseek-ai/",))
+    assert principal.policy is apikeys.load_policy(stored)  # parsed once per distinct text

@@ -21,11 +21,15 @@ import openai
 import pytest
 from structlog.testing import capture_logs
 
+from teegate.apikeys import KeyPolicy
+from teegate.auth import issue_key
 from teegate.billing import Rates, cost_nano, nano_to_usd, usd_to_nano
 from teegate.devstack import DevstackConfig, SimulatedEnclave, build_app
 from teegate.embeddings import MAX_INPUTS, MAX_TOTAL_TOKENS
+from teegate.store import AccountStore
 from tests.support.gateway import (
     EMBEDDING_MODEL,
+    KEY_SECRET,
     Devstack,
     Gateway,
     attested_settings,
@@ -410,3 +414,48 @@ def test_a_tls_key_other_than_the_attested_one_is_refused(
                 client.embeddings.create(model=EMBED, input="hello")
             assert (info.value.status_code, info.value.code) == (503, "not_available")
             assert upstream.embeddings_requests() == before
+
+
+# --- the key's policy fences embeddings as it fences chat ---------------------------------------
+
+
+def test_a_key_whose_allow_list_leaves_embeddings_out_is_refused_403(
+    gw: Gateway, upstream: Devstack
+) -> None:
+    key = gw.issue_key(policy=KeyPolicy(models=(CHAT_MODEL,)))
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        gw.client(api_key=key).embeddings.create(model=EMBED, input="hello")
+    assert error_of(info.value.response)["code"] == "model_not_allowed"
+    assert upstream.embeddings_requests() == 0
+
+
+def test_a_key_token_limit_counts_the_inputs_and_is_corrected_to_the_usage(
+    gw: Gateway, upstream: Devstack
+) -> None:
+    key = gw.issue_key(policy=KeyPolicy(tpm=40))
+    client = gw.client(api_key=key)
+    raw = client.embeddings.with_raw_response.create(model=EMBED, input="hello enclave")
+    used = raw.parse().usage.prompt_tokens
+    assert raw.headers["x-ratelimit-limit-tokens"] == "40"
+    with pytest.raises(openai.RateLimitError) as info:
+        client.embeddings.create(model=EMBED, input=["x" * 200])  # bound: 202 tokens > 40
+    assert "tokens per minute" in error_of(info.value.response)["message"]
+    assert upstream.embeddings_requests() == 1
+    remaining = int(info.value.response.headers["x-ratelimit-remaining-tokens"])
+    assert remaining == 40 - used  # the first request's reservation, corrected to its usage
+
+
+def test_a_key_budget_fences_embeddings(gw: Gateway, upstream: Devstack) -> None:
+    async def budgeted_key(store: AccountStore) -> str:
+        token, key = await issue_key(
+            store, account=gw.account, prefix=gw.settings.key_prefix, secret=KEY_SECRET.encode()
+        )
+        await store.set_budget(gw.account, key.id, "day", 1)  # one nano-USD
+        return token
+
+    key = with_store(gw.settings, budgeted_key)
+    with pytest.raises(openai.APIStatusError) as info:
+        gw.client(api_key=key).embeddings.create(model=EMBED, input="hello")
+    assert info.value.status_code == 402
+    assert error_of(info.value.response)["code"] == "budget_exceeded"
+    assert upstream.embeddings_requests() == 0

@@ -16,6 +16,7 @@ from teegate import errors
 from teegate.api.openapi import build_openapi
 from teegate.errors import (
     AttestationFailed,
+    BudgetExceeded,
     CatalogEntryError,
     ClientClosedRequest,
     ConfigError,
@@ -26,11 +27,13 @@ from teegate.errors import (
     InvalidRequest,
     InvariantViolation,
     MethodNotAllowed,
+    ModelNotAllowed,
     ModelNotConfidential,
     ModelNotFound,
     MoneyError,
     NotAvailable,
     NotFound,
+    PolicyError,
     RateLimitExceeded,
     RequestTooLarge,
     ServiceUnavailable,
@@ -85,6 +88,20 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
         402,
         "insufficient_quota",
         "insufficient_balance",
+    ),
+    (
+        ModelNotAllowed,
+        ModelNotAllowed("m"),
+        403,
+        "invalid_request_error",
+        "model_not_allowed",
+    ),
+    (
+        BudgetExceeded,
+        BudgetExceeded("over"),
+        402,
+        "insufficient_quota",
+        "budget_exceeded",
     ),
     (NotFound, NotFound("gone"), 404, "invalid_request_error", "not_found"),
     (ModelNotFound, ModelNotFound("m"), 404, "invalid_request_error", "model_not_found"),
@@ -206,6 +223,9 @@ def test_model_errors_point_at_the_model_param() -> None:
     not_confidential = ModelNotConfidential("Use 'x-TEE' instead.")
     assert not_confidential.param == "model"
     assert not_confidential.message == "Use 'x-TEE' instead."
+    not_allowed = ModelNotAllowed("acme/Other")
+    assert not_allowed.param == "model"
+    assert "acme/Other" in not_allowed.message
 
 
 @pytest.mark.parametrize(
@@ -240,6 +260,7 @@ DOMAIN_ERRORS: dict[type[DomainError], type[Exception] | None] = {
     ConfigError: None,
     InvariantViolation: RuntimeError,
     MoneyError: ValueError,
+    PolicyError: ValueError,
     SSEError: ValueError,
     StoreConflict: ValueError,
     StoreNotFound: LookupError,

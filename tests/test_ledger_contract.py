@@ -18,6 +18,8 @@ import pytest
 from teegate.billing import (
     Balance,
     Billing,
+    BudgetPeriod,
+    BudgetUse,
     Hold,
     Placement,
     Rates,
@@ -64,6 +66,16 @@ class Books:
         if credit_nano:
             await self.accounts.credit(name, credit_nano)
         return account.id
+
+    async def budget(
+        self, account_id: int, key_id: str | None, period: BudgetPeriod, limit_nano: int
+    ) -> None:
+        if self.memory is not None:
+            self.memory.set_budget(account_id, key_id, period, limit_nano)
+            return
+        assert self.accounts is not None
+        [name] = [a.name for a in await self.accounts.list_accounts() if a.id == account_id]
+        await self.accounts.set_budget(name, key_id, period, limit_nano)
 
     async def state(self, account_id: int) -> LedgerState:
         if self.memory is not None:
@@ -335,3 +347,109 @@ async def test_usage_reads_are_scoped_and_filtered(books: Books) -> None:
     assert [r.request_id for r in await books.ledger.usage(UsageQuery(limit=2))] == ["a2", "b1"]
     assert await books.ledger.generation(beta, "a1") is None  # another account's id: not found
     assert await books.ledger.balance(beta + 1000) is None
+
+
+# spend budgets ------------------------------------------------------------------------------
+
+DAY_MS = 86_400_000
+
+
+def budgeted(hold: Hold, key_id: str = "key_1") -> Hold:
+    return replace(hold, key_id=key_id, budgeted=True)
+
+
+async def test_a_budget_admits_exactly_what_it_can_hold_at_once(books: Books) -> None:
+    amount = a_hold(1, "probe").amount_nano
+    account = await books.account("acme", 10**12)
+    await books.budget(account, "key_1", "day", 3 * amount + 7)
+    placements = await asyncio.gather(
+        *(books.ledger.place_hold(budgeted(a_hold(account, f"req_{i}"))) for i in range(30))
+    )
+    assert sum(p.placed for p in placements) == 3
+    refusal = BudgetUse("key_1", "day", 3 * amount + 7, 0, 3 * amount)
+    assert {p.over_budget for p in placements if not p.placed} == {refusal}
+    assert refusal.remaining_nano == 7
+    state = await checked(books, account)
+    assert (state.held_nano, state.open_holds) == (3 * amount, 3)
+    assert await books.ledger.budgets(account, "key_1", NOW_MS) == [refusal]
+    assert await books.ledger.budgets(account, "key_2", NOW_MS) == []
+
+
+async def test_a_settlement_moves_its_cost_to_spent_and_frees_the_rest(books: Books) -> None:
+    amount = a_hold(1, "probe").amount_nano
+    account = await books.account("acme", 10**12)
+    await books.budget(account, "key_1", "month", 2 * amount + amount // 2)
+    first, second, third = (budgeted(a_hold(account, f"req_{i}")) for i in range(3))
+    assert (await books.ledger.place_hold(first)).placed
+    assert (await books.ledger.place_hold(second)).placed
+    assert not (await books.ledger.place_hold(third)).placed
+    settlement = by_usage(first, 10, 10)
+    assert settlement.cost_nano < amount // 2
+    assert await books.ledger.settle(settlement)
+    assert not await books.ledger.settle(settlement)  # exactly once, budgets included
+    [use] = await books.ledger.budgets(account, "key_1", NOW_MS)
+    assert (use.spent_nano, use.held_nano) == (settlement.cost_nano, amount)
+    assert (await books.ledger.place_hold(third)).placed  # what the first did not use
+    await checked(books, account)
+
+
+async def test_an_account_budget_counts_every_key_and_names_itself(books: Books) -> None:
+    amount = a_hold(1, "probe").amount_nano
+    account = await books.account("acme", 10**12)
+    await books.budget(account, None, "lifetime", 2 * amount)
+    await books.budget(account, "key_1", "day", 10 * amount)
+    holds = [budgeted(a_hold(account, f"req_{i}"), f"key_{i % 2 + 1}") for i in range(4)]
+    placements = [await books.ledger.place_hold(hold) for hold in holds]
+    assert [p.placed for p in placements] == [True, True, False, False]
+    over = placements[2].over_budget
+    assert over is not None
+    assert (over.key_id, over.period, over.held_nano) == (None, "lifetime", 2 * amount)
+    assert [(u.key_id, u.period) for u in await books.ledger.budgets(account, "key_1", NOW_MS)] == [
+        ("key_1", "day"),
+        (None, "lifetime"),
+    ]
+
+
+async def test_a_new_day_counts_spent_from_zero_and_a_lifetime_never_does(books: Books) -> None:
+    amount = a_hold(1, "probe").amount_nano
+    account = await books.account("acme", 10**12)
+    await books.budget(account, "key_1", "day", amount)
+    await books.budget(account, "key_2", "lifetime", amount)
+    for key_id in ("key_1", "key_2"):
+        hold = budgeted(a_hold(account, f"req_{key_id}"), key_id)
+        assert (await books.ledger.place_hold(hold)).placed
+        assert await books.ledger.settle(by_usage(hold, 50, 100))  # the whole hold
+    tomorrow = NOW_MS + DAY_MS
+    again = budgeted(a_hold(account, "req_tomorrow_1", created=tomorrow), "key_1")
+    assert (await books.ledger.place_hold(again)).placed
+    never = budgeted(a_hold(account, "req_tomorrow_2", created=tomorrow), "key_2")
+    assert not (await books.ledger.place_hold(never)).placed
+    [day] = await books.ledger.budgets(account, "key_1", tomorrow)
+    assert (day.spent_nano, day.held_nano) == (0, amount)
+    [yesterday] = await books.ledger.budgets(account, "key_2", NOW_MS)
+    assert yesterday.spent_nano == amount
+
+
+async def test_a_hold_placed_without_its_budget_flag_moves_no_budget(books: Books) -> None:
+    amount = a_hold(1, "probe").amount_nano
+    account = await books.account("acme", 10**12)
+    await books.budget(account, "key_1", "day", amount - 1)
+    plain = a_hold(account, "req_1")
+    assert (await books.ledger.place_hold(plain)).placed
+    assert await books.ledger.budgets(account, "key_1", NOW_MS) == [
+        BudgetUse("key_1", "day", amount - 1, 0, 0)
+    ]
+
+
+async def test_the_reaper_settles_a_budgeted_hold_into_its_budget(books: Books) -> None:
+    amount = a_hold(1, "probe").amount_nano
+    account = await books.account("acme", 10**12)
+    await books.budget(account, "key_1", "day", 5 * amount)
+    stale = budgeted(a_hold(account, "req_stale", created=NOW_MS - 120_000))
+    assert (await books.ledger.place_hold(stale)).placed
+    assert await books.ledger.expired_holds(NOW_MS, 10_000, 10) == [stale]
+    billing = Billing(books.ledger, hold_ttl_s=10, reaper_interval_s=1, clock=lambda: NOW_MS)
+    assert await billing.reaper.reap_once() == 1
+    [use] = await billing.budgets(account, "key_1")
+    assert (use.spent_nano, use.held_nano) == (amount, 0)
+    await checked(books, account)

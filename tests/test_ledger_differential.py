@@ -12,6 +12,10 @@ of one kind: the contract lets a batch that mixes holds and settlements on one
 account run them in another serial order than they were sent (PostgreSQL runs a
 batch's settlements first), so such a batch has more than one right answer.
 
+Two of the accounts have spend budgets (a key's, the account's), so their holds are
+budgeted and must fit every budget as well as the balance; the budgets' rows (limit,
+period, spent, held) are part of the books.
+
 A crash stops every SQL ledger and reopens it on a new engine: what a client had in
 flight then (holds placed just before) is forgotten by the client, and only the
 reaper can resolve it.
@@ -42,6 +46,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teegate.billing import (
+    BudgetPeriod,
     Hold,
     Placement,
     Rates,
@@ -67,6 +72,13 @@ DIFFERENTIAL = settings(
 finish within a minute on a loaded 2-core machine."""
 
 ACCOUNTS = ("acct0", "acct1", "acct2")
+BUDGETS: tuple[tuple[int, str, BudgetPeriod, int], ...] = (
+    # account, key ('' for the account's own), period, limit: acct3 has none
+    (1, "key_1", "day", 300),
+    (2, "", "lifetime", 1_500),
+    (2, "key_1", "month", 250),
+)
+BUDGETED = {account for account, *_ in BUDGETS}
 ONE_NANO_A_TOKEN = Rates(1_000_000, 1_000_000)
 MAX_ENTRIES = 10_000
 MAX_CRASHES = 2
@@ -87,6 +99,8 @@ TABLES = {
     "usage": "SELECT request_id, account_id, key_id, model, stream, prompt_tokens,"
     " completion_tokens, cost_nano, held_nano, settled_by, status, capped, started_ms,"
     " settled_ms FROM usage_records",
+    "budgets": "SELECT account_id, key_id, period, limit_nano, period_start_ms, spent_nano,"
+    " held_nano FROM budgets",
 }
 """The books as the tables keep them; rows are compared sorted."""
 
@@ -99,6 +113,7 @@ class Books:
     holds: tuple[tuple[Any, ...], ...]  # id, account, amount, state, resolved
     entries: tuple[tuple[Any, ...], ...]  # account, kind, amount, reference, memo
     usage: tuple[tuple[Any, ...], ...]  # request, account, ..., cost (7), ...
+    budgets: tuple[tuple[Any, ...], ...]  # account, key, period, limit, start, spent, held
 
     @classmethod
     def of(cls, **tables: Iterable[Sequence[Any]]) -> Books:
@@ -124,6 +139,12 @@ class Books:
         assert len(references) == len(set(references)), "a request debited twice"
         for h in self.holds:
             assert (h[3] == "open") == (h[4] is None), f"{h[0]}: state and resolution disagree"
+        for account_id, key_id, period, limit, _, spent, held in self.budgets:
+            where = f"{account_id}/{key_id or '-'}/{period}"
+            assert held >= 0 and spent >= 0, f"{where}: a negative amount"
+            assert spent + held <= limit, f"{where}: spent and held beyond the limit"
+            open_held = sum(h[2] for h in self.holds if h[1] == account_id and h[3] == "open")
+            assert held == open_held, f"{where}: held != its account's open (budgeted) holds"
 
 
 def _order(row: tuple[Any, ...]) -> tuple[str, ...]:
@@ -169,6 +190,8 @@ class Reference:
         self.memory = MemoryLedger()
         for name in ACCOUNTS:
             self.memory.create_account(name)
+        for account_id, key_id, period, limit in BUDGETS:
+            self.memory.set_budget(account_id, key_id, period, limit)
 
     async def stop(self) -> None:
         pass
@@ -197,6 +220,10 @@ class Reference:
             ),
             usage=(
                 (r.request_id, r.account_id, *astuple(r)[3:]) for r in memory.usage_records.values()
+            ),
+            budgets=(
+                (a, k, p, b.limit_nano, b.period_start_ms, b.spent_nano, b.held_nano)
+                for (a, k, p), b in memory.budget_rows.items()
             ),
         )
 
@@ -269,9 +296,11 @@ class Sql:
 
 RESET = (
     "DELETE FROM usage_records; DELETE FROM holds; DELETE FROM ledger_entries;"
-    " DELETE FROM api_keys; DELETE FROM accounts;"
+    " DELETE FROM budgets; DELETE FROM api_keys; DELETE FROM accounts;"
     " INSERT INTO accounts (id, name, balance_nano, held_nano, created_ms) VALUES "
     + ", ".join(f"({i}, '{name}', 0, 0, 0)" for i, name in enumerate(ACCOUNTS, 1))
+    + "; INSERT INTO budgets (account_id, key_id, period, limit_nano) VALUES "
+    + ", ".join(f"({a}, '{k}', '{p}', {limit})" for a, k, p, limit in BUDGETS)
 )
 """Empty books and the same accounts again: cheaper than a new database per example."""
 
@@ -400,6 +429,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                     amount_nano=prompt + completion,
+                    budgeted=account_id in BUDGETED,  # as the key's principal would say
                 )
             )
         return holds
@@ -425,14 +455,42 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(account=accounts, edge=st.sampled_from([-1, 0, 1]), ttl_ms=st.sampled_from([500, 60_000]))
     def place_at_the_edge(self, account: int, edge: int, ttl_ms: int) -> None:
-        """A hold of exactly what is available, or one nano less or more."""
+        """A hold of exactly what is available (the balance's, or its budgets' if less),
+        or one nano less or more."""
         reference = self.harness.implementations[0]
         assert isinstance(reference, Reference)
-        room = reference.memory.accounts[account]
-        amount = max(0, room.balance_nano - room.held_nano + edge)
+        funds = reference.memory.accounts[account]
+        rooms = [funds.balance_nano - funds.held_nano]
+        for (account_id, _, period), budget in reference.memory.budget_rows.items():
+            if account_id == account:
+                spent = budget.spent_in(period, self.now)
+                rooms.append(budget.limit_nano - spent - budget.held_nano)
+        amount = max(0, min(rooms) + edge)
         [hold] = self.new_holds([(account, amount, 0, ttl_ms)])
         [placement] = self.place([hold])
         assert placement.placed == (edge <= 0)
+        if placement.placed:
+            self.known.append(hold)
+
+    @rule(account=st.sampled_from(sorted(BUDGETED)), edge=st.sampled_from([-1, 0, 1]))
+    def place_at_a_budgets_edge(self, account: int, edge: int) -> None:
+        """With the balance made ample, a hold of exactly what its tightest budget has
+        left, or one nano less or more."""
+        reference = self.harness.implementations[0]
+        assert isinstance(reference, Reference)
+        rooms = [
+            budget.limit_nano - budget.spent_in(period, self.now) - budget.held_nano
+            for (account_id, _, period), budget in reference.memory.budget_rows.items()
+            if account_id == account
+        ]
+        funds = reference.memory.accounts[account]
+        short = min(rooms) + 1 - (funds.balance_nano - funds.held_nano)
+        if short > 0:
+            self.credit(account, short)
+        amount = max(0, min(rooms) + edge)
+        [hold] = self.new_holds([(account, amount, 0, 60_000)])
+        [placement] = self.place([hold])
+        assert placement.placed == (edge <= 0 or amount == 0)
         if placement.placed:
             self.known.append(hold)
 

@@ -130,3 +130,42 @@ async def test_hit_reads_the_injected_clock() -> None:
     assert (await limiter.hit("key_a", 1)).allowed
     assert limiter.degraded is False
     await limiter.aclose()
+
+
+# tokens per minute ------------------------------------------------------------------
+
+
+def test_tokens_are_reserved_all_or_nothing() -> None:
+    limiter = LocalRateLimiter()
+    now = 600.0
+    first = limiter.reserve_tokens_now("k", 600, 1000, now)
+    assert (first.allowed, first.limit, first.remaining) == (True, 1000, 400)
+    refused = limiter.reserve_tokens_now("k", 401, 1000, now)
+    assert (refused.allowed, refused.remaining) == (False, 400)  # nothing counted
+    fits = limiter.reserve_tokens_now("k", 400, 1000, now)
+    assert (fits.allowed, fits.remaining) == (True, 0)
+    assert limiter.reserve_tokens_now("other", 1000, 1000, now).allowed
+
+
+async def test_a_correction_returns_unused_tokens_to_their_window_only() -> None:
+    limiter = LocalRateLimiter()
+    now = 600.0
+    reserved = limiter.reserve_tokens_now("k", 1000, 1000, now)
+    assert reserved.window_start == 600
+    await limiter.correct_tokens("k", reserved.window_start, -700)
+    assert limiter.reserve_tokens_now("k", 700, 1000, now).allowed
+    assert not limiter.reserve_tokens_now("k", 1, 1000, now).allowed
+    await limiter.correct_tokens("k", reserved.window_start, -5000)  # never below zero
+    assert limiter.reserve_tokens_now("k", 1000, 1000, now).remaining == 0
+    await limiter.correct_tokens("k", 540, -1000)  # an older window: nothing to correct
+    assert not limiter.reserve_tokens_now("k", 1, 1000, now).allowed
+    assert limiter.reserve_tokens_now("k", 1000, 1000, now + 60).allowed  # a new window
+
+
+def test_token_headers_as_openai_sends_them() -> None:
+    decision = LocalRateLimiter().reserve_tokens_now("k", 250, 1000, 659.5)
+    assert decision.token_headers() == {
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "750",
+        "x-ratelimit-reset-tokens": "1s",
+    }

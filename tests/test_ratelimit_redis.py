@@ -110,3 +110,48 @@ async def test_redis_down_degrades_to_a_bounded_local_limit_and_recovers(
         await limiter.aclose()
         restarted.terminate()
         restarted.wait(5)
+
+
+async def test_two_replicas_reserve_exactly_the_token_limit_between_them() -> None:
+    assert REDIS_URL
+    replicas = [RedisRateLimiter(REDIS_URL, replicas=2) for _ in range(2)]
+    key_id, per_request, fits = key(), 300, 20
+    limit = per_request * fits
+    decisions = await asyncio.gather(
+        *(replicas[i % 2].reserve_tokens(key_id, per_request, limit) for i in range(10 * fits))
+    )
+    allowed = [d for d in decisions if d.allowed]
+    assert len(allowed) == fits
+    assert sorted(d.remaining for d in allowed) == [per_request * i for i in range(fits)]
+    window = allowed[0].window_start
+    if all(d.window_start == window for d in decisions):  # not split by a minute's edge
+        assert all(d.remaining == 0 for d in decisions if not d.allowed)
+        await replicas[0].correct_tokens(key_id, window, -per_request)
+        again = await replicas[1].reserve_tokens(key_id, per_request, limit)
+        assert (again.allowed, again.remaining) == (True, 0)
+        await replicas[1].correct_tokens(key_id, window, -10 * limit)  # floors at zero
+        full = await replicas[0].reserve_tokens(key_id, limit, limit)
+        assert (full.allowed, full.remaining) == (True, 0)
+        await replicas[0].correct_tokens(key_id, window - 60, -limit)  # a gone window stays gone
+    assert not any(r.degraded for r in replicas)
+    for limiter in replicas:
+        await limiter.aclose()
+
+
+async def test_tokens_degrade_to_a_bounded_local_limit_when_redis_is_down(
+    private_redis: tuple[str, subprocess.Popen[bytes], int],
+) -> None:
+    url, process, _ = private_redis
+    limiter = RedisRateLimiter(url, replicas=4)
+    key_id, limit = key(), 4000
+    assert (await limiter.reserve_tokens(key_id, 100, limit)).allowed
+    process.kill()
+    process.wait(5)
+    local = [await limiter.reserve_tokens(key_id, 100, limit) for _ in range(20)]
+    assert limiter.degraded
+    assert sum(d.allowed for d in local) == limit // 4 // 100
+    assert all(d.limit == limit // 4 for d in local)
+    window = local[0].window_start
+    await limiter.correct_tokens(key_id, window, -100)  # the local window; Redis is skipped
+    assert (await limiter.reserve_tokens(key_id, 100, limit)).allowed
+    await limiter.aclose()

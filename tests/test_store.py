@@ -28,7 +28,15 @@ from teegate.store import (
 )
 
 POSTGRES_URL = os.environ.get("TEEGATE_TEST_POSTGRES_URL")
-TABLES = {"accounts", "api_keys", "ledger_entries", "holds", "usage_records", "alembic_version"}
+TABLES = {
+    "accounts",
+    "api_keys",
+    "budgets",
+    "ledger_entries",
+    "holds",
+    "usage_records",
+    "alembic_version",
+}
 
 
 def _postgres_engine(url: str, schema: str) -> AsyncEngine:
@@ -277,3 +285,29 @@ async def test_revoke_key(store: AccountStore) -> None:
     again = await store.revoke_key("key_0001")  # idempotent: the first revocation stands
     assert again.revoked_ms == revoked.revoked_ms
     assert [k.active for k in await store.list_keys()] == [False, True]
+
+
+async def test_a_key_policy_is_stored_updated_and_read_with_the_key(store: AccountStore) -> None:
+    await store.create_account("acme")
+    stored = '{"models": ["deepseek-ai/"], "attestation": null}'
+    key = await store.create_key(
+        key_id="key_0001",
+        account_name="acme",
+        key_hash=hash_of("key_0001"),
+        hint="vgpu_sk_...0001",
+        name="",
+        rpm=None,
+        policy=stored,
+    )
+    assert key.policy == stored
+    assert await store.get_key("key_0001") == key
+    owner = await store.find_key_owner(hash_of("key_0001"))
+    assert owner is not None
+    assert owner.policy == stored
+    updated = await store.update_key("key_0001", rpm=9, policy=None)
+    assert (updated.rpm, updated.policy) == (9, None)
+    owner = await store.find_key_owner(hash_of("key_0001"))
+    assert owner is not None
+    assert (owner.rpm, owner.policy) == (9, None)
+    with pytest.raises(StoreNotFound):
+        await store.update_key("key_nope", rpm=None, policy=None)

@@ -8,17 +8,105 @@ usable key, and without the server's secret not even a guessable one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from teegate.catalog import AttestationFloor
+from teegate.errors import ModelNotAllowed, PolicyError
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 SECRET_CHARS = 43  # 62**43 > 2**256
 KEY_ID_CHARS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    """What one key may do beyond what every key may: the models it may use, the
+    attestation it demands and its token limit. A key without a policy has
+    `Principal.policy` None, and the request path checks nothing more for it."""
+
+    models: tuple[str, ...] | None = None
+    """Exact model ids, or prefixes ending in '/' or '*' (None: every model)."""
+    attestation: AttestationFloor | None = None
+    tpm: int | None = None
+    """Tokens per minute: what holds reserve (prompt bound and output ceiling) at
+    admission, corrected to what was billed at settlement (None: no token limit)."""
+
+    def allows(self, model_id: str) -> bool:
+        if self.models is None:
+            return True
+        return any(_model_matches(pattern, model_id) for pattern in self.models)
+
+    def check_model(self, model_id: str) -> None:
+        if not self.allows(model_id):
+            raise ModelNotAllowed(model_id)
+
+    @property
+    def empty(self) -> bool:
+        return self.models is None and self.attestation is None and self.tpm is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "models": list(self.models) if self.models is not None else None,
+            "attestation": self.attestation.to_json() if self.attestation else None,
+            "tpm": self.tpm,
+        }
+
+    def dumps(self) -> str | None:
+        """The stored form; None for an empty policy (stored as NULL)."""
+        return None if self.empty else orjson.dumps(self.to_json()).decode()
+
+
+def model_patterns(patterns: Iterable[str]) -> tuple[str, ...]:
+    """An allow-list as given: exact ids, or prefixes ending in '/' or '*'."""
+    checked = tuple(dict.fromkeys(p.strip() for p in patterns if p.strip()))
+    if not checked:
+        raise PolicyError("models: give at least one model id or prefix")
+    if any("*" in p[:-1] for p in checked):
+        raise PolicyError("models: '*' may only end a prefix ('deepseek-ai/*')")
+    return checked
+
+
+def _model_matches(pattern: str, model_id: str) -> bool:
+    if pattern.endswith("*"):
+        return model_id.startswith(pattern[:-1])
+    if pattern.endswith("/"):
+        return model_id.startswith(pattern)
+    return model_id == pattern
+
+
+@functools.lru_cache(maxsize=4096)
+def load_policy(stored: str | None) -> KeyPolicy | None:
+    """A stored policy, parsed once per distinct text (keys are re-read every half
+    second; most share a handful of policies, or have none)."""
+    if stored is None:
+        return None
+    try:
+        document = orjson.loads(stored)
+    except orjson.JSONDecodeError as exc:
+        raise PolicyError(f"a stored key policy is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise PolicyError("a stored key policy must be a JSON object")
+    models = document.get("models")
+    attestation = document.get("attestation")
+    tpm = document.get("tpm")
+    if tpm is not None and (not isinstance(tpm, int) or isinstance(tpm, bool) or tpm < 1):
+        raise PolicyError("tpm must be a positive number of tokens")
+    policy = KeyPolicy(
+        models=model_patterns(models) if models is not None else None,
+        attestation=AttestationFloor.from_json(attestation) if attestation else None,
+        tpm=tpm,
+    )
+    return None if policy.empty else policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +116,26 @@ class Principal:
     key_id: str
     account_id: int
     rpm: int | None
+    policy: KeyPolicy | None = None
+    budgeted: bool = False
+    """The key or its account has a spend budget (billing moves it with each hold)."""
+
+
+def describe_key(principal: Principal, default_rpm: int) -> dict[str, Any]:
+    """`GET /v1/key`: the caller's own key, its limits and policy, as OpenRouter's
+    `/api/v1/key` answers (never its secret or hash)."""
+    policy = principal.policy or KeyPolicy()
+    return {
+        "id": principal.key_id,
+        "object": "key",
+        "rate_limit": {
+            "requests_per_minute": principal.rpm or default_rpm,
+            "tokens_per_minute": policy.tpm,
+            "interval": "1m",
+        },
+        "models": list(policy.models) if policy.models is not None else None,
+        "attestation": policy.attestation.to_json() if policy.attestation else None,
+    }
 
 
 def generate_key(prefix: str) -> str:

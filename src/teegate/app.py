@@ -87,9 +87,13 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
             limiter=limiter,
             catalog=catalog,
             attestation=assurance,
-            chat=ChatService(catalog, assurance, live.clients, meter=billing.meter),
+            chat=ChatService(
+                catalog, assurance, live.clients, meter=billing.meter, limiter=limiter
+            ),
             billing=billing,
-            embeddings=EmbeddingsService(catalog, assurance, live.clients, meter=billing.meter),
+            embeddings=EmbeddingsService(
+                catalog, assurance, live.clients, meter=billing.meter, limiter=limiter
+            ),
             metrics=metrics,
             readiness=Readiness(
                 {

@@ -118,6 +118,9 @@ class UpstreamAssurance:
                 header=verdict.header_value() + CHUTES_HEADER_SUFFIX,
                 verified_at=verdict.verified_at_s,
                 channel="unbound",
+                tcb_status=verdict.tcb_status,
+                gpu=bool(verdict.gpus),
+                measurements=verdict.measurements,
             )
         return AttestationStatus(
             passed=True,
@@ -126,6 +129,9 @@ class UpstreamAssurance:
             verified_at=verdict.verified_at_s,
             tls_pin=verdict.tls_cert_sha256,
             channel="pinned",
+            tcb_status=verdict.tcb_status,
+            gpu=bool(verdict.gpus),
+            measurements=verdict.measurements,
         )
 
     def _chute_keys(self, upstream: str) -> list[str]:

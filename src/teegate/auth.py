@@ -18,8 +18,10 @@ from typing import Protocol
 import structlog
 
 from teegate import apikeys
-from teegate.apikeys import Principal
-from teegate.errors import InvalidApiKey
+from teegate.apikeys import KeyPolicy, Principal
+from teegate.attestation import MeasurementAllowList
+from teegate.config import Settings
+from teegate.errors import InvalidApiKey, PolicyError
 from teegate.store import AccountStore, ApiKey, KeyOwner
 
 KEY_CACHE_TTL_S = 1.0
@@ -116,7 +118,13 @@ class Authenticator:
         owner = owners.get(key_hash)
         if owner is None or owner.revoked or not apikeys.same_hash(owner.key_hash, key_hash):
             return None
-        return Principal(owner.key_id, owner.account_id, owner.rpm)
+        return Principal(
+            owner.key_id,
+            owner.account_id,
+            owner.rpm,
+            apikeys.load_policy(owner.policy),
+            owner.budgeted,
+        )
 
 
 def _bearer_token(authorization: str | None) -> str:
@@ -138,6 +146,7 @@ async def issue_key(
     secret: bytes,
     name: str = "",
     rpm: int | None = None,
+    policy: KeyPolicy | None = None,
 ) -> tuple[str, ApiKey]:
     """Create a key; the secret is returned here once and never stored."""
     token = apikeys.generate_key(prefix)
@@ -148,6 +157,7 @@ async def issue_key(
         hint=apikeys.key_hint(token, prefix),
         name=name,
         rpm=rpm,
+        policy=policy.dumps() if policy is not None else None,
     )
     return token, key
 
@@ -155,7 +165,7 @@ async def issue_key(
 async def rotate_key(
     store: AccountStore, key_id: str, *, prefix: str, secret: bytes
 ) -> tuple[str, ApiKey]:
-    """A new key with the old one's account, name and limit; the old one is revoked."""
+    """A new key with the old one's account, name, limit and policy; the old one is revoked."""
     old = await store.get_key(key_id)
     token, new = await issue_key(
         store,
@@ -164,6 +174,29 @@ async def rotate_key(
         secret=secret,
         name=old.name,
         rpm=old.rpm,
+        policy=apikeys.load_policy(old.policy),
     )
     await store.revoke_key(key_id)
     return token, new
+
+
+def check_policy(policy: KeyPolicy, settings: Settings) -> None:
+    """Refuse a policy that asks for less than the gateway does, or for upstreams,
+    TCB statuses or measurements the gateway would never accept: a key can only
+    narrow what the gateway serves."""
+    floor = policy.attestation
+    if floor is None:
+        return
+    config = settings.attestation
+    measurements = (
+        MeasurementAllowList.from_file(config.measurements_file).allowed
+        if config.measurements_file
+        else None
+    )
+    problems = floor.looser_than(
+        tcb=config.allowed_tcb_statuses,
+        upstreams=[u.name for u in settings.upstreams],
+        measurements=measurements,
+    )
+    if problems:
+        raise PolicyError("the key's attestation policy: " + "; ".join(problems))

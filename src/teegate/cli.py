@@ -26,8 +26,19 @@ from rich.markup import escape
 from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 
-from teegate import auth
-from teegate.billing import MoneyError, nano_to_usd, usd_to_nano
+from teegate import apikeys, auth
+from teegate.apikeys import KeyPolicy
+from teegate.attestation import MeasurementAllowList
+from teegate.billing import (
+    BUDGET_PERIODS,
+    BudgetUse,
+    MoneyError,
+    describe_budget,
+    nano_to_usd,
+    usd_to_nano,
+    wall_ms,
+)
+from teegate.catalog import AttestationFloor
 from teegate.config import (
     DEV_CONFIG_FILE,
     AttestationSettings,
@@ -36,10 +47,12 @@ from teegate.config import (
     find_config_file,
     load_settings,
 )
-from teegate.errors import ConfigError
+from teegate.errors import ConfigError, PolicyError
 from teegate.logs import configure_logging
 from teegate.store import (
     AccountStore,
+    ApiKey,
+    Ledger,
     StoreConflict,
     StoreNotFound,
     create_engine,
@@ -239,6 +252,29 @@ def accounts_list(config: ConfigOption = None, as_json: JsonOption = False) -> N
     out.print(table)
 
 
+@accounts_app.command("budget")
+def accounts_budget(
+    name: AccountArgument,
+    budget_usd: Annotated[
+        list[str],
+        typer.Option(
+            "--budget-usd",
+            help="PERIOD=USD: day, month or lifetime, e.g. month=100 (repeat; "
+            "PERIOD=none drops it). Every key of the account counts against it.",
+        ),
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Set or drop the account's own spend budgets (beside each key's)."""
+    settings = _settings(config)
+
+    async def run(store: AccountStore) -> None:
+        await _set_budgets(store, name, None, _budgets(budget_usd))
+
+    _with_store(settings, run)
+    out.print(f"'{name}' budgets set")
+
+
 @accounts_app.command("credit")
 def accounts_credit(
     name: AccountArgument,
@@ -251,31 +287,256 @@ def accounts_credit(
     out.print(f"'{name}' balance: {nano_to_usd(account.balance_nano)} USD")
 
 
+ModelsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--models",
+        help="Models the key may use: exact ids or prefixes ending in '/' or '*' "
+        "(repeat, or separate with commas). Default: every model.",
+    ),
+]
+TcbOption = Annotated[
+    list[str] | None,
+    typer.Option("--tcb", help="TCB statuses the key accepts (repeat); a subset of the gateway's."),
+]
+RequireGpuOption = Annotated[
+    bool, typer.Option("--require-gpu", help="Serve the key only with GPU evidence.")
+]
+UpstreamOption = Annotated[
+    list[str] | None, typer.Option("--upstream", help="Upstreams the key may reach (repeat).")
+]
+MeasurementsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--measurements",
+        help="JSON file of accepted measurement values per register, as the gateway's.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+MaxAgeOption = Annotated[
+    int | None,
+    typer.Option("--max-verdict-age", min=1, help="Oldest verdict the key accepts, in seconds."),
+]
+TpmOption = Annotated[
+    int | None,
+    typer.Option("--tpm", min=1, help="Tokens per minute (prompt bound + max_tokens, held)."),
+]
+BudgetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--budget-usd",
+        help="A spend budget, PERIOD=USD: day, month or lifetime, e.g. day=5 (repeat; "
+        "PERIOD=none drops it).",
+    ),
+]
+RpmOption = Annotated[
+    int | None,
+    typer.Option("--rpm", min=1, help="Requests per minute (default: default_rpm)."),
+]
+
+
+def _floor(
+    tcb: list[str] | None,
+    require_gpu: bool,
+    upstreams: list[str] | None,
+    measurements: Path | None,
+    max_age_s: int | None,
+) -> AttestationFloor | None:
+    if not (tcb or require_gpu or upstreams or measurements or max_age_s):
+        return None
+    try:
+        registers = MeasurementAllowList.from_file(measurements).allowed if measurements else None
+    except ConfigError as exc:
+        raise PolicyError(str(exc)) from exc
+    return AttestationFloor(
+        tcb=frozenset(tcb) if tcb else None,
+        require_gpu=require_gpu,
+        upstreams=frozenset(upstreams) if upstreams else None,
+        measurements=registers,
+        max_age_s=max_age_s,
+    )
+
+
+def _budgets(values: list[str] | None) -> list[tuple[str, int | None]]:
+    """PERIOD=USD pairs, each checked: the period is a known one, the amount exact."""
+    budgets: list[tuple[str, int | None]] = []
+    for value in values or []:
+        period, _, amount = value.partition("=")
+        if period not in BUDGET_PERIODS or not amount:
+            raise PolicyError(
+                f"--budget-usd {value!r}: expected day=USD, month=USD or lifetime=USD"
+            )
+        budgets.append((period, None if amount == "none" else usd_to_nano(amount)))
+    return budgets
+
+
+async def _set_budgets(
+    store: AccountStore, account: str, key_id: str | None, budgets: list[tuple[str, int | None]]
+) -> None:
+    for period, limit_nano in budgets:
+        await store.set_budget(account, key_id, period, limit_nano)
+
+
+def _models(models: list[str] | None) -> tuple[str, ...] | None:
+    if not models:
+        return None
+    return apikeys.model_patterns(p for m in models for p in m.split(","))
+
+
 @keys_app.command("create")
 def keys_create(
     account: Annotated[str, typer.Option("--account", help="Account the key bills to.")],
-    rpm: Annotated[
-        int | None,
-        typer.Option("--rpm", min=1, help="Requests per minute (default: default_rpm)."),
-    ] = None,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    budget_usd: BudgetOption = None,
     name: Annotated[str, typer.Option("--name", help="A label for the key.")] = "",
+    models: ModelsOption = None,
+    tcb: TcbOption = None,
+    require_gpu: RequireGpuOption = False,
+    upstream: UpstreamOption = None,
+    measurements: MeasurementsOption = None,
+    max_verdict_age: MaxAgeOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Create an API key; its secret is printed once, on the last line."""
     settings = _settings(config)
-    token, key = _with_store(
-        settings,
-        lambda store: auth.issue_key(
+
+    async def run(store: AccountStore) -> tuple[str, ApiKey]:
+        policy = KeyPolicy(
+            _models(models), _floor(tcb, require_gpu, upstream, measurements, max_verdict_age), tpm
+        )
+        auth.check_policy(policy, settings)
+        budgets = _budgets(budget_usd)
+        token, key = await auth.issue_key(
             store,
             account=account,
             prefix=settings.key_prefix,
             secret=_key_secret(settings),
             name=name,
             rpm=rpm,
-        ),
-    )
+            policy=policy,
+        )
+        await _set_budgets(store, account, key.id, budgets)
+        return token, key
+
+    token, key = _with_store(settings, run)
     out.print(f"key {key.id} for '{account}'. The secret is shown only now:")
     print(token)
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: KeyIdArgument,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    no_tpm: Annotated[bool, typer.Option("--no-tpm", help="Drop the key's token limit.")] = False,
+    budget_usd: BudgetOption = None,
+    models: ModelsOption = None,
+    all_models: Annotated[
+        bool, typer.Option("--all-models", help="Drop the key's model allow-list.")
+    ] = False,
+    tcb: TcbOption = None,
+    require_gpu: RequireGpuOption = False,
+    upstream: UpstreamOption = None,
+    measurements: MeasurementsOption = None,
+    max_verdict_age: MaxAgeOption = None,
+    no_attestation_policy: Annotated[
+        bool,
+        typer.Option(
+            "--no-attestation-policy",
+            help="Drop the key's attestation policy (the gateway's holds).",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Change a key's limit or policy: each option given replaces that part of it
+    (the attestation options together replace the key's attestation policy)."""
+    settings = _settings(config)
+
+    async def run(store: AccountStore) -> tuple[ApiKey, list[BudgetUse]]:
+        key = await store.get_key(key_id)
+        old = apikeys.load_policy(key.policy) or KeyPolicy()
+        floor = _floor(tcb, require_gpu, upstream, measurements, max_verdict_age)
+        policy = KeyPolicy(
+            None if all_models else (_models(models) or old.models),
+            None if no_attestation_policy else (floor or old.attestation),
+            None if no_tpm else (tpm or old.tpm),
+        )
+        auth.check_policy(policy, settings)
+        budgets = _budgets(budget_usd)
+        key = await store.update_key(
+            key_id, rpm=rpm if rpm is not None else key.rpm, policy=policy.dumps()
+        )
+        await _set_budgets(store, key.account_name, key.id, budgets)
+        return key, await _budget_uses(store, key)
+
+    key, budgets = _with_store(settings, run)
+    out.print(f"updated {key.id}")
+    _print_key(key, budgets, settings, as_json=False)
+
+
+@keys_app.command("show")
+def keys_show(
+    key_id: KeyIdArgument, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """One key: its account, limit, status and policy (never the secret)."""
+    settings = _settings(config)
+
+    async def run(store: AccountStore) -> tuple[ApiKey, list[BudgetUse]]:
+        key = await store.get_key(key_id)
+        return key, await _budget_uses(store, key)
+
+    key, budgets = _with_store(settings, run)
+    _print_key(key, budgets, settings, as_json=as_json)
+
+
+async def _budget_uses(store: AccountStore, key: ApiKey) -> list[BudgetUse]:
+    """The key's budgets and its account's, as they stand now."""
+    return await Ledger(store.engine).budgets(key.account_id, key.id, wall_ms())
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    policy = apikeys.load_policy(key.policy) or KeyPolicy()
+    return {
+        "id": key.id,
+        "account": key.account_name,
+        "name": key.name,
+        "hint": key.hint,
+        "rpm": key.rpm,
+        "active": key.active,
+        "policy": policy.to_json(),
+    }
+
+
+def _print_key(key: ApiKey, budgets: list[BudgetUse], settings: Settings, *, as_json: bool) -> None:
+    described = _key_json(key) | {"budgets": [describe_budget(b) for b in budgets]}
+    if as_json:
+        print(json.dumps(described))
+        return
+    policy = described["policy"]
+    floor = policy["attestation"]
+    table = Table("field", Column("value", overflow="fold"), show_header=False)
+    for label, value in [
+        ("id", key.id),
+        ("account", key.account_name),
+        ("name", key.name),
+        ("key", key.hint),
+        ("rpm", str(key.rpm or settings.default_rpm)),
+        ("tpm", str(policy["tpm"]) if policy["tpm"] else "none"),
+        ("status", "active" if key.active else "revoked"),
+        ("models", ", ".join(policy["models"]) if policy["models"] else "all"),
+        ("attestation", json.dumps(floor) if floor else "the gateway's"),
+        *(
+            (
+                f"{b['scope']} {b['period']} budget (USD)",
+                f"{b['spent']} spent, {b['held']} held of {b['limit']}",
+            )
+            for b in described["budgets"]
+        ),
+    ]:
+        table.add_row(label, escape(value))
+    out.print(table)
 
 
 @keys_app.command("list")
@@ -290,21 +551,7 @@ def keys_list(
     settings = _settings(config)
     keys = _with_store(settings, lambda store: store.list_keys(account))
     if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "id": k.id,
-                        "account": k.account_name,
-                        "name": k.name,
-                        "hint": k.hint,
-                        "rpm": k.rpm,
-                        "active": k.active,
-                    }
-                    for k in keys
-                ]
-            )
-        )
+        print(json.dumps([_key_json(k) for k in keys]))
         return
     table = Table(_id_column("id", [k.id for k in keys]), "account", "name", "key", "rpm", "status")
     for k in keys:

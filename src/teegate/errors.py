@@ -8,6 +8,8 @@
     │   │   └── ModelNotConfidential  400 model_not_confidential
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── InsufficientBalance       402 insufficient_balance
+    │   ├── BudgetExceeded            402 budget_exceeded (a key's or account's spend budget)
+    │   ├── ModelNotAllowed           403 model_not_allowed (outside the key's allow-list)
     │   ├── NotFound                  404 not_found (routes, generations)
     │   │   └── ModelNotFound         404 model_not_found
     │   ├── MethodNotAllowed          405 method_not_allowed
@@ -27,6 +29,7 @@
         ├── ConfigError               a bad setting, refused at start-up
         ├── InvariantViolation        a bug: state the code's own rules rule out
         ├── MoneyError                a bug: a float or an inexact amount on the money path
+        ├── PolicyError               a key policy malformed or looser than the gateway's
         ├── SSEError                  an upstream stream the gate cannot decode
         ├── StoreConflict             a name or reference that must be unique exists
         └── StoreNotFound             an account or key the admin named does not exist
@@ -152,6 +155,25 @@ class InsufficientBalance(TeegateError):
     code = "insufficient_balance"
 
 
+class BudgetExceeded(TeegateError):
+    status = 402
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class ModelNotAllowed(TeegateError):
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_allowed"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"This API key may not use the model '{model}' (it is outside the key's "
+            "model allow-list).",
+            param="model",
+        )
+
+
 class NotFound(TeegateError):
     status = 404
     type = "invalid_request_error"
@@ -257,6 +279,10 @@ class InvariantViolation(DomainError, RuntimeError):
 
 class MoneyError(DomainError, ValueError):
     """A float, a bool or an inexact amount reached the money path."""
+
+
+class PolicyError(DomainError, ValueError):
+    """A key's policy is malformed, or asks for what the gateway itself would not accept."""
 
 
 class SSEError(DomainError, ValueError):

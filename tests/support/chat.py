@@ -16,6 +16,7 @@ from teegate.catalog import AttestationStatus, Catalog, CatalogModel
 from teegate.chat import Answer, ChatRequest, ChatService, parse_chat_request
 from teegate.config import RequestDefaults
 from teegate.errors import ServiceUnavailable
+from teegate.ratelimit import LocalRateLimiter
 from tests.support.ledger import MODEL, FakeStore
 
 PRINCIPAL = Principal("key_1", 7, None)
@@ -158,7 +159,9 @@ def a_request(*, stream: bool, include_usage: bool = False) -> ChatRequest:
 def chat_service(upstream: FakeUpstream, meter: RecordingMeter) -> ChatService:
     catalog = Catalog()
     catalog.replace(MODEL.upstream, [MODEL])
-    return ChatService(catalog, Passing(), {MODEL.upstream: upstream}, meter)
+    return ChatService(
+        catalog, Passing(), {MODEL.upstream: upstream}, meter, limiter=LocalRateLimiter()
+    )
 
 
 async def an_answer(

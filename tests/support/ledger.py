@@ -10,7 +10,7 @@ suite and the differential test run it beside the SQL ledgers; the meter's tests
 use it as their store.
 
 It keeps what the tables keep: accounts with balance and held amounts, every hold
-with its state, the ledger's entries and the usage records.
+with its state, the ledger's entries, the usage records and the spend budgets.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teegate.billing import (
     Balance,
+    BudgetPeriod,
+    BudgetUse,
     Hold,
     HoldState,
     LedgerStore,
@@ -36,6 +38,7 @@ from teegate.billing import (
     UsageRecord,
     cost_nano,
     expired_settlement,
+    period_start,
     settlement_for,
 )
 from teegate.catalog import parse_entry
@@ -93,6 +96,24 @@ async def funded(engine: AsyncEngine, name: str, nano: int) -> int:
 
 
 @dataclass
+class MemoryBudget:
+    """One row of `budgets`: spent counts from `period_start_ms`, held is every open
+    budgeted hold of its key (or account)."""
+
+    limit_nano: int
+    period_start_ms: int = 0
+    spent_nano: int = 0
+    held_nano: int = 0
+
+    def spent_in(self, period: BudgetPeriod, now_ms: int) -> int:
+        return 0 if self.period_start_ms < period_start(period, now_ms) else self.spent_nano
+
+    def move_to(self, period: BudgetPeriod, now_ms: int) -> None:
+        self.spent_nano = self.spent_in(period, now_ms)
+        self.period_start_ms = max(self.period_start_ms, period_start(period, now_ms))
+
+
+@dataclass
 class MemoryAccount:
     id: int
     name: str
@@ -135,6 +156,8 @@ class MemoryLedger:
         self.usage_records: dict[str, UsageRecord] = {}
         self.settled: list[Settlement] = []
         """Every settlement that resolved a hold, in order."""
+        self.budget_rows: dict[tuple[int, str, BudgetPeriod], MemoryBudget] = {}
+        """By account, key ('' for the account's own) and period."""
 
     # the accounts' side -------------------------------------------------------------
 
@@ -151,6 +174,26 @@ class MemoryLedger:
         self.entries.append(Entry(account.id, "credit", amount_nano, None, memo))
         account.balance_nano += amount_nano
 
+    def set_budget(
+        self, account_id: int, key_id: str | None, period: BudgetPeriod, limit_nano: int
+    ) -> None:
+        key = (account_id, key_id or "", period)
+        row = self.budget_rows.get(key)
+        if row is None:
+            self.budget_rows[key] = MemoryBudget(limit_nano)
+        else:
+            row.limit_nano = limit_nano
+
+    def _budgets_of(self, hold: Hold) -> list[tuple[str, BudgetPeriod, MemoryBudget]]:
+        return sorted(
+            (
+                (key_id, period, row)
+                for (account_id, key_id, period), row in self.budget_rows.items()
+                if account_id == hold.account_id and key_id in ("", hold.key_id)
+            ),
+            key=lambda found: (found[0] == "", found[1]),
+        )
+
     # LedgerStore ----------------------------------------------------------------------
 
     async def place_hold(self, hold: Hold) -> Placement:
@@ -162,6 +205,16 @@ class MemoryLedger:
             return Placement(False, available)
         if hold.request_id in self.hold_rows:
             raise DuplicateRow(f"hold {hold.request_id} exists")
+        if hold.budgeted:
+            budgets = self._budgets_of(hold)
+            for key_id, period, row in budgets:
+                spent = row.spent_in(period, hold.created_ms)
+                if row.limit_nano - spent - row.held_nano < hold.amount_nano:
+                    use = BudgetUse(key_id or None, period, row.limit_nano, spent, row.held_nano)
+                    return Placement(False, available, use)
+            for _, period, row in budgets:
+                row.move_to(period, hold.created_ms)
+                row.held_nano += hold.amount_nano
         account.held_nano += hold.amount_nano
         self.hold_rows[hold.request_id] = HoldRow(hold)
         return Placement(True, available)
@@ -179,6 +232,11 @@ class MemoryLedger:
         if cost > 0 and any(e.reference == hold.request_id for e in self.entries):
             raise DuplicateRow(f"an entry already references {hold.request_id}")
         account = self.accounts[hold.account_id]
+        if hold.budgeted:
+            for _, period, budget in self._budgets_of(hold):
+                budget.move_to(period, settlement.settled_ms)
+                budget.spent_nano += cost
+                budget.held_nano = max(budget.held_nano - hold.amount_nano, 0)
         row.state, row.resolved_ms = settlement.hold_state, settlement.settled_ms
         account.held_nano -= hold.amount_nano
         account.balance_nano -= cost
@@ -227,6 +285,17 @@ class MemoryLedger:
     async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
         record = self.usage_records.get(request_id)
         return record if record is not None and record.account_id == account_id else None
+
+    async def budgets(self, account_id: int, key_id: str, now_ms: int) -> list[BudgetUse]:
+        return [
+            BudgetUse(
+                k or None, period, row.limit_nano, row.spent_in(period, now_ms), row.held_nano
+            )
+            for (a, k, period), row in sorted(
+                self.budget_rows.items(), key=lambda item: (item[0][1] == "", item[0][2])
+            )
+            if a == account_id and k in ("", key_id)
+        ]
 
     # the books -------------------------------------------------------------------------
 
@@ -335,6 +404,9 @@ class Batched:
 
     async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
         return await self.ledger.generation(account_id, request_id)
+
+    async def budgets(self, account_id: int, key_id: str, now_ms: int) -> list[BudgetUse]:
+        return await self.ledger.budgets(account_id, key_id, now_ms)
 
 
 class FakeStore(MemoryLedger):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from teegate.api import attestation, chat, embeddings, health, models, unavailable, usage
+from teegate.api import attestation, chat, embeddings, health, keys, models, unavailable, usage
 from teegate.api.openapi import openapi_json
 
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -17,6 +17,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models.retrieve_model, methods=["GET"]),
         Route("/v1/balance", usage.get_balance, methods=["GET"]),
+        Route("/v1/key", keys.get_key, methods=["GET"]),
         Route("/v1/usage", usage.list_usage, methods=["GET"]),
         Route("/v1/generation", usage.get_generation, methods=["GET"]),
         Route("/v1/attestation/report", attestation.attestation_report, methods=["GET"]),

@@ -17,6 +17,8 @@ async def create_chat_completion(request: Request) -> AnswerResponse:
     raw = await read_json_body(request, gw.settings.max_body_bytes)
     chat = parse_chat_request(raw, gw.settings.defaults)
     answer = await unless_client_leaves(
-        request, gw.late_watches, gw.chat.answer(principal, chat, request.state.request_id)
+        request,
+        gw.late_watches,
+        gw.chat.answer(principal, chat, request.state.request_id, request.state.ratelimit_headers),
     )
     return AnswerResponse(answer, request.state.ratelimit_headers)

@@ -23,6 +23,8 @@ async def create_embeddings(request: Request) -> AnswerResponse:
     answer = await unless_client_leaves(
         request,
         gw.late_watches,
-        gw.embeddings.answer(principal, parsed, request.state.request_id),
+        gw.embeddings.answer(
+            principal, parsed, request.state.request_id, request.state.ratelimit_headers
+        ),
     )
     return AnswerResponse(answer, request.state.ratelimit_headers)

@@ -12,17 +12,26 @@ from teegate.errors import ModelNotFound
 
 
 async def list_models(request: Request) -> Response:
-    await authorize(request)
+    """A key with a policy sees only the models it may use, on upstreams it accepts."""
+    policy = (await authorize(request)).policy
     gw = gateway(request)
-    data = list_servable(gw.catalog, gw.attestation)
+    if policy is None:
+        data = list_servable(gw.catalog, gw.attestation)
+    else:
+        data = list_servable(
+            gw.catalog, gw.attestation, allows=policy.allows, floor=policy.attestation
+        )
     return json_response({"object": "list", "data": data}, headers=request.state.ratelimit_headers)
 
 
 async def retrieve_model(request: Request) -> Response:
-    await authorize(request)
+    policy = (await authorize(request)).policy
     gw = gateway(request)
     model_id: str = request.path_params["model_id"]
-    described = describe_servable(gw.catalog, gw.attestation, model_id)
+    if policy is not None and not policy.allows(model_id):
+        raise ModelNotFound(model_id)  # as the list does not show it
+    floor = policy.attestation if policy is not None else None
+    described = describe_servable(gw.catalog, gw.attestation, model_id, floor)
     if described is None:
         raise ModelNotFound(model_id)
     return json_response(described, headers=request.state.ratelimit_headers)

@@ -67,6 +67,9 @@ def build_openapi() -> dict[str, Any]:
         "/v1/balance": {
             "get": _operation("The caller's balance, holds and available credit", "USD strings")
         },
+        "/v1/key": {
+            "get": _operation("The caller's key: its limits and policy (never its secret)", "key")
+        },
         "/v1/usage": {
             "get": _operation("The caller's usage records, newest first (since, limit)", "list")
         },

@@ -3,7 +3,14 @@
 No web framework and no SQL here: storage is reached through `LedgerStore`.
 """
 
-from teegate.billing._describe import describe_balance, describe_generation, iso_utc, parse_since
+from teegate.billing._budget import period_start, period_starts
+from teegate.billing._describe import (
+    describe_balance,
+    describe_budget,
+    describe_generation,
+    iso_utc,
+    parse_since,
+)
 from teegate.billing._estimate import (
     EMBEDDING_INPUT_OVERHEAD_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
@@ -27,8 +34,11 @@ from teegate.billing._outcome import Outcome, Status, Usage, read_usage
 from teegate.billing._pricing import Rates, cost_nano
 from teegate.billing._reaper import Reaper
 from teegate.billing._records import (
+    BUDGET_PERIODS,
     SETTLED_BY,
     Balance,
+    BudgetPeriod,
+    BudgetUse,
     Hold,
     HoldState,
     LedgerStore,
@@ -43,6 +53,7 @@ from teegate.billing._settle import (
     FALLBACK_BYTES_PER_TOKEN,
     expired_settlement,
     fallback_completion_tokens,
+    settled_tokens,
     settlement_for,
     void_settlement,
 )
@@ -50,6 +61,7 @@ from teegate.errors import InvariantViolation, MoneyError
 from teegate.invariants import invariant
 
 __all__ = [
+    "BUDGET_PERIODS",
     "EMBEDDING_INPUT_OVERHEAD_TOKENS",
     "FALLBACK_BYTES_PER_TOKEN",
     "MAX_USAGE_PAGE",
@@ -61,6 +73,8 @@ __all__ = [
     "TOOL_OVERHEAD_TOKENS",
     "Balance",
     "Billing",
+    "BudgetPeriod",
+    "BudgetUse",
     "Hold",
     "HoldRequest",
     "HoldState",
@@ -80,6 +94,7 @@ __all__ = [
     "UsageRecord",
     "cost_nano",
     "describe_balance",
+    "describe_budget",
     "describe_generation",
     "embedding_input_bound",
     "exact_int",
@@ -92,8 +107,11 @@ __all__ = [
     "marked_up_price",
     "nano_to_usd",
     "parse_since",
+    "period_start",
+    "period_starts",
     "prompt_upper_bound",
     "read_usage",
+    "settled_tokens",
     "settlement_for",
     "usd_to_nano",
     "void_settlement",

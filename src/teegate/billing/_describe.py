@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from teegate.billing._money import nano_to_usd
-from teegate.billing._records import Balance, UsageRecord
+from teegate.billing._records import Balance, BudgetUse, UsageRecord
 
 
 def describe_generation(record: UsageRecord) -> dict[str, Any]:
@@ -58,3 +58,15 @@ def parse_since(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - EPOCH) // ONE_MS
+
+
+def describe_budget(budget: BudgetUse) -> dict[str, Any]:
+    """A spend budget as `GET /v1/key` and `teegate keys show` answer it (USD strings)."""
+    return {
+        "scope": "key" if budget.key_id is not None else "account",
+        "period": budget.period,
+        "limit": nano_to_usd(budget.limit_nano),
+        "spent": nano_to_usd(budget.spent_nano),
+        "held": nano_to_usd(budget.held_nano),
+        "remaining": nano_to_usd(budget.remaining_nano),
+    }

@@ -22,9 +22,9 @@ from teegate.billing._estimate import (
 from teegate.billing._money import nano_to_usd
 from teegate.billing._outcome import Outcome
 from teegate.billing._pricing import Rates
-from teegate.billing._records import Hold, LedgerStore, Placement
+from teegate.billing._records import BudgetUse, Hold, LedgerStore, Placement
 from teegate.billing._settle import settlement_for, void_settlement
-from teegate.errors import InsufficientBalance
+from teegate.errors import BudgetExceeded, InsufficientBalance
 from teegate.invariants import invariant
 
 log = structlog.get_logger("teegate.billing")
@@ -59,6 +59,7 @@ class HoldRequest:
     max_output_tokens: int
     choices: int
     prompt_tokens: int | None = None
+    budgeted: bool = False
 
 
 class LedgerMeter:
@@ -83,6 +84,8 @@ class LedgerMeter:
         hold = self.hold_for(request)
         invariant(hold.amount_nano >= 0, f"hold {hold.request_id}: negative amount")
         placement = await self._placed(hold)
+        if not placement.placed and placement.over_budget is not None:
+            raise BudgetExceeded(_over_budget(hold, placement.over_budget))
         if not placement.placed:
             generates = hold.completion_tokens > 0
             raise InsufficientBalance(
@@ -92,6 +95,9 @@ class LedgerMeter:
                 f"Add credit or {_LOWER[generates]}."
             )
         return hold
+
+    def now_ms(self) -> int:
+        return self._clock()
 
     def hold_for(self, request: HoldRequest) -> Hold:
         """The hold a request needs, at the rates it was admitted at."""
@@ -113,6 +119,7 @@ class LedgerMeter:
             amount_nano=hold_amount_nano(prompt, completion, rates),
             created_ms=created,
             expires_ms=created + self._ttl_ms,
+            budgeted=request.budgeted,
         )
 
     async def settle(self, hold: Hold, outcome: Outcome) -> None:
@@ -166,3 +173,14 @@ class LedgerMeter:
             await self._store.settle(void_settlement(hold, "client_gone", self._clock()))
         except Exception as exc:  # the reaper is the safety net; say so
             log.error("void_failed", request_id=hold.request_id, error=type(exc).__name__)
+
+
+def _over_budget(hold: Hold, budget: BudgetUse) -> str:
+    owner = "this key's" if budget.key_id is not None else "your account's"
+    period = {"day": "daily", "month": "monthly", "lifetime": "lifetime"}[budget.period]
+    return (
+        f"Budget exceeded: this request needs {nano_to_usd(hold.amount_nano)} USD held "
+        f"(its prompt and max_tokens at the model's price), but {owner} {period} budget of "
+        f"{nano_to_usd(budget.limit_nano)} USD has {nano_to_usd(budget.remaining_nano)} USD "
+        "left. Lower max_tokens, or wait for the next period."
+    )

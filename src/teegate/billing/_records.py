@@ -39,6 +39,10 @@ class Hold:
     amount_nano: int
     created_ms: int
     expires_ms: int
+    budgeted: bool = False
+    """Its key or account has a spend budget: placing and settling it also move the
+    budgets' held and spent amounts (a hold without one touches no budget row). Not a
+    column: a hold read back asks the budgets table."""
 
     def __post_init__(self) -> None:
         for name in ("prompt_tokens", "completion_tokens", "amount_nano", "created_ms"):
@@ -50,12 +54,34 @@ class Hold:
         invariant(self.expires_ms > self.created_ms, f"hold {self.request_id}: already expired")
 
 
+BudgetPeriod = Literal["day", "month", "lifetime"]
+BUDGET_PERIODS: tuple[BudgetPeriod, ...] = ("day", "month", "lifetime")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetUse:
+    """A spend budget, and what is spent in its period and held against it now.
+    `key_id` is None for the account's own budget (every key of it counts)."""
+
+    key_id: str | None
+    period: BudgetPeriod
+    limit_nano: int
+    spent_nano: int
+    held_nano: int
+
+    @property
+    def remaining_nano(self) -> int:
+        return max(0, self.limit_nano - self.spent_nano - self.held_nano)
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Whether a hold fitted, and what was available to it (for the 402 message)."""
+    """Whether a hold fitted, and what was available to it (for the 402 message);
+    a hold that fitted the balance but not a budget names that budget."""
 
     placed: bool
     available_nano: int
+    over_budget: BudgetUse | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +177,11 @@ class LedgerStore(Protocol):
         ...
 
     async def balance(self, account_id: int) -> Balance | None: ...
+
+    async def budgets(self, account_id: int, key_id: str, now_ms: int) -> list[BudgetUse]:
+        """The key's budgets and its account's, with what is spent in the period of
+        `now_ms` and held now."""
+        ...
 
     async def usage(self, query: UsageQuery) -> list[UsageRecord]: ...
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from teegate.billing._meter import Clock, LedgerMeter, wall_ms
 from teegate.billing._reaper import Reaper
-from teegate.billing._records import Balance, LedgerStore, UsageQuery, UsageRecord
+from teegate.billing._records import Balance, BudgetUse, LedgerStore, UsageQuery, UsageRecord
 
 MAX_USAGE_PAGE = 1000
 
@@ -44,3 +44,8 @@ class Billing:
     async def generation(self, account_id: int, request_id: str) -> UsageRecord | None:
         await self.meter.settled()
         return await self._store.generation(account_id, request_id)
+
+    async def budgets(self, account_id: int, key_id: str) -> list[BudgetUse]:
+        """The key's spend budgets and its account's, as they stand now."""
+        await self.meter.settled()
+        return await self._store.budgets(account_id, key_id, self.meter.now_ms())

@@ -49,19 +49,7 @@ def settlement_for(
     now_ms: int,
 ) -> Settlement:
     """Apply rules 1-3 above to one finished request."""
-    settled_by: SettledBy
-    if usage is not None:
-        prompt = min(exact_int(usage.prompt_tokens, "usage.prompt_tokens"), MAX_RECORDED_TOKENS)
-        completion = min(
-            exact_int(usage.completion_tokens, "usage.completion_tokens"), MAX_RECORDED_TOKENS
-        )
-        settled_by = "usage"
-    elif output_bytes > 0 or status == "ok":
-        prompt = hold.prompt_tokens
-        completion = fallback_completion_tokens(output_bytes, hold.completion_tokens)
-        settled_by = "fallback"
-    else:
-        prompt, completion, settled_by = 0, 0, "void"
+    prompt, completion, settled_by = settled_tokens(hold, status, usage, output_bytes)
     cost = cost_nano(prompt, completion, hold.rates)
     return Settlement(
         hold=hold,
@@ -73,6 +61,23 @@ def settlement_for(
         capped=cost > hold.amount_nano,
         settled_ms=now_ms,
     )
+
+
+def settled_tokens(
+    hold: Hold, status: str, usage: UsageLike | None, output_bytes: int
+) -> tuple[int, int, SettledBy]:
+    """The prompt and completion tokens rules 1-3 bill (a key's tokens-per-minute
+    window is corrected to the same count)."""
+    if usage is not None:
+        prompt = min(exact_int(usage.prompt_tokens, "usage.prompt_tokens"), MAX_RECORDED_TOKENS)
+        completion = min(
+            exact_int(usage.completion_tokens, "usage.completion_tokens"), MAX_RECORDED_TOKENS
+        )
+        return prompt, completion, "usage"
+    if output_bytes > 0 or status == "ok":
+        completion = fallback_completion_tokens(output_bytes, hold.completion_tokens)
+        return hold.prompt_tokens, completion, "fallback"
+    return 0, 0, "void"
 
 
 def expired_settlement(hold: Hold, now_ms: int) -> Settlement:

@@ -2,6 +2,7 @@
 
 from teegate.catalog._catalog import Catalog
 from teegate.catalog._describe import describe, describe_servable, list_servable
+from teegate.catalog._floor import AttestationFloor
 from teegate.catalog._gate import (
     Admitted,
     AttestationStatus,
@@ -24,6 +25,7 @@ __all__ = [
     "CAPABILITY_TAGS",
     "MODALITIES",
     "Admitted",
+    "AttestationFloor",
     "AttestationStatus",
     "AttestationView",
     "Capabilities",

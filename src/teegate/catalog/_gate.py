@@ -7,8 +7,9 @@ before a hold is placed or a byte goes upstream (fail closed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from teegate.catalog._catalog import Catalog
 from teegate.catalog._model import CatalogModel
@@ -19,6 +20,9 @@ from teegate.errors import (
     UnsupportedCapability,
 )
 from teegate.invariants import InvariantViolation
+
+if TYPE_CHECKING:
+    from teegate.catalog._floor import AttestationFloor
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,11 @@ class AttestationStatus:
     # "unbound" (chutes: CA-verified TLS only, no end-to-end encryption to the
     # attested key), "" when there is no evidence (provider-asserted, failures).
     channel: str = ""
+    # What a key's attestation floor reads (catalog.AttestationFloor): the verdict's
+    # TCB status, whether it carried GPU evidence, its measurement registers.
+    tcb_status: str | None = None
+    gpu: bool = False
+    measurements: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class AttestationView(Protocol):
@@ -67,8 +76,14 @@ class Capabilities:
 
 
 def admit(
-    catalog: Catalog, attestation: AttestationView, model_id: str, needs: Capabilities
+    catalog: Catalog,
+    attestation: AttestationView,
+    model_id: str,
+    needs: Capabilities,
+    floor: AttestationFloor | None = None,
 ) -> Admitted:
+    """The first capable offer whose attestation passes now (and meets the key's
+    floor, if it has one); otherwise the reason none does."""
     offers = catalog.servable(model_id)
     if not offers:
         _refuse_unservable(catalog, model_id)
@@ -82,9 +97,14 @@ def admit(
     failures = []
     for offer in capable:
         status = offer_status(offer, attestation)
-        if status.passed:
+        if not status.passed:
+            failures.append(status.reason)
+        elif floor is None:
             return Admitted(offer, status)
-        failures.append(status.reason)
+        elif (unmet := floor.unmet(offer.upstream, status)) is None:
+            return Admitted(offer, replace(status, header=status.header + floor.header))
+        else:
+            failures.append(f"the key's attestation policy is not met: {unmet}")
     raise ModelNotConfidential(
         f"Model '{model_id}' is not Confidential Compute right now: its attestation "
         f"did not pass ({'; '.join(failures)})."

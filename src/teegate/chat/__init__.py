@@ -5,7 +5,7 @@ failure path serve every other whole-body endpoint too (embeddings)."""
 from teegate.chat._answer import Answer, WholeAnswer
 from teegate.chat._request import ChatRequest, check_against_model, parse_chat_request
 from teegate.chat._seams import Meter, Sink, Upstream, UpstreamStream
-from teegate.chat._service import ChatService, upstream_failed
+from teegate.chat._service import ChatService, TokenWindowMeter, reserve_tokens, upstream_failed
 
 __all__ = [
     "Answer",
@@ -13,10 +13,12 @@ __all__ = [
     "ChatService",
     "Meter",
     "Sink",
+    "TokenWindowMeter",
     "Upstream",
     "UpstreamStream",
     "WholeAnswer",
     "check_against_model",
     "parse_chat_request",
+    "reserve_tokens",
     "upstream_failed",
 ]

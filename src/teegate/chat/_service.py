@@ -8,17 +8,27 @@ Answer once it has been sent otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
+import anyio
 import orjson
 
-from teegate.apikeys import Principal
-from teegate.billing import Hold, HoldRequest, Outcome, Rates
+from teegate.apikeys import KeyPolicy, Principal
+from teegate.billing import (
+    Hold,
+    HoldRequest,
+    Outcome,
+    Rates,
+    held_completion_tokens,
+    prompt_upper_bound,
+    settled_tokens,
+)
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
 from teegate.chat._answer import Answer, StreamedAnswer, WholeAnswer, settle
 from teegate.chat._request import ChatRequest, check_against_model
 from teegate.chat._seams import Meter, Upstream
-from teegate.errors import ModelNotConfidential, UpstreamKeyChanged
+from teegate.errors import ModelNotConfidential, RateLimitExceeded, UpstreamKeyChanged
+from teegate.ratelimit import RateLimiter
 
 
 class ChatService:
@@ -28,32 +38,93 @@ class ChatService:
         attestation: AttestationView,
         upstreams: Mapping[str, Upstream],
         meter: Meter,
+        *,
+        limiter: RateLimiter,
     ) -> None:
         self._catalog = catalog
         self._attestation = attestation
         self._upstreams = upstreams
         self._meter = meter
+        self.limiter = limiter
+        """Where keys' token limits count: the gateway's limiter (public, so a test can
+        give it a clock of its own)."""
 
-    def admit(self, request: ChatRequest) -> Admitted:
-        admitted = admit(self._catalog, self._attestation, request.model, request.needs)
+    def admit(self, request: ChatRequest, policy: KeyPolicy | None = None) -> Admitted:
+        """The gate, narrowed by the key's policy if it has one: a model outside its
+        allow-list is refused before the catalog is consulted."""
+        if policy is None:
+            admitted = admit(self._catalog, self._attestation, request.model, request.needs)
+        else:
+            policy.check_model(request.model)
+            admitted = admit(
+                self._catalog, self._attestation, request.model, request.needs, policy.attestation
+            )
         check_against_model(request, admitted.model)
         return admitted
 
-    async def answer(self, principal: Principal, request: ChatRequest, request_id: str) -> Answer:
-        """The upstream's answer, held for and not yet sent: sending it settles the hold."""
-        admitted = self.admit(request)
-        hold = await self._meter.place(_hold_request(request_id, principal, admitted, request))
+    async def answer(
+        self,
+        principal: Principal,
+        request: ChatRequest,
+        request_id: str,
+        headers: MutableMapping[str, str] | None = None,
+    ) -> Answer:
+        """The upstream's answer, held for and not yet sent: sending it settles the hold.
+
+        A key with a token limit gets its `x-ratelimit-*-tokens` added to `headers`
+        (those the request answers with, whatever the answer)."""
+        admitted = self.admit(request, principal.policy)
+        hold_request = _hold_request(request_id, principal, admitted, request)
+        meter = self._meter
+        if principal.policy is not None and principal.policy.tpm is not None:
+            tokens = prompt_upper_bound(hold_request.body) + held_completion_tokens(
+                hold_request.max_output_tokens, hold_request.choices
+            )
+            meter = await reserve_tokens(
+                self._meter,
+                self.limiter,
+                principal.key_id,
+                tokens=tokens,
+                tpm=principal.policy.tpm,
+                headers=headers,
+            )
+        hold = await meter.place(hold_request)
         client = self._upstreams[admitted.model.upstream]
         pin = admitted.attestation.tls_pin
         try:
             if request.stream:
                 stream = await client.open_stream(_stream_body(request), pin=pin)
-                return StreamedAnswer(admitted, self._meter, hold, stream, request.include_usage)
+                return StreamedAnswer(admitted, meter, hold, stream, request.include_usage)
             raw, body = await client.complete(orjson.dumps(request.body), pin=pin)
-            return WholeAnswer(admitted, self._meter, hold, raw, Outcome.of_response(body))
+            return WholeAnswer(admitted, meter, hold, raw, Outcome.of_response(body))
         except BaseException as exc:
-            await upstream_failed(self._meter, hold, self._attestation, admitted, exc)
+            await upstream_failed(meter, hold, self._attestation, admitted, exc)
             raise
+
+
+async def reserve_tokens(
+    meter: Meter,
+    limiter: RateLimiter,
+    key_id: str,
+    *,
+    tokens: int,
+    tpm: int,
+    headers: MutableMapping[str, str] | None,
+) -> TokenWindowMeter:
+    """Count the tokens a hold will reserve against the key's window, or refuse before
+    the hold: a 429 costs the ledger nothing. The meter returned corrects the window
+    to what was billed when it settles."""
+    decision = await limiter.reserve_tokens(key_id, tokens, tpm)
+    if headers is not None:
+        headers.update(decision.token_headers())
+    if not decision.allowed:
+        raise RateLimitExceeded(
+            f"Rate limit reached: {tpm} tokens per minute for this key; this request "
+            f"may use up to {tokens} tokens and {decision.remaining} remain in this "
+            f"minute. Send less, or retry after {decision.retry_after_s} seconds.",
+            retry_after_s=decision.retry_after_s,
+        )
+    return TokenWindowMeter(meter, limiter, key_id, tokens, decision.window_start)
 
 
 async def upstream_failed(
@@ -93,6 +164,7 @@ def _hold_request(
         body=request.body,
         max_output_tokens=request.max_output_tokens(),
         choices=request.choices(),
+        budgeted=principal.budgeted,
     )
 
 
@@ -102,3 +174,40 @@ def _stream_body(request: ChatRequest) -> bytes:
     body = dict(request.body)
     body["stream_options"] = {**(request.body.get("stream_options") or {}), "include_usage": True}
     return orjson.dumps(body)
+
+
+class TokenWindowMeter:
+    """The meter for one request of a key with a token limit: its settlement also
+    corrects the key's window from the tokens reserved to the tokens billed."""
+
+    __slots__ = ("_key_id", "_limiter", "_meter", "_reserved", "_window_start")
+
+    def __init__(
+        self, meter: Meter, limiter: RateLimiter, key_id: str, reserved: int, window_start: int
+    ) -> None:
+        self._meter = meter
+        self._limiter = limiter
+        self._key_id = key_id
+        self._reserved: int | None = reserved
+        self._window_start = window_start
+
+    async def place(self, request: HoldRequest) -> Hold:
+        """A hold refused (402) or never placed releases the reservation."""
+        try:
+            return await self._meter.place(request)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._correct(0)
+            raise
+
+    async def settle(self, hold: Hold, outcome: Outcome) -> None:
+        await self._meter.settle(hold, outcome)
+        prompt, completion, _ = settled_tokens(
+            hold, outcome.status, outcome.usage, outcome.output_bytes
+        )
+        await self._correct(prompt + completion)
+
+    async def _correct(self, used: int) -> None:
+        reserved, self._reserved = self._reserved, None
+        if reserved is not None and used != reserved:  # once, by whichever comes first
+            await self._limiter.correct_tokens(self._key_id, self._window_start, used - reserved)

@@ -5,7 +5,7 @@ and a failed upstream call voids it through chat's own failure path."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Protocol
 
 import orjson
@@ -13,8 +13,9 @@ import orjson
 from teegate.apikeys import Principal
 from teegate.billing import HoldRequest, Outcome, Rates
 from teegate.catalog import Admitted, AttestationView, Capabilities, Catalog, admit, serves
-from teegate.chat import Answer, Meter, WholeAnswer, upstream_failed
+from teegate.chat import Answer, Meter, WholeAnswer, reserve_tokens, upstream_failed
 from teegate.embeddings._request import EmbeddingsRequest, check_against_model
+from teegate.ratelimit import RateLimiter
 
 MODALITY = "embeddings"
 NEEDS = Capabilities(modality=MODALITY)
@@ -33,11 +34,14 @@ class EmbeddingsService:
         attestation: AttestationView,
         upstreams: Mapping[str, EmbeddingsUpstream],
         meter: Meter,
+        *,
+        limiter: RateLimiter,
     ) -> None:
         self._catalog = catalog
         self._attestation = attestation
         self._upstreams = upstreams
         self._meter = meter
+        self._limiter = limiter
 
     def is_open(self) -> bool:
         """While no attested confidential embedding model is offered, the endpoint is
@@ -45,21 +49,44 @@ class EmbeddingsService:
         return serves(self._catalog, self._attestation, MODALITY)
 
     async def answer(
-        self, principal: Principal, request: EmbeddingsRequest, request_id: str
+        self,
+        principal: Principal,
+        request: EmbeddingsRequest,
+        request_id: str,
+        headers: MutableMapping[str, str] | None = None,
     ) -> Answer:
-        """The upstream's embeddings, held for and not yet sent: sending settles the hold."""
-        admitted = admit(self._catalog, self._attestation, request.model, NEEDS)
+        """The upstream's embeddings, held for and not yet sent: sending settles the hold.
+        The key's policy fences them as it fences chat: allow-list, attestation floor,
+        token limit and budgets."""
+        policy = principal.policy
+        if policy is None:
+            admitted = admit(self._catalog, self._attestation, request.model, NEEDS)
+        else:
+            policy.check_model(request.model)
+            admitted = admit(
+                self._catalog, self._attestation, request.model, NEEDS, policy.attestation
+            )
         check_against_model(request, admitted.model)
-        hold = await self._meter.place(_hold_request(request_id, principal, admitted, request))
+        meter = self._meter
+        if policy is not None and policy.tpm is not None:
+            meter = await reserve_tokens(
+                meter,
+                self._limiter,
+                principal.key_id,
+                tokens=request.prompt_tokens,
+                tpm=policy.tpm,
+                headers=headers,
+            )
+        hold = await meter.place(_hold_request(request_id, principal, admitted, request))
         client = self._upstreams[admitted.model.upstream]
         try:  # re-encoded, not relayed: the upstream reads exactly the body the gate read
             raw, body = await client.embed(
                 orjson.dumps(request.body), pin=admitted.attestation.tls_pin
             )
         except BaseException as exc:
-            await upstream_failed(self._meter, hold, self._attestation, admitted, exc)
+            await upstream_failed(meter, hold, self._attestation, admitted, exc)
             raise
-        return WholeAnswer(admitted, self._meter, hold, raw, Outcome.of_embeddings(body))
+        return WholeAnswer(admitted, meter, hold, raw, Outcome.of_embeddings(body))
 
 
 def _hold_request(
@@ -78,4 +105,5 @@ def _hold_request(
         max_output_tokens=0,
         choices=1,
         prompt_tokens=request.prompt_tokens,
+        budgeted=principal.budgeted,
     )

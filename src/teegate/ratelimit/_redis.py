@@ -46,6 +46,25 @@ return count
 """
 
 
+RESERVE_SCRIPT = """
+local counted = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tokens = tonumber(ARGV[1])
+if counted + tokens > tonumber(ARGV[2]) then return {0, counted} end
+counted = redis.call('INCRBY', KEYS[1], tokens)
+if counted == tokens then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return {1, counted}
+"""
+"""All or nothing: the tokens are counted only if they all fit under the limit."""
+
+CORRECT_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local counted = redis.call('INCRBY', KEYS[1], ARGV[1])
+if counted < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') end
+return counted
+"""
+"""A window already gone stays gone; a count never goes below zero."""
+
+
 class RedisRateLimiter:
     def __init__(self, url: str, *, replicas: int, timeout_s: float = REDIS_TIMEOUT_S) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -58,6 +77,8 @@ class RedisRateLimiter:
         )
         self._redis = aioredis.Redis.from_pool(pool)
         self._hit = self._redis.register_script(HIT_SCRIPT)
+        self._reserve = self._redis.register_script(RESERVE_SCRIPT)
+        self._correct = self._redis.register_script(CORRECT_SCRIPT)
         self._replicas = replicas
         self._local = LocalRateLimiter()
         self._retry_at = 0.0
@@ -74,11 +95,40 @@ class RedisRateLimiter:
             try:
                 return await self._hit_redis(key_id, limit)
             except Exception as exc:
-                if map_error(type(exc), DEGRADE_ON) is None:
-                    raise
-                self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
-                log.warning("ratelimit_degraded", error=type(exc).__name__)
+                self._degrade(exc)
         return await self._local.hit(key_id, max(1, limit // self._replicas))
+
+    async def reserve_tokens(self, key_id: str, tokens: int, limit: int) -> Decision:
+        if not self.degraded:
+            try:
+                return await self._reserve_redis(key_id, tokens, limit)
+            except Exception as exc:
+                self._degrade(exc)
+        return await self._local.reserve_tokens(key_id, tokens, max(1, limit // self._replicas))
+
+    async def correct_tokens(self, key_id: str, window_start: int, delta: int) -> None:
+        """Best effort: a correction lost to an outage leaves the window counting the
+        reservation, which errs on the side of the limit."""
+        await self._local.correct_tokens(key_id, window_start, delta)
+        if not self.degraded:
+            try:
+                await self._correct(keys=[_tokens_key(key_id, window_start)], args=[delta])
+            except Exception as exc:
+                self._degrade(exc)
+
+    def _degrade(self, exc: Exception) -> None:
+        if map_error(type(exc), DEGRADE_ON) is None:
+            raise exc
+        self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
+        log.warning("ratelimit_degraded", error=type(exc).__name__)
+
+    async def _reserve_redis(self, key_id: str, tokens: int, limit: int) -> Decision:
+        now_s = time.time()
+        window_start = window_of(now_s)
+        allowed, counted = await self._reserve(
+            keys=[_tokens_key(key_id, window_start)], args=[tokens, limit, KEY_TTL_S]
+        )
+        return Decision.for_tokens(bool(allowed), int(counted), limit, now_s, window_start)
 
     async def _hit_redis(self, key_id: str, limit: int) -> Decision:
         now_s = time.time()
@@ -88,3 +138,7 @@ class RedisRateLimiter:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _tokens_key(key_id: str, window_start: int) -> str:
+    return f"teegate:tpm:{key_id}:{window_start}"

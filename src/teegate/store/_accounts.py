@@ -6,13 +6,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from teegate.errors import StoreConflict, StoreNotFound
 from teegate.store._outage import outage_as_unavailable
-from teegate.store._schema import accounts, api_keys, ledger_entries
+from teegate.store._schema import accounts, api_keys, budgets, ledger_entries
 
 KEY_LOOKUP_BATCH = 500
 """Key hashes per IN list: well under every engine's limit on bound parameters."""
@@ -36,6 +36,8 @@ class ApiKey:
     rpm: int | None
     created_ms: int
     revoked_ms: int | None
+    policy: str | None = None
+    """apikeys.KeyPolicy as stored (JSON), None for none."""
 
     @property
     def active(self) -> bool:
@@ -51,6 +53,15 @@ class KeyOwner:
     account_id: int
     rpm: int | None
     revoked: bool
+    policy: str | None = None
+    budgeted: bool = False
+    """The key or its account has a spend budget: its holds must move it."""
+
+
+_HAS_BUDGET = exists().where(
+    budgets.c.account_id == api_keys.c.account_id, budgets.c.key_id.in_(["", api_keys.c.id])
+)
+"""Whether a key's holds are budgeted: read with the key, so a request asks nothing more."""
 
 
 def now_ms() -> int:
@@ -104,6 +115,7 @@ class AccountStore:
         hint: str,
         name: str,
         rpm: int | None,
+        policy: str | None = None,
     ) -> ApiKey:
         account = await self.get_account(account_name)
         created = now_ms()
@@ -117,9 +129,20 @@ class AccountStore:
                     hint=hint,
                     rpm=rpm,
                     created_ms=created,
+                    policy=policy,
                 )
             )
-        return ApiKey(key_id, account.id, account.name, name, hint, rpm, created, None)
+        return ApiKey(key_id, account.id, account.name, name, hint, rpm, created, None, policy)
+
+    async def update_key(self, key_id: str, *, rpm: int | None, policy: str | None) -> ApiKey:
+        """Set a key's limit and policy (both as given: the caller merges)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(api_keys).where(api_keys.c.id == key_id).values(rpm=rpm, policy=policy)
+            )
+        if result.rowcount == 0:
+            raise StoreNotFound(f"no key with id '{key_id}'")
+        return await self.get_key(key_id)
 
     async def list_keys(self, account_name: str | None = None) -> list[ApiKey]:
         query = (
@@ -141,6 +164,7 @@ class AccountStore:
                 r.rpm,
                 r.created_ms,
                 r.revoked_ms,
+                r.policy,
             )
             for r in rows
         ]
@@ -179,13 +203,47 @@ class AccountStore:
                         api_keys.c.account_id,
                         api_keys.c.rpm,
                         api_keys.c.revoked_ms,
+                        api_keys.c.policy,
+                        _HAS_BUDGET.label("budgeted"),
                     ).where(api_keys.c.key_hash.in_(batch))
                 )
                 for row in rows:
                     owners[row.key_hash] = KeyOwner(
-                        row.id, row.key_hash, row.account_id, row.rpm, row.revoked_ms is not None
+                        row.id,
+                        row.key_hash,
+                        row.account_id,
+                        row.rpm,
+                        row.revoked_ms is not None,
+                        row.policy,
+                        bool(row.budgeted),
                     )
         return owners
+
+    async def set_budget(
+        self, account_name: str, key_id: str | None, period: str, limit_nano: int | None
+    ) -> None:
+        """Set (or with None, drop) a key's budget, or the account's (key_id None). What
+        is already spent and held against it stays: only its limit changes."""
+        account = await self.get_account(account_name)
+        owner = budgets.c.account_id == account.id, budgets.c.key_id == (key_id or "")
+        async with self.engine.begin() as conn:
+            if limit_nano is None:
+                await conn.execute(delete(budgets).where(*owner, budgets.c.period == period))
+                return
+            changed = await conn.execute(
+                update(budgets)
+                .where(*owner, budgets.c.period == period)
+                .values(limit_nano=limit_nano)
+            )
+            if changed.rowcount == 0:
+                await conn.execute(
+                    insert(budgets).values(
+                        account_id=account.id,
+                        key_id=key_id or "",
+                        period=period,
+                        limit_nano=limit_nano,
+                    )
+                )
 
     async def ledger_sum(self, account_id: int) -> int:
         async with self.engine.connect() as conn:

@@ -17,15 +17,31 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from teegate.billing import Balance, Hold, Placement, Settlement, UsageQuery, UsageRecord
+from teegate.billing import (
+    Balance,
+    BudgetUse,
+    Hold,
+    Placement,
+    Settlement,
+    UsageQuery,
+    UsageRecord,
+    period_start,
+)
 from teegate.store._group import DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, GroupCommitter
 from teegate.store._ledger_rows import hold_record, usage_record, usage_select
 from teegate.store._outage import outage_as_unavailable
-from teegate.store._schema import accounts, holds, usage_records
+from teegate.store._schema import accounts, budgets, holds, usage_records
 from teegate.store._writers import Writer
+
+_BUDGETED = (
+    exists()
+    .where(budgets.c.account_id == holds.c.account_id, budgets.c.key_id.in_(["", holds.c.key_id]))
+    .label("budgeted")
+)
+"""A hold read back (by the reaper) moves budgets if its key or account has one now."""
 
 
 class Ledger:
@@ -58,7 +74,7 @@ class Ledger:
 
     async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
         query = (
-            select(holds)
+            select(holds, _BUDGETED)
             .where(
                 holds.c.state == "open",
                 or_(holds.c.expires_ms <= now_ms, holds.c.created_ms <= now_ms - ttl_ms),
@@ -71,7 +87,7 @@ class Ledger:
         return [hold_record(row) for row in rows]
 
     async def open_holds(self, account_id: int | None = None) -> list[Hold]:
-        query = select(holds).where(holds.c.state == "open").order_by(holds.c.created_ms)
+        query = select(holds, _BUDGETED).where(holds.c.state == "open").order_by(holds.c.created_ms)
         if account_id is not None:
             query = query.where(holds.c.account_id == account_id)
         async with outage_as_unavailable(), self.engine.connect() as conn:
@@ -85,6 +101,25 @@ class Ledger:
         async with outage_as_unavailable(), self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else Balance(account_id, row.balance_nano, row.held_nano)
+
+    async def budgets(self, account_id: int, key_id: str, now_ms: int) -> list[BudgetUse]:
+        query = (
+            select(budgets)
+            .where(budgets.c.account_id == account_id, budgets.c.key_id.in_(["", key_id]))
+            .order_by(budgets.c.key_id.desc(), budgets.c.period)
+        )
+        async with outage_as_unavailable(), self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            BudgetUse(
+                row.key_id or None,
+                row.period,
+                row.limit_nano,
+                0 if row.period_start_ms < period_start(row.period, now_ms) else row.spent_nano,
+                row.held_nano,
+            )
+            for row in rows
+        ]
 
     async def usage(self, query: UsageQuery) -> list[UsageRecord]:
         statement = usage_select().limit(query.limit)

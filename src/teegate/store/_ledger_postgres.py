@@ -16,6 +16,16 @@ from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from teegate.billing import Hold, Placement, Settlement
+from teegate.store._ledger_budgets import (
+    PG_HOLD,
+    PG_OVER,
+    PG_SETTLE,
+    PG_UNHOLD,
+    budget_use,
+    hold_params,
+    pg_args,
+    settle_params,
+)
 from teegate.store._ledger_rows import (
     DEBIT_COLUMNS,
     HOLD_COLUMNS,
@@ -67,10 +77,39 @@ _AVAILABLE = "SELECT balance_nano - held_nano FROM accounts WHERE id = $1"
 
 
 async def place_hold(conn: Any, hold: Hold) -> Placement:
-    """One conditional UPDATE decides; the hold row follows in the same statement."""
+    """One conditional UPDATE decides; the hold row follows in the same statement.
+    A budgeted hold takes a transaction of its own (a savepoint inside a batch's)."""
+    if hold.budgeted:
+        async with conn.transaction():
+            return await _place_budgeted(conn, hold)
     row = await conn.fetchrow(_PLACE_HOLD, *hold_row(hold))
     if row is None:
         return refused(await conn.fetchrow(_AVAILABLE, hold.account_id))
+    return placed(hold, row[0], row[1])
+
+
+_HOLD_IF_IT_FITS = (
+    "UPDATE accounts SET held_nano = held_nano + $1"
+    " WHERE id = $2 AND balance_nano - held_nano >= $1 RETURNING balance_nano, held_nano"
+)
+_INSERT_HOLD = (
+    f"INSERT INTO holds ({names(holds, HOLD_COLUMNS)})"  # noqa: S608 (constants only)
+    f" VALUES ({_pg_values(holds, HOLD_COLUMNS)})"
+)
+
+
+async def _place_budgeted(conn: Any, hold: Hold) -> Placement:
+    """The account's conditional UPDATE first (it locks the row), then the budgets."""
+    row = await conn.fetchrow(_HOLD_IF_IT_FITS, hold.amount_nano, hold.account_id)
+    if row is None:
+        return refused(await conn.fetchrow(_AVAILABLE, hold.account_id))
+    args = pg_args(hold_params(hold))
+    over = await conn.fetchrow(PG_OVER, *args)
+    if over is not None:
+        await conn.execute(PG_UNHOLD, hold.amount_nano, hold.account_id)
+        return Placement(False, row[0] - row[1] + hold.amount_nano, budget_use(over))
+    await conn.execute(PG_HOLD, *args)
+    await conn.execute(_INSERT_HOLD, *hold_row(hold))
     return placed(hold, row[0], row[1])
 
 
@@ -108,7 +147,18 @@ async def settle(conn: Any, settlement: Settlement) -> bool:
     not match its hold changes nothing before the invariant reports it.
     """
     hold = settlement.hold
-    claimed = await conn.fetchval(_SETTLE, *usage_row(settlement), settlement.hold_state)
+    if hold.budgeted:
+        async with conn.transaction():
+            claimed = await conn.fetchval(_SETTLE, *usage_row(settlement), settlement.hold_state)
+            if claimed:
+                await settle_budgets(conn, settlement)
+    else:
+        claimed = await conn.fetchval(_SETTLE, *usage_row(settlement), settlement.hold_state)
     if claimed == 0:
         return unclaimed(hold, await conn.fetchrow(_OPEN_HOLD, hold.request_id))
     return True
+
+
+async def settle_budgets(conn: Any, settlement: Settlement) -> None:
+    """After the settlement's claim and release (its account row is locked)."""
+    await conn.execute(PG_SETTLE, *pg_args(settle_params(settlement)))

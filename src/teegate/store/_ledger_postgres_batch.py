@@ -13,6 +13,10 @@ two writers cannot deadlock on them. The holds' statement decides on account row
 it has locked (SELECT ... FOR UPDATE), placing each account's longest prefix that
 fits; the settlements' claims are still conditional UPDATEs of the holds, one claim
 per request id.
+
+Budgeted holds and settlements (a key's or account's spend budget) take the single
+write's budget statements after their kind's statement, on account rows it has
+locked: budgeted holds come after the batch's other holds, each as if alone.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 from sqlalchemy import Table
 
 from teegate.billing import Hold, Placement, Settlement
-from teegate.store._ledger_postgres import pg_type, place_hold
+from teegate.store._ledger_postgres import pg_type, place_hold, settle_budgets
 from teegate.store._ledger_rows import (
     DEBIT_COLUMNS,
     HOLD_COLUMNS,
@@ -197,9 +201,18 @@ async def run_batch(
     results: list[Placement | bool] = [False] * len(writes)
     if settlements:
         later = sorted({hold.account_id for hold in new_holds})
-        for i, claimed in zip(settling, await settle(conn, settlements, later), strict=True):
+        settled = await settle(conn, settlements, later)
+        for i, claimed, settlement in zip(settling, settled, settlements, strict=True):
             results[i] = claimed
-    if new_holds:
-        for i, placement in zip(holding, await place(conn, new_holds, []), strict=True):
+            if claimed and settlement.hold.budgeted:
+                await settle_budgets(conn, settlement)
+    plain = [(i, hold) for i, hold in zip(holding, new_holds, strict=True) if not hold.budgeted]
+    budgeted = [(i, hold) for i, hold in zip(holding, new_holds, strict=True) if hold.budgeted]
+    if plain:
+        later = sorted({hold.account_id for _, hold in budgeted})
+        placements = await place(conn, [hold for _, hold in plain], later)
+        for (i, _), placement in zip(plain, placements, strict=True):
             results[i] = placement
+    for i, hold in budgeted:  # after the plain holds, each alone on its locked account
+        results[i] = await place_hold(conn, hold)
     return results

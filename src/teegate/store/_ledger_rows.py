@@ -90,6 +90,7 @@ def hold_record(row: Any) -> Hold:
         amount_nano=row.amount_nano,
         created_ms=row.created_ms,
         expires_ms=row.expires_ms,
+        budgeted=bool(row.budgeted),
     )
 
 

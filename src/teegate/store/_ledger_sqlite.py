@@ -15,6 +15,15 @@ from __future__ import annotations
 import sqlite3
 
 from teegate.billing import Hold, Placement, Settlement
+from teegate.store._ledger_budgets import (
+    SQLITE_HOLD,
+    SQLITE_OVER,
+    SQLITE_SETTLE,
+    SQLITE_UNHOLD,
+    budget_use,
+    hold_params,
+    settle_params,
+)
 from teegate.store._ledger_rows import (
     DEBIT_COLUMNS,
     HOLD_COLUMNS,
@@ -55,6 +64,13 @@ def place_hold(conn: sqlite3.Connection, hold: Hold) -> Placement:
     if row is None:
         available = conn.execute(_AVAILABLE, (hold.account_id,)).fetchone()
         return refused(available)
+    if hold.budgeted:
+        params = hold_params(hold)
+        over = conn.execute(SQLITE_OVER, params).fetchone()
+        if over is not None:
+            conn.execute(SQLITE_UNHOLD, (hold.amount_nano, hold.account_id))
+            return Placement(False, row[0] - row[1] + hold.amount_nano, budget_use(over))
+        conn.execute(SQLITE_HOLD, params)
     conn.execute(_INSERT_HOLD, hold_row(hold))
     return placed(hold, row[0], row[1])
 
@@ -89,6 +105,8 @@ def settle(conn: sqlite3.Connection, settlement: Settlement) -> bool:
     if claimed == 0:
         return unclaimed(hold, conn.execute(_OPEN_HOLD, (hold.request_id,)).fetchone())
     conn.execute(_RELEASE_AND_DEBIT, (hold.amount_nano, settlement.cost_nano, hold.account_id))
+    if hold.budgeted:
+        conn.execute(SQLITE_SETTLE, settle_params(settlement))
     if settlement.cost_nano > 0:
         conn.execute(
             _INSERT_DEBIT,

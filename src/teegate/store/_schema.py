@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     text,
 )
 
@@ -62,6 +63,8 @@ api_keys = Table(
     Column("rpm", Integer, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("revoked_ms", BigInteger, nullable=True),
+    # The key's policy as JSON (apikeys.KeyPolicy); NULL for none (migration 0004_key_policy).
+    Column("policy", Text, nullable=True),
 )
 
 OPEN = text("state = 'open'")
@@ -89,6 +92,24 @@ holds = Table(
     Column("expires_ms", BigInteger, nullable=False),
     Column("resolved_ms", BigInteger, nullable=True),
     Index("ix_holds_open_expires_ms", "expires_ms", sqlite_where=OPEN, postgresql_where=OPEN),
+)
+
+# Spend budgets: one row per key (key_id) or account (key_id '') and period ('day',
+# 'month', 'lifetime'). held_nano counts the open budgeted holds against it, and
+# spent_nano what settled in the period starting at period_start_ms; a write in a later
+# period counts spent as 0 first (billing._budget). Rows change only while their
+# account's row is locked by the same transaction, so a budget is decided exactly as
+# the balance is.
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("key_id", String(32), primary_key=True),
+    Column("period", String(8), primary_key=True),
+    Column("limit_nano", BigInteger, nullable=False),
+    Column("period_start_ms", BigInteger, nullable=False, server_default="0"),
+    Column("spent_nano", BigInteger, nullable=False, server_default="0"),
+    Column("held_nano", BigInteger, nullable=False, server_default="0"),
 )
 
 # One row per settled request: tokens, cost, how it was settled and timings.
