@@ -3,7 +3,12 @@ an answer that settles its hold once it has been sent. Its Answer, seams and
 failure path serve every other whole-body endpoint too (embeddings)."""
 
 from teegate.chat._answer import Answer, WholeAnswer
-from teegate.chat._request import ChatRequest, check_against_model, parse_chat_request
+from teegate.chat._request import (
+    ChatRequest,
+    check_against_model,
+    parse_chat_request,
+    parse_json_object,
+)
 from teegate.chat._seams import Meter, Sink, Upstream, UpstreamStream
 from teegate.chat._service import ChatService, TokenWindowMeter, reserve_tokens, upstream_failed
 
@@ -19,6 +24,7 @@ __all__ = [
     "WholeAnswer",
     "check_against_model",
     "parse_chat_request",
+    "parse_json_object",
     "reserve_tokens",
     "upstream_failed",
 ]

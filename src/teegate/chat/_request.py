@@ -44,7 +44,8 @@ class ChatRequest:
         return int(self.body.get("n") or 1)
 
 
-def parse_chat_request(raw: bytes, defaults: RequestDefaults) -> ChatRequest:
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A request body as every endpoint takes it: one JSON object."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -54,6 +55,11 @@ def parse_chat_request(raw: bytes, defaults: RequestDefaults) -> ChatRequest:
         ) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def parse_chat_request(raw: bytes, defaults: RequestDefaults) -> ChatRequest:
+    body = parse_json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _missing_or_invalid("model", model, "a model id string")

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from teegate.billing import embedding_input_bound
 from teegate.catalog import CatalogModel
+from teegate.chat import parse_json_object
 from teegate.errors import InvalidRequest
 
 MAX_INPUTS = 2048
@@ -47,7 +46,7 @@ class EmbeddingsRequest:
 
 
 def parse_embeddings_request(raw: bytes) -> EmbeddingsRequest:
-    body = _json_object(raw)
+    body = parse_json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _missing_or_invalid("model", model, "a model id string")
@@ -93,19 +92,6 @@ def _too_long(index: int, size: str, model: CatalogModel, allowed: str) -> Inval
         param=f"input[{index}]",
         code="context_length_exceeded",
     )
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"The request body is not valid JSON ({exc.msg} at position {exc.pos}).",
-            code="invalid_json",
-        ) from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    return body
 
 
 def _inputs(value: object) -> list[str | list[int]]:
