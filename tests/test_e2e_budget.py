@@ -27,6 +27,7 @@ from tests.support.gateway import (
     prepare_database,
     with_store,
 )
+from tests.support.race import until_decided
 from tests.support.servers import ServerThread, serving
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
@@ -89,34 +90,6 @@ def budgeted_key(gateway: Gateway, limit_nano: int, **kwargs: Any) -> str:
     return with_store(gateway.settings, issue)
 
 
-async def hammer(
-    gateway: Gateway, key: str, upstream: Devstack, before: int
-) -> tuple[list[httpx.Response], int]:
-    """10 x K at once; the admitted hang at the upstream, holding, until all are decided."""
-    async with httpx.AsyncClient(
-        base_url=gateway.url,
-        headers=auth(key),
-        timeout=60,
-        limits=httpx.Limits(max_connections=None),
-    ) as client:
-        tasks = [
-            asyncio.ensure_future(
-                client.post("/v1/chat/completions", json=BODY | {"stream": i % 2 == 0})
-            )
-            for i in range(10 * K)
-        ]
-        while True:
-            refused = [t.result() for t in tasks if t.done()]
-            admitted = await asyncio.to_thread(upstream.chat_requests) - before
-            if len(refused) + admitted >= 10 * K:
-                break
-            await asyncio.sleep(0.05)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return refused, admitted
-
-
 def test_a_budget_for_k_admits_exactly_k_of_10k_at_once(
     gateway: Gateway, upstream: Devstack
 ) -> None:
@@ -126,7 +99,14 @@ def test_a_budget_for_k_admits_exactly_k_of_10k_at_once(
     upstream.set_faults("hang")
     try:
         before = upstream.chat_requests()
-        refused, admitted = asyncio.run(hammer(gateway, key, upstream, before))
+        refused, admitted = asyncio.run(
+            until_decided(
+                [gateway.url],
+                key,
+                [BODY | {"stream": i % 2 == 0} for i in range(10 * K)],
+                lambda: upstream.chat_requests() - before,
+            )
+        )
     finally:
         upstream.set_faults()
     assert admitted == K

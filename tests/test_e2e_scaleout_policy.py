@@ -21,6 +21,7 @@ from teegate.billing import nano_to_usd, prompt_upper_bound, usd_to_nano
 from teegate.devstack import DevstackConfig, build_app
 from tests.support.billing import database_url, postgres_url, settled_books
 from tests.support.gateway import KEY_SECRET, Devstack
+from tests.support.race import until_decided
 from tests.support.servers import free_port, serving
 
 REDIS_URL = os.environ.get("TEEGATE_TEST_REDIS_URL")
@@ -105,39 +106,20 @@ def body(stream: bool) -> dict[str, Any]:
     return {"model": R1, "messages": HELLO, "max_tokens": MAX_TOKENS, "stream": stream}
 
 
-async def hammer(cluster: Cluster, key: str, before: int) -> tuple[list[httpx.Response], int]:
-    """10 x K requests at once, alternating replicas and stream or not; the admitted
-    hang at the upstream (holding their tokens) until every request is decided."""
-    async with httpx.AsyncClient(
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=60,
-        limits=httpx.Limits(max_connections=None),
-    ) as client:
-        tasks = [
-            asyncio.ensure_future(
-                client.post(f"{cluster.urls[i % 2]}/v1/chat/completions", json=body(i % 3 == 0))
-            )
-            for i in range(10 * K)
-        ]
-        while True:
-            refused = [t.result() for t in tasks if t.done()]
-            admitted = await asyncio.to_thread(cluster.devstack.chat_requests) - before
-            if len(refused) + admitted >= 10 * K:
-                break
-            await asyncio.sleep(0.05)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return refused, admitted
-
-
 def test_a_token_limit_for_k_admits_exactly_k_across_two_replicas(cluster: Cluster) -> None:
     output = cluster.cli("keys", "create", "--account", ACCOUNT, "--tpm", str(K * PER_REQUEST))
     key = output.strip().splitlines()[-1]
     cluster.devstack.set_faults("hang")
     try:
         before = cluster.devstack.chat_requests()
-        refused, admitted = asyncio.run(hammer(cluster, key, before))
+        refused, admitted = asyncio.run(
+            until_decided(
+                cluster.urls,
+                key,
+                [body(i % 3 == 0) for i in range(10 * K)],
+                lambda: cluster.devstack.chat_requests() - before,
+            )
+        )
     finally:
         cluster.devstack.set_faults()
     assert admitted == K
@@ -198,7 +180,14 @@ def test_a_budget_for_k_admits_exactly_k_across_two_replicas(cluster: Cluster) -
     cluster.devstack.set_faults("hang")
     try:
         before = cluster.devstack.chat_requests()
-        refused, admitted = asyncio.run(hammer(cluster, key, before))
+        refused, admitted = asyncio.run(
+            until_decided(
+                cluster.urls,
+                key,
+                [body(i % 3 == 0) for i in range(10 * K)],
+                lambda: cluster.devstack.chat_requests() - before,
+            )
+        )
     finally:
         cluster.devstack.set_faults()
     assert admitted == K
