@@ -10,7 +10,13 @@ from teegate.chat._request import (
     parse_json_object,
 )
 from teegate.chat._seams import Meter, Sink, Upstream, UpstreamStream
-from teegate.chat._service import ChatService, TokenWindowMeter, reserve_tokens, upstream_failed
+from teegate.chat._service import (
+    ChatService,
+    TokenWindowMeter,
+    hold_request,
+    reserve_tokens,
+    upstream_failed,
+)
 
 __all__ = [
     "Answer",
@@ -23,6 +29,7 @@ __all__ = [
     "UpstreamStream",
     "WholeAnswer",
     "check_against_model",
+    "hold_request",
     "parse_chat_request",
     "parse_json_object",
     "reserve_tokens",

@@ -9,6 +9,7 @@ Answer once it has been sent otherwise.
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
+from typing import Any
 
 import anyio
 import orjson
@@ -152,7 +153,30 @@ async def upstream_failed(
 def _hold_request(
     request_id: str, principal: Principal, admitted: Admitted, request: ChatRequest
 ) -> HoldRequest:
-    """Priced at the catalog's marked-up price as admitted, right now."""
+    return hold_request(
+        request_id,
+        principal,
+        admitted,
+        request.body,
+        stream=request.stream,
+        max_output_tokens=request.max_output_tokens(),
+        choices=request.choices(),
+    )
+
+
+def hold_request(
+    request_id: str,
+    principal: Principal,
+    admitted: Admitted,
+    body: Mapping[str, Any],
+    *,
+    stream: bool,
+    max_output_tokens: int,
+    choices: int,
+    prompt_tokens: int | None = None,
+) -> HoldRequest:
+    """Who pays, at the catalog's marked-up price as admitted, right now: what every
+    endpoint asks billing to hold."""
     model = admitted.model
     return HoldRequest(
         request_id=request_id,
@@ -160,10 +184,11 @@ def _hold_request(
         key_id=principal.key_id,
         model=model.id,
         rates=Rates(model.price.prompt, model.price.completion),
-        stream=request.stream,
-        body=request.body,
-        max_output_tokens=request.max_output_tokens(),
-        choices=request.choices(),
+        stream=stream,
+        body=body,
+        max_output_tokens=max_output_tokens,
+        choices=choices,
+        prompt_tokens=prompt_tokens,
         budgeted=principal.budgeted,
     )
 

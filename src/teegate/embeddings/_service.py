@@ -11,9 +11,16 @@ from typing import Any, Protocol
 import orjson
 
 from teegate.apikeys import Principal
-from teegate.billing import HoldRequest, Outcome, Rates
+from teegate.billing import HoldRequest, Outcome
 from teegate.catalog import Admitted, AttestationView, Capabilities, Catalog, admit, serves
-from teegate.chat import Answer, Meter, WholeAnswer, reserve_tokens, upstream_failed
+from teegate.chat import (
+    Answer,
+    Meter,
+    WholeAnswer,
+    hold_request,
+    reserve_tokens,
+    upstream_failed,
+)
 from teegate.embeddings._request import EmbeddingsRequest, check_against_model
 from teegate.ratelimit import RateLimiter
 
@@ -93,17 +100,13 @@ def _hold_request(
     request_id: str, principal: Principal, admitted: Admitted, request: EmbeddingsRequest
 ) -> HoldRequest:
     """The inputs' token bound at the model's marked-up prompt price; nothing is generated."""
-    model = admitted.model
-    return HoldRequest(
-        request_id=request_id,
-        account_id=principal.account_id,
-        key_id=principal.key_id,
-        model=model.id,
-        rates=Rates(model.price.prompt, model.price.completion),
+    return hold_request(
+        request_id,
+        principal,
+        admitted,
+        request.body,
         stream=False,
-        body=request.body,
         max_output_tokens=0,
         choices=1,
         prompt_tokens=request.prompt_tokens,
-        budgeted=principal.budgeted,
     )
