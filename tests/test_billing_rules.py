@@ -4,7 +4,9 @@ meter's hold/settle/void behaviour, through a small fake store behind the real P
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+from dataclasses import replace
 from decimal import Decimal
 
 import orjson
@@ -13,6 +15,7 @@ from structlog.testing import capture_logs
 
 from teegate.billing import (
     FALLBACK_BYTES_PER_TOKEN,
+    IMAGE_PART_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     REQUEST_OVERHEAD_TOKENS,
     TOOL_OVERHEAD_TOKENS,
@@ -31,7 +34,13 @@ from teegate.billing import (
     prompt_upper_bound,
     settlement_for,
 )
-from teegate.errors import InsufficientBalance
+from teegate.chat import Idempotency
+from teegate.errors import (
+    IdempotencyConflict,
+    IdempotencyKeyReused,
+    InsufficientBalance,
+    ServiceUnavailable,
+)
 from tests.support.ledger import MODEL, FakeStore
 
 RATES = Rates(740_000_000, 3_237_500_000)
@@ -64,12 +73,36 @@ def test_prompt_bound_counts_parts_names_tool_calls_and_tools() -> None:
     }
     expected = (
         REQUEST_OVERHEAD_TOKENS + 3 * MESSAGE_OVERHEAD_TOKENS
-        + len(b"ann") + len(b"hi") + len(orjson.dumps(image))
+        + len(b"ann") + len(b"hi") + IMAGE_PART_TOKENS
         + len(orjson.dumps([call]))
         + len(b"call_1") + len(b"sunny")
         + TOOL_OVERHEAD_TOKENS + len(orjson.dumps(tools))
     )  # fmt: skip
     assert prompt_upper_bound(body) == expected
+
+
+def test_twenty_images_are_held_for_what_a_vision_model_counts_them() -> None:
+    """Issue 18, finding 1: 20 image URLs and max_tokens 4 were held as their JSON bytes,
+    and a vision upstream's ~1,100 tokens per image were billed at ~1/21 (capped)."""
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    body = {"messages": [{"role": "user", "content": [image] * 20}], "max_tokens": 4}
+    prompt = prompt_upper_bound(body)
+    assert prompt >= 20 * IMAGE_PART_TOKENS
+    hold = Hold("r", 7, "k", "m", False, RATES, prompt, 4, cost_nano(prompt, 4, RATES), 1, 2)
+    vision_usage = Usage(20 * 1_105 + 40, 4)  # GPT-4o high detail at 2048x768, 20 times
+    settled = settlement_for(hold, status="ok", usage=vision_usage, output_bytes=8, now_ms=3)
+    assert not settled.capped
+    assert settled.cost_nano == cost_nano(vision_usage.prompt_tokens, 4, RATES)
+
+
+def test_audio_and_file_parts_are_held_above_their_bytes_and_refusals_as_text() -> None:
+    audio = {"type": "input_audio", "input_audio": {"data": "UklGR" * 100, "format": "wav"}}
+    refusal = {"type": "refusal", "refusal": "no"}
+    base = prompt_upper_bound({"messages": [{"role": "assistant", "content": []}]})
+    with_audio = prompt_upper_bound({"messages": [{"role": "user", "content": [audio]}]})
+    assert with_audio == base + len(orjson.dumps(audio)) + IMAGE_PART_TOKENS
+    with_refusal = prompt_upper_bound({"messages": [{"role": "assistant", "content": [refusal]}]})
+    assert with_refusal == base + 2
 
 
 def test_prompt_bound_grows_with_every_byte_and_includes_a_json_schema() -> None:
@@ -154,15 +187,26 @@ def test_a_failure_that_delivered_nothing_is_void(status: str) -> None:
     assert (s.settled_by, s.cost_nano, s.hold_state) == ("void", 0, "voided")
 
 
-def test_an_expired_hold_posts_in_full() -> None:
+def test_a_lapsed_lease_with_nothing_delivered_costs_nothing() -> None:
+    """Issue 18, finding 2: after a SIGKILL, a stream that had delivered 0 bytes was
+    charged its full hold. Nothing delivered is what the evidence shows: it costs 0."""
     hold = a_hold()
     s = expired_settlement(hold, 3_000)
     assert (s.cost_nano, s.settled_by, s.status, s.hold_state) == (
-        hold.amount_nano,
+        0,
         "expired-hold",
         "expired",
         "expired",
     )
+
+
+def test_a_lapsed_lease_is_charged_its_checkpoint_by_the_fallback_rule() -> None:
+    hold = replace(a_hold(), output_bytes=41)
+    s = expired_settlement(hold, 3_000)
+    assert (s.prompt_tokens, s.completion_tokens) == (hold.prompt_tokens, 21)
+    assert s.cost_nano == cost_nano(hold.prompt_tokens, 21, RATES) < hold.amount_nano
+    long_one = replace(a_hold(), output_bytes=10**9)
+    assert expired_settlement(long_one, 3_000).cost_nano == long_one.amount_nano
 
 
 # the meter ---------------------------------------------------------------------------------
@@ -276,3 +320,164 @@ async def test_a_hold_for_a_bound_the_service_computed_holds_that_bound() -> Non
     with pytest.raises(InsufficientBalance, match="its input tokens") as info:
         await LedgerMeter(FakeStore(0), hold_ttl_s=60).place(request)
     assert "max_tokens" not in info.value.message
+
+
+# leases, deferred settlements, idempotency -------------------------------------------------
+
+
+class Clock:
+    def __init__(self, now_ms: int = 1_000) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+async def test_a_live_hold_is_renewed_past_its_ttl_and_never_reaped() -> None:
+    """Issue 18, finding 2: a stream longer than hold_ttl_s was reaped while it ran, at
+    the full hold, and its real settlement was lost."""
+    store, clock = FakeStore(10**9), Clock()
+    billing = Billing(store, hold_ttl_s=60, reaper_interval_s=60, clock=clock)
+    hold = await billing.meter.place(a_hold_request())
+    outcome = Outcome()
+    billing.meter.watch(hold, outcome)
+    for _ in range(10):  # ten minutes of a stream, renewed every quarter lease
+        clock.now_ms += billing.meter.renew_ms
+        outcome.output_bytes += 10
+        assert await billing.meter.renew_once() == 1
+        assert await billing.reaper.reap_once() == 0
+    assert store.holds[hold.request_id].output_bytes == 100
+    outcome.status, outcome.usage = "ok", Usage(12, 50)
+    await billing.meter.settle(hold, outcome)
+    [settled] = store.settled
+    assert (settled.settled_by, settled.completion_tokens) == ("usage", 50)
+    assert billing.meter.live_holds == 0 and await billing.meter.renew_once() == 0
+
+
+async def test_an_orphaned_hold_is_reaped_at_its_checkpoint() -> None:
+    store, clock = FakeStore(10**9), Clock()
+    billing = Billing(store, hold_ttl_s=60, reaper_interval_s=60, clock=clock)
+    hold = await billing.meter.place(a_hold_request())
+    outcome = Outcome()
+    billing.meter.watch(hold, outcome)
+    outcome.output_bytes = 30
+    await billing.meter.renew_once()
+    clock.now_ms += 60_000  # the process is gone: nobody renews it any more
+    orphans = Billing(store, hold_ttl_s=60, reaper_interval_s=60, clock=clock)
+    assert await orphans.reaper.reap_once() == 1
+    [reaped] = store.settled
+    assert (reaped.settled_by, reaped.completion_tokens) == ("expired-hold", 15)
+    assert reaped.cost_nano == cost_nano(hold.prompt_tokens, 15, RATES)
+
+
+async def test_a_settlement_the_database_refused_is_retried_at_the_real_usage() -> None:
+    """Deliverable 2: a settlement that failed after the answer was sent was left to
+    the reaper at the held amount; now it waits in memory, leased, and is retried."""
+    store, clock = FakeStore(10**9), Clock()
+    billing = Billing(store, hold_ttl_s=60, reaper_interval_s=60, clock=clock)
+    hold = await billing.meter.place(a_hold_request())
+    store.down = True
+    with capture_logs() as logs:
+        await billing.meter.settle(hold, Outcome("ok", Usage(12, 34)))
+    assert [e["event"] for e in logs] == ["settle_deferred"]
+    assert billing.meter.pending_settlements == 1 and store.settled == []
+    assert await billing.meter.retry_once() == 0  # still down
+    store.down = False
+    clock.now_ms += billing.meter.renew_ms
+    await billing.meter.renew_once()  # the lease still runs while it waits
+    clock.now_ms += billing.meter.renew_ms
+    assert await billing.reaper.reap_once() == 0
+    assert await billing.meter.retry_once() == 1
+    [settled] = store.settled
+    assert (settled.settled_by, settled.prompt_tokens, settled.completion_tokens) == (
+        "usage", 12, 34,
+    )  # fmt: skip
+    assert billing.meter.pending_settlements == 0 and billing.meter.live_holds == 0
+
+
+async def test_the_meter_runs_deferred_settlements_once_the_database_is_back() -> None:
+    store = FakeStore(10**9)
+    meter = LedgerMeter(store, hold_ttl_s=0.04)
+    hold = await meter.place(a_hold_request())
+    store.down = True
+    await meter.settle(hold, Outcome("ok", Usage(1, 2)))
+    running = asyncio.ensure_future(meter.run())
+    try:
+        await asyncio.sleep(0.05)
+        store.down = False
+        for _ in range(200):
+            if store.settled:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    [settled] = store.settled
+    assert settled.completion_tokens == 2
+
+
+async def test_a_hold_whose_commit_answer_was_lost_is_voided_once_the_database_answers() -> None:
+    """Deliverable 2: a hold whose COMMIT was lost in flight answered 503 and stayed
+    open, to be reaped in full; now it is voided (cost 0) once the database answers."""
+    store = FakeStore(10**9)
+    meter = LedgerMeter(store, hold_ttl_s=60)
+    store.lost_commit = True
+    with pytest.raises(ServiceUnavailable):
+        await meter.place(a_hold_request())
+    assert len(store.holds) == 1 and meter.pending_settlements == 1
+    assert await meter.retry_once() == 1
+    [void] = store.settled
+    assert (void.cost_nano, void.status) == (0, "refused")
+    assert store.holds == {} and store.balance_nano == 10**9
+
+
+def keyed(request_id: str, key: str = "k-1", body: bytes = b"{}") -> HoldRequest:
+    idempotency = Idempotency.of(key, body)
+    return replace(
+        a_hold_request(request_id),
+        idempotency_key=idempotency.key_hash,
+        fingerprint=idempotency.body_hash,
+    )
+
+
+async def test_an_idempotency_key_holds_and_charges_once() -> None:
+    store = FakeStore(10**9)
+    meter = LedgerMeter(store, hold_ttl_s=60)
+    hold = await meter.place(keyed("req_1"))
+    with pytest.raises(IdempotencyConflict) as running:
+        await meter.place(keyed("req_2"))
+    assert (running.value.status, running.value.error_code) == (409, "idempotency_key_in_use")
+    with pytest.raises(IdempotencyKeyReused) as other_body:
+        await meter.place(keyed("req_3", body=b'{"x":1}'))
+    assert (other_body.value.status, other_body.value.error_code) == (
+        422,
+        "idempotency_key_reused",
+    )
+    await meter.settle(hold, Outcome("ok", Usage(1, 1)))
+    with pytest.raises(IdempotencyConflict) as done:
+        await meter.place(keyed("req_4"))
+    assert done.value.error_code == "idempotency_key_used" and "req_1" in done.value.message
+    assert list(store.hold_rows) == ["req_1"] and len(store.settled) == 1
+    await meter.place(keyed("req_5", key="k-2"))  # another key is another request
+
+
+async def test_a_key_whose_request_was_voided_may_be_retried() -> None:
+    store = FakeStore(10**9)
+    meter = LedgerMeter(store, hold_ttl_s=60)
+    hold = await meter.place(keyed("req_1"))
+    await meter.settle(hold, Outcome("upstream_error"))
+    again = await meter.place(keyed("req_2"))
+    assert again.request_id in store.holds
+
+
+async def test_a_capped_settlement_is_logged_and_counted() -> None:
+    capped: list[str] = []
+    store = FakeStore(10**9)
+    meter = LedgerMeter(store, hold_ttl_s=60, on_capped=lambda s: capped.append(s.hold.model))
+    hold = await meter.place(a_hold_request(max_tokens=4))
+    with capture_logs() as logs:
+        await meter.settle(hold, Outcome("ok", Usage(50_000, 4)))
+    [event] = [e for e in logs if e["event"] == "settlement_capped"]
+    assert event["cost_nano"] > event["held_nano"] == hold.amount_nano
+    assert capped == [MODEL.id]

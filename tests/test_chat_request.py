@@ -126,6 +126,12 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         TYPE,
     ),
     (
+        "content part of a type no model reads",
+        body(messages=[{"role": "user", "content": [{"type": "video_url", "video_url": {}}]}]),
+        "messages[0].content[0].type",
+        VALUE,
+    ),
+    (
         "content part null",
         body(messages=[{"role": "user", "content": [None]}]),
         "messages[0].content[0]",

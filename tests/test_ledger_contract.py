@@ -22,9 +22,12 @@ from teegate.billing import (
     BudgetUse,
     Hold,
     Placement,
+    PriorHold,
     Rates,
+    Renewal,
     UsageQuery,
     UsageRecord,
+    cost_nano,
     expired_settlement,
     settlement_for,
 )
@@ -303,29 +306,103 @@ async def test_every_field_of_a_hold_and_its_usage_record_reads_back(books: Book
 # the reaper -------------------------------------------------------------------------------
 
 
-async def test_the_reaper_posts_expired_holds_in_full_once(books: Books) -> None:
+async def test_the_reaper_charges_lapsed_leases_their_checkpoint_once(books: Books) -> None:
     account = await books.account("acme", 10**10)
-    stale = a_hold(account, "req_stale", created=NOW_MS - 120_000)  # expired a minute ago
+    stale = a_hold(account, "req_stale", created=NOW_MS - 120_000)  # lapsed a minute ago
     old = a_hold(account, "req_old", created=NOW_MS - 20_000, ttl_ms=3_600_000)  # > TTL now
     fresh = a_hold(account, "req_fresh", created=NOW_MS - 1_000)
     for hold in (stale, old, fresh):
         await books.ledger.place_hold(hold)
+    # the stale hold's process checkpointed 20 bytes, then died
+    await books.ledger.renew_holds([Renewal("req_stale", 20)], NOW_MS - 119_000, NOW_MS - 59_000)
+    stale = replace(stale, expires_ms=NOW_MS - 59_000, output_bytes=20)
     assert await books.ledger.expired_holds(NOW_MS, 10_000, 10) == [stale, old]
     assert await books.ledger.expired_holds(NOW_MS, 10_000, 1) == [stale]
     billing = Billing(books.ledger, hold_ttl_s=10, reaper_interval_s=1, clock=lambda: NOW_MS)
     assert await billing.reaper.reap_once() == 2
     assert await billing.reaper.reap_once() == 0
     state = await checked(books, account)
-    assert state.debits_nano == stale.amount_nano + old.amount_nano
+    charged = cost_nano(stale.prompt_tokens, 10, stale.rates)
+    assert state.debits_nano == charged < stale.amount_nano  # `old` delivered nothing
     assert [h.request_id for h in await books.ledger.open_holds(account)] == ["req_fresh"]
     record = await books.ledger.generation(account, "req_stale")
     assert record is not None
-    assert (record.settled_by, record.status, record.cost_nano) == (
+    assert (record.settled_by, record.status, record.cost_nano, record.completion_tokens) == (
         "expired-hold",
         "expired",
-        stale.amount_nano,
+        charged,
+        10,
     )
+    nothing = await books.ledger.generation(account, "req_old")
+    assert nothing is not None and (nothing.cost_nano, nothing.settled_by) == (0, "expired-hold")
     assert await books.ledger.settle(by_usage(stale, 1, 1)) is False  # too late: it stands
+
+
+async def test_a_renewed_lease_keeps_its_hold_from_the_reaper(books: Books) -> None:
+    """Issue 18, finding 2: a hold older than the TTL was reaped while its request ran."""
+    account = await books.account("acme", 10**10)
+    long_stream = a_hold(account, "req_long", created=NOW_MS - 3_600_000, ttl_ms=10_000)
+    done = a_hold(account, "req_done", created=NOW_MS - 5_000, ttl_ms=10_000)
+    for hold in (long_stream, done):
+        await books.ledger.place_hold(hold)
+    assert await books.ledger.settle(by_usage(done, 1, 1))
+    renewals = [Renewal("req_long", 5_000), Renewal("req_done", 7), Renewal("req_none", 1)]
+    await books.ledger.renew_holds(renewals, NOW_MS - 1_000, NOW_MS + 9_000)
+    assert await books.ledger.expired_holds(NOW_MS, 10_000, 10) == []
+    [live] = await books.ledger.open_holds(account)
+    assert (live.request_id, live.expires_ms, live.output_bytes) == (
+        "req_long",
+        NOW_MS + 9_000,
+        5_000,
+    )
+    # unrenewed for longer than the TTL now (its process died): lapsed, even before expiry
+    assert await books.ledger.expired_holds(NOW_MS + 9_000, 10_000, 10) == [live]
+    await books.ledger.renew_holds([], NOW_MS, NOW_MS + 10_000)  # nothing to renew: no write
+    await checked(books, account)
+
+
+# idempotency keys -------------------------------------------------------------------------
+
+
+def with_key(hold: Hold, key: str = "a" * 64, body: str = "b" * 64) -> Hold:
+    return replace(hold, idempotency_key=key, fingerprint=body)
+
+
+async def test_an_idempotency_key_is_held_once_per_account(books: Books) -> None:
+    account = await books.account("acme", 10**10)
+    other = await books.account("beta", 10**10)
+    first = with_key(a_hold(account, "req_1"))
+    assert (await books.ledger.place_hold(first)).placed
+    again = await books.ledger.place_hold(with_key(a_hold(account, "req_2")))
+    assert not again.placed and again.prior == PriorHold("req_1", "open", True)
+    changed = await books.ledger.place_hold(with_key(a_hold(account, "req_3"), body="c" * 64))
+    assert changed.prior == PriorHold("req_1", "open", False)
+    assert (await books.ledger.place_hold(with_key(a_hold(other, "req_4")))).placed
+    assert (await books.ledger.place_hold(a_hold(account, "req_5"))).placed  # no key
+    assert await books.ledger.settle(by_usage(first, 5, 5))
+    after = await books.ledger.place_hold(with_key(a_hold(account, "req_6")))
+    assert after.prior == PriorHold("req_1", "posted", True)
+    state = await checked(books, account)
+    assert (state.holds, state.open_holds) == (2, 1)
+
+
+async def test_a_voided_keys_retry_is_held_and_the_same_key_at_once_holds_once(
+    books: Books,
+) -> None:
+    account = await books.account("acme", 10**10)
+    first = with_key(a_hold(account, "req_1"))
+    assert (await books.ledger.place_hold(first)).placed
+    void = settlement_for(first, status="upstream_error", usage=None, output_bytes=0, now_ms=NOW_MS)
+    assert await books.ledger.settle(void)
+    retry = with_key(a_hold(account, "req_2"))
+    assert (await books.ledger.place_hold(retry)).placed
+    racing = [with_key(a_hold(account, f"req_r{i}"), key="d" * 64) for i in range(8)]
+    placements = await asyncio.gather(*(books.ledger.place_hold(h) for h in racing))
+    assert sum(p.placed for p in placements) == 1
+    winner = next(h.request_id for h, p in zip(racing, placements, strict=True) if p.placed)
+    assert {p.prior for p in placements if not p.placed} == {PriorHold(winner, "open", True)}
+    state = await checked(books, account)
+    assert state.open_holds == 2
 
 
 # reads --------------------------------------------------------------------------------------
@@ -447,6 +524,9 @@ async def test_the_reaper_settles_a_budgeted_hold_into_its_budget(books: Books) 
     await books.budget(account, "key_1", "day", 5 * amount)
     stale = budgeted(a_hold(account, "req_stale", created=NOW_MS - 120_000))
     assert (await books.ledger.place_hold(stale)).placed
+    delivered = 2 * stale.completion_tokens  # its checkpoint: the whole completion
+    await books.ledger.renew_holds([Renewal("req_stale", delivered)], NOW_MS - 119_000, NOW_MS - 1)
+    stale = replace(stale, expires_ms=NOW_MS - 1, output_bytes=delivered)
     assert await books.ledger.expired_holds(NOW_MS, 10_000, 10) == [stale]
     billing = Billing(books.ledger, hold_ttl_s=10, reaper_interval_s=1, clock=lambda: NOW_MS)
     assert await billing.reaper.reap_once() == 1

@@ -73,7 +73,10 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
             ledger,
             hold_ttl_s=settings.hold_ttl_s,
             reaper_interval_s=settings.reaper_interval_s,
+            on_capped=lambda settlement: metrics.count_capped(settlement.hold.model),
         )
+        metrics.holds_live.set_function(lambda: float(billing.meter.live_holds))
+        metrics.settlements_deferred.set_function(lambda: float(billing.meter.pending_settlements))
         limiter = _rate_limiter(settings)
         stack.push_async_callback(limiter.aclose)
         metrics.ratelimit_degraded.set_function(lambda: float(limiter.degraded))
@@ -110,6 +113,7 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
             async with (
                 _background(live.sync.run()),
                 _background(billing.reaper.run()),
+                _background(billing.meter.run()),
                 _background(authenticator.run()),
             ):
                 yield gw

@@ -154,9 +154,10 @@ class Settings(BaseSettings):
     catalog_refresh_s: float = Field(default=60.0, gt=0)
     default_rpm: int = Field(default=1000, ge=1)
     upstream_pool_size: int = Field(default=256, ge=1)
-    # Billing: a hold left open this long (the gateway died mid-request) is posted
-    # at its held amount by the reaper, which runs at start-up and every interval.
-    hold_ttl_s: float = Field(default=3600.0, gt=0)
+    # Billing: a hold's lease. The process running its request renews it every
+    # quarter of this; a hold not renewed this long (its gateway died) is settled by
+    # the reaper from its last progress checkpoint, at start-up and every interval.
+    hold_ttl_s: float = Field(default=300.0, gt=0)
     reaper_interval_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")

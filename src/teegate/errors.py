@@ -13,6 +13,9 @@
     │   ├── NotFound                  404 not_found (routes, generations)
     │   │   └── ModelNotFound         404 model_not_found
     │   ├── MethodNotAllowed          405 method_not_allowed
+    │   ├── IdempotencyConflict       409 idempotency_key_in_use (its first request runs),
+    │   │                             idempotency_key_used (it has finished)
+    │   ├── IdempotencyKeyReused      422 idempotency_key_reused (with another body)
     │   ├── RateLimitExceeded         429 rate_limit_exceeded (+ Retry-After)
     │   ├── ClientClosedRequest       499 client_closed_request (logged, never received)
     │   ├── InternalError             500 internal_error
@@ -191,6 +194,29 @@ class MethodNotAllowed(TeegateError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class IdempotencyConflict(TeegateError):
+    """A retry whose Idempotency-Key a request of the same body already used: it is
+    neither held nor charged again. Completions are never stored, so none is replayed."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_key_in_use"
+
+    def __init__(self, message: str, *, finished: bool) -> None:
+        super().__init__(message, param="Idempotency-Key")
+        self.finished = finished
+
+    @property
+    def error_code(self) -> str:
+        return "idempotency_key_used" if self.finished else self.code
+
+
+class IdempotencyKeyReused(TeegateError):
+    status = 422
+    type = "invalid_request_error"
+    code = "idempotency_key_reused"
 
 
 class RateLimitExceeded(TeegateError):

@@ -31,6 +31,26 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.settlements_capped = Counter(
+            "teegate_settlements_capped",
+            "Settlements whose real cost exceeded the hold and were charged the hold",
+            ["model"],
+            registry=self.registry,
+        )
+        self.holds_live = Gauge(
+            "teegate_holds_live",
+            "Holds this process is running a request for (their leases are renewed)",
+            registry=self.registry,
+        )
+        self.settlements_deferred = Gauge(
+            "teegate_settlements_deferred",
+            "Settlements waiting in memory for the database to take them",
+            registry=self.registry,
+        )
+
+    def count_capped(self, model: str) -> None:
+        self.settlements_capped.labels(model).inc()
+
     def count_request(self, route: str, status: int) -> None:
         """Counted through a cached child: `labels()` on every request is a dict build
         and a lock for nothing."""

@@ -119,6 +119,9 @@ class RecordingMeter:
         await self.ledger.settle(hold, outcome)
         self.events.append(("settled", outcome.status))
 
+    def watch(self, hold: Hold, outcome: Outcome) -> None:
+        self.ledger.watch(hold, outcome)
+
 
 class RecordingSink:
     """What the client was sent. `fail_at` makes one call raise OSError, counting the

@@ -32,7 +32,9 @@ from teegate.billing import (
     HoldState,
     LedgerStore,
     Placement,
+    PriorHold,
     Rates,
+    Renewal,
     Settlement,
     UsageQuery,
     UsageRecord,
@@ -42,6 +44,7 @@ from teegate.billing import (
     settlement_for,
 )
 from teegate.catalog import parse_entry
+from teegate.errors import ServiceUnavailable
 from teegate.invariants import invariant
 from teegate.store import AccountStore, Ledger
 from teegate.store.sqlite import connect_sqlite
@@ -128,6 +131,7 @@ class HoldRow:
     hold: Hold
     state: HoldState = "open"
     resolved_ms: int | None = None
+    renewed_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,12 @@ class MemoryLedger:
         if account is None:
             return Placement(False, 0)
         available = account.balance_nano - account.held_nano
+        prior = self._prior(hold)
+        if prior is not None and prior.state != "voided":
+            same = prior.hold.fingerprint == hold.fingerprint
+            return Placement(
+                False, available, prior=PriorHold(prior.hold.request_id, prior.state, same)
+            )
         if available < hold.amount_nano:
             return Placement(False, available)
         if hold.request_id in self.hold_rows:
@@ -215,9 +225,29 @@ class MemoryLedger:
             for _, period, row in budgets:
                 row.move_to(period, hold.created_ms)
                 row.held_nano += hold.amount_nano
+        if prior is not None:  # a voided hold's key is free again
+            prior.hold = replace(prior.hold, idempotency_key=None)
         account.held_nano += hold.amount_nano
         self.hold_rows[hold.request_id] = HoldRow(hold)
         return Placement(True, available)
+
+    def _prior(self, hold: Hold) -> HoldRow | None:
+        if hold.idempotency_key is None:
+            return None
+        for row in self.hold_rows.values():
+            same_key = row.hold.idempotency_key == hold.idempotency_key
+            if same_key and row.hold.account_id == hold.account_id:
+                return row
+        return None
+
+    async def renew_holds(self, renewals: Sequence[Renewal], now_ms: int, expires_ms: int) -> None:
+        for renewal in renewals:
+            row = self.hold_rows.get(renewal.request_id)
+            if row is not None and row.state == "open":
+                row.renewed_ms = now_ms
+                row.hold = replace(
+                    row.hold, expires_ms=expires_ms, output_bytes=renewal.output_bytes
+                )
 
     async def settle(self, settlement: Settlement) -> bool:
         hold = settlement.hold
@@ -253,7 +283,10 @@ class MemoryLedger:
             row.hold
             for row in self.hold_rows.values()
             if row.state == "open"
-            and (row.hold.expires_ms <= now_ms or row.hold.created_ms <= now_ms - ttl_ms)
+            and (
+                row.hold.expires_ms <= now_ms
+                or (row.renewed_ms or row.hold.created_ms) <= now_ms - ttl_ms
+            )
         ]
         return sorted(expired, key=lambda h: (h.created_ms, h.request_id))[:limit]
 
@@ -393,6 +426,9 @@ class Batched:
     async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
         return await self.ledger.expired_holds(now_ms, ttl_ms, limit)
 
+    async def renew_holds(self, renewals: Sequence[Renewal], now_ms: int, expires_ms: int) -> None:
+        await self.ledger.renew_holds(renewals, now_ms, expires_ms)
+
     async def open_holds(self, account_id: int | None = None) -> list[Hold]:
         return await self.ledger.open_holds(account_id)
 
@@ -418,6 +454,10 @@ class FakeStore(MemoryLedger):
         self.accounts[7] = MemoryAccount(7, "acme", balance_nano)
         self.gate: asyncio.Event | None = None
         self.settle_gate: asyncio.Event | None = None
+        self.down = False
+        """While set, settlements and renewals fail as in a database outage (503);
+        `lost_commit` makes the next placement commit and then fail so."""
+        self.lost_commit = False
 
     @property
     def holds(self) -> dict[str, Hold]:
@@ -431,12 +471,23 @@ class FakeStore(MemoryLedger):
     async def place_hold(self, hold: Hold) -> Placement:
         if self.gate is not None:
             await self.gate.wait()
+        if self.lost_commit:
+            self.lost_commit = False
+            await super().place_hold(hold)
+            raise ServiceUnavailable("billing is unavailable")
         return await super().place_hold(hold)
 
     async def settle(self, settlement: Settlement) -> bool:
         if self.settle_gate is not None:
             await self.settle_gate.wait()
+        if self.down:
+            raise ServiceUnavailable("billing is unavailable")
         return await super().settle(settlement)
+
+    async def renew_holds(self, renewals: Sequence[Renewal], now_ms: int, expires_ms: int) -> None:
+        if self.down:
+            raise ServiceUnavailable("billing is unavailable")
+        await super().renew_holds(renewals, now_ms, expires_ms)
 
 
 _FAKE_IS_A_LEDGER_STORE: LedgerStore = FakeStore(0)

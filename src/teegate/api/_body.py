@@ -1,10 +1,17 @@
-"""Reading a JSON request body within the configured limit."""
+"""Reading a JSON request body within the configured limit, and the Idempotency-Key
+sent with it."""
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import ClientDisconnect, Request
 
+from teegate.chat import Idempotency
 from teegate.errors import ClientClosedRequest, InvalidRequest, RequestTooLarge
+
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+"""Visible ASCII, 1-255 characters: Stripe's limit, and any UUID or ULID fits."""
 
 
 async def read_json_body(request: Request, limit_bytes: int) -> bytes:
@@ -28,6 +35,21 @@ async def read_json_body(request: Request, limit_bytes: int) -> bytes:
     except ClientDisconnect:
         raise ClientClosedRequest("the client left before sending the whole body") from None
     return b"".join(chunks)
+
+
+def idempotency_of(request: Request, raw: bytes) -> Idempotency | None:
+    """The request's `Idempotency-Key`, with its body, as the meter keeps them (hashed)."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidRequest(
+            "Invalid 'Idempotency-Key' header: use 1 to 255 visible ASCII characters "
+            "(a UUID, for instance).",
+            param="Idempotency-Key",
+            code="invalid_idempotency_key",
+        )
+    return Idempotency.of(key, raw)
 
 
 def _too_large(limit_bytes: int) -> RequestTooLarge:

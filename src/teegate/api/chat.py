@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from teegate.api._answer import AnswerResponse
-from teegate.api._body import read_json_body
+from teegate.api._body import idempotency_of, read_json_body
 from teegate.api._disconnect import unless_client_leaves
 from teegate.api._state import authorize, gateway
 from teegate.chat import parse_chat_request
@@ -19,6 +19,12 @@ async def create_chat_completion(request: Request) -> AnswerResponse:
     answer = await unless_client_leaves(
         request,
         gw.late_watches,
-        gw.chat.answer(principal, chat, request.state.request_id, request.state.ratelimit_headers),
+        gw.chat.answer(
+            principal,
+            chat,
+            request.state.request_id,
+            request.state.ratelimit_headers,
+            idempotency_of(request, raw),
+        ),
     )
     return AnswerResponse(answer, request.state.ratelimit_headers)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from teegate.api._answer import AnswerResponse
-from teegate.api._body import read_json_body
+from teegate.api._body import idempotency_of, read_json_body
 from teegate.api._disconnect import unless_client_leaves
 from teegate.api._state import authorize, gateway
 from teegate.api.unavailable import closed
@@ -24,7 +24,11 @@ async def create_embeddings(request: Request) -> AnswerResponse:
         request,
         gw.late_watches,
         gw.embeddings.answer(
-            principal, parsed, request.state.request_id, request.state.ratelimit_headers
+            principal,
+            parsed,
+            request.state.request_id,
+            request.state.ratelimit_headers,
+            idempotency_of(request, raw),
         ),
     )
     return AnswerResponse(answer, request.state.ratelimit_headers)

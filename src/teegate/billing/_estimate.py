@@ -5,6 +5,13 @@ shorter than one byte, so the UTF-8 bytes of the text a model reads bound its
 prompt tokens from above. What the bytes do not cover, the chat template's
 own tokens (role markers, turn separators, the tool preamble), is covered by
 fixed overheads per request, per message and per tool.
+
+A part that is not text is not read as its bytes: an image becomes as many tokens
+as its resolution gives it (a URL of 30 bytes can be 16,000 tokens), so each image
+part is held at IMAGE_PART_TOKENS, the most one image can become on the vision
+models teegate's upstreams serve; any other non-text part (audio, a file) at its
+JSON bytes plus that much again. Upstreams bill these tokens as prompt tokens, so
+the hold prices them at the model's prompt price.
 """
 
 from __future__ import annotations
@@ -28,6 +35,11 @@ TOOL_OVERHEAD_TOKENS = 32
 
 EMBEDDING_INPUT_OVERHEAD_TOKENS = 2
 """The special tokens an embedding model wraps each input in ([CLS]/[SEP], BOS/EOS)."""
+
+IMAGE_PART_TOKENS = 16_384
+"""The most tokens one image can become: Qwen2.5-VL's default `max_pixels`
+(12,845,056) over its 28x28-pixel tokens. Llama 3.2 Vision's four tiles come to
+6,404 and GPT-4o's high detail to under 2,000, so this bounds them too."""
 
 SKIPPED_MESSAGE_KEYS = frozenset({"role"})
 """Keys whose value is rendered as template tokens, already in MESSAGE_OVERHEAD_TOKENS."""
@@ -83,10 +95,16 @@ def _message_bytes(message: object) -> int:
 
 
 def _part_bytes(part: object) -> int:
-    """A text part is read as its text; any other part (an image URL) as its JSON."""
-    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-        return len(part["text"].encode())
-    return _value_bytes(part)
+    """A text part is read as its text; an image as the most tokens an image can be;
+    any other part as its JSON and an image's worth besides (see the module's doc)."""
+    if isinstance(part, dict):
+        kind = part.get("type")
+        for text_kind in ("text", "refusal"):
+            if kind == text_kind and isinstance(part.get(text_kind), str):
+                return len(part[text_kind].encode())
+        if kind == "image_url":
+            return IMAGE_PART_TOKENS
+    return _value_bytes(part) + IMAGE_PART_TOKENS
 
 
 def _value_bytes(value: object) -> int:

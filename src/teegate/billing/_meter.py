@@ -21,10 +21,25 @@ from teegate.billing._estimate import (
 )
 from teegate.billing._money import nano_to_usd
 from teegate.billing._outcome import Outcome
-from teegate.billing._pricing import Rates
-from teegate.billing._records import BudgetUse, Hold, LedgerStore, Placement
+from teegate.billing._pricing import Rates, cost_nano
+from teegate.billing._records import (
+    BudgetUse,
+    Hold,
+    LedgerStore,
+    Placement,
+    PriorHold,
+    Renewal,
+    Settlement,
+)
 from teegate.billing._settle import settlement_for, void_settlement
-from teegate.errors import BudgetExceeded, InsufficientBalance
+from teegate.errors import (
+    BudgetExceeded,
+    IdempotencyConflict,
+    IdempotencyKeyReused,
+    InsufficientBalance,
+    ServiceUnavailable,
+    TeegateError,
+)
 from teegate.invariants import invariant
 
 log = structlog.get_logger("teegate.billing")
@@ -60,17 +75,51 @@ class HoldRequest:
     choices: int
     prompt_tokens: int | None = None
     budgeted: bool = False
+    idempotency_key: str | None = None
+    """SHA-256 (hex) of the client's Idempotency-Key, and of its request body."""
+    fingerprint: str | None = None
 
 
 class LedgerMeter:
-    """Holds a conservative estimate per request, then settles the actual cost."""
+    """Holds a conservative estimate per request, then settles the actual cost.
 
-    def __init__(self, store: LedgerStore, *, hold_ttl_s: float, clock: Clock = wall_ms) -> None:
+    A hold is leased: while its request runs, this process renews it (one batched
+    write per `renew_ms` for every live hold, with each one's delivered output as a
+    checkpoint), so only a hold whose process died is ever reaped. A settlement the
+    database could not take (an outage after the answer was sent) waits here, its
+    lease still renewed, and is retried with backoff until the database takes it,
+    at the real usage; so is the void of a hold whose placement's outcome was lost.
+    """
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        hold_ttl_s: float,
+        clock: Clock = wall_ms,
+        on_capped: Callable[[Settlement], None] | None = None,
+    ) -> None:
         self._store = store
         self._ttl_ms = seconds_to_ms(hold_ttl_s)
+        self.renew_ms = max(1, self._ttl_ms // RENEWALS_PER_LEASE)
+        """How often live holds are renewed: several times per lease, so one late or
+        failed renewal never lets a live hold lapse."""
         self._clock = clock
+        self._on_capped = on_capped
         self._voiding: set[asyncio.Task[None]] = set()
         self._settling: set[asyncio.Future[None]] = set()
+        self._live: dict[str, _Lease] = {}
+        self._pending: dict[str, Settlement] = {}
+        self._retry_wake = asyncio.Event()
+
+    @property
+    def live_holds(self) -> int:
+        return len(self._live)
+
+    @property
+    def pending_settlements(self) -> int:
+        """Settlements waiting for the database to take them (a gauge for operators)."""
+        return len(self._pending)
 
     async def settled(self) -> None:
         """Wait for the settlements under way now. An answer is settled after it is
@@ -80,10 +129,19 @@ class LedgerMeter:
             await asyncio.wait([*self._settling, *self._voiding])
 
     async def place(self, request: HoldRequest) -> Hold:
-        """Place the hold or refuse with 402; nothing has gone upstream either way."""
+        """Place the hold or refuse with 402 (409/422 for a reused Idempotency-Key);
+        nothing has gone upstream either way."""
         hold = self.hold_for(request)
         invariant(hold.amount_nano >= 0, f"hold {hold.request_id}: negative amount")
-        placement = await self._placed(hold)
+        try:
+            placement = await self._placed(hold)
+        except ServiceUnavailable:
+            # The COMMIT may have happened without its answer reaching us: the hold is
+            # voided once the database answers, so a hold that exists costs nothing.
+            self._defer(void_settlement(hold, "refused", self._clock()))
+            raise
+        if placement.prior is not None:
+            raise _idempotency_error(placement.prior)
         if not placement.placed and placement.over_budget is not None:
             raise BudgetExceeded(_over_budget(hold, placement.over_budget))
         if not placement.placed:
@@ -94,6 +152,7 @@ class LedgerMeter:
                 f"but {nano_to_usd(max(placement.available_nano, 0))} USD is available. "
                 f"Add credit or {_LOWER[generates]}."
             )
+        self._live[hold.request_id] = _Lease()
         return hold
 
     def now_ms(self) -> int:
@@ -120,10 +179,19 @@ class LedgerMeter:
             created_ms=created,
             expires_ms=created + self._ttl_ms,
             budgeted=request.budgeted,
+            idempotency_key=request.idempotency_key,
+            fingerprint=request.fingerprint,
         )
 
+    def watch(self, hold: Hold, outcome: Outcome) -> None:
+        """Checkpoint `outcome`'s delivered output with each renewal of the hold's lease."""
+        lease = self._live.get(hold.request_id)
+        if lease is not None:
+            lease.outcome = outcome
+
     async def settle(self, hold: Hold, outcome: Outcome) -> None:
-        """Resolve the hold from what was delivered; the store posts it at most once."""
+        """Resolve the hold from what was delivered; the store posts it at most once.
+        If the database is down, the settlement waits in memory and is retried."""
         settlement = settlement_for(
             hold,
             status=outcome.status,
@@ -136,17 +204,94 @@ class LedgerMeter:
                 "settlement_capped",
                 request_id=hold.request_id,
                 account_id=hold.account_id,
+                model=hold.model,
                 held_nano=hold.amount_nano,
+                cost_nano=cost_nano(
+                    settlement.prompt_tokens, settlement.completion_tokens, hold.rates
+                ),
             )
+            if self._on_capped is not None:
+                self._on_capped(settlement)
         finished = asyncio.get_running_loop().create_future()
         self._settling.add(finished)
         try:
             resolved = await self._store.settle(settlement)
+        except ServiceUnavailable:
+            self._defer(settlement)
+            return
         finally:
             self._settling.discard(finished)
             finished.set_result(None)
+        self._live.pop(hold.request_id, None)
         if not resolved:  # already settled, or the reaper got there first: the first stands
             log.warning("hold_already_resolved", request_id=hold.request_id)
+
+    async def run(self) -> None:
+        """Renew live holds' leases and retry deferred settlements until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._renew_forever())
+            tasks.create_task(self._retry_forever())
+
+    async def renew_once(self) -> int:
+        """Renew every live hold's lease, checkpointing its output; how many."""
+        now = self._clock()
+        renewals = [
+            Renewal(request_id, lease.output_bytes()) for request_id, lease in self._live.items()
+        ]
+        for start in range(0, len(renewals), RENEW_BATCH):
+            await self._store.renew_holds(
+                renewals[start : start + RENEW_BATCH], now, now + self._ttl_ms
+            )
+        return len(renewals)
+
+    async def retry_once(self) -> int:
+        """Retry each deferred settlement once, oldest first; how many the database took.
+        Stops at the first outage: the rest wait for the next try."""
+        done = 0
+        for request_id, settlement in list(self._pending.items()):
+            try:
+                resolved = await self._store.settle(settlement)
+            except ServiceUnavailable:
+                break
+            del self._pending[request_id]
+            self._live.pop(request_id, None)
+            done += 1
+            log.info(
+                "settlement_retried",
+                request_id=request_id,
+                resolved=resolved,
+                cost_nano=settlement.cost_nano,
+            )
+        return done
+
+    def _defer(self, settlement: Settlement) -> None:
+        hold = settlement.hold
+        self._pending[hold.request_id] = settlement
+        self._live.setdefault(hold.request_id, _Lease())  # renewed until it is taken
+        self._retry_wake.set()
+        log.error("settle_deferred", request_id=hold.request_id, account_id=hold.account_id)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_ms / 1000)
+            try:
+                await self.renew_once()
+            except Exception as exc:  # the next round renews them; leases outlast several
+                log.error("renew_failed", holds=len(self._live), error=type(exc).__name__)
+
+    async def _retry_forever(self) -> None:
+        delay = RETRY_FIRST_S
+        while True:
+            if not self._pending:
+                self._retry_wake.clear()
+                await self._retry_wake.wait()
+                delay = RETRY_FIRST_S
+            await asyncio.sleep(delay)
+            try:
+                await self.retry_once()
+            except Exception as exc:
+                log.error("settle_retry_failed", error=type(exc).__name__)
+            delay = min(delay * 2, max(self.renew_ms / 1000, RETRY_FIRST_S))
 
     async def _placed(self, hold: Hold) -> Placement:
         """Placing runs to completion even if the caller is cancelled meanwhile.
@@ -171,8 +316,48 @@ class LedgerMeter:
     async def _void(self, hold: Hold) -> None:
         try:
             await self._store.settle(void_settlement(hold, "client_gone", self._clock()))
+        except ServiceUnavailable:
+            self._defer(void_settlement(hold, "client_gone", self._clock()))
         except Exception as exc:  # the reaper is the safety net; say so
             log.error("void_failed", request_id=hold.request_id, error=type(exc).__name__)
+
+
+RENEWALS_PER_LEASE = 4
+RENEW_BATCH = 1000
+"""Holds renewed per write: 10,000 open streams are ten writes per renewal period."""
+RETRY_FIRST_S = 0.5
+"""The first retry of a deferred settlement; each next one waits twice as long, up
+to the renewal period."""
+
+
+@dataclass(slots=True)
+class _Lease:
+    """A live hold: what its answer has delivered so far, once the answer is watched."""
+
+    outcome: Outcome | None = None
+
+    def output_bytes(self) -> int:
+        return 0 if self.outcome is None else self.outcome.output_bytes
+
+
+def _idempotency_error(prior: PriorHold) -> TeegateError:
+    if not prior.same_body:
+        return IdempotencyKeyReused(
+            f"This Idempotency-Key was used by request {prior.request_id} with a different "
+            "body: use a new key for a new request."
+        )
+    if prior.state == "open":
+        return IdempotencyConflict(
+            f"A request with this Idempotency-Key ({prior.request_id}) is still running: "
+            "it is not charged twice. Retry after it has finished.",
+            finished=False,
+        )
+    return IdempotencyConflict(
+        f"This Idempotency-Key was used by request {prior.request_id}, which has "
+        "finished and is not charged again. Completions are never stored, so it cannot "
+        f"be replayed: its charge is at GET /v1/generation?id={prior.request_id}.",
+        finished=True,
+    )
 
 
 def _over_budget(hold: Hold, budget: BudgetUse) -> str:

@@ -1,10 +1,13 @@
-"""The reaper: no hold outlives its expiry, even if the gateway that placed it died.
+"""The reaper: no hold outlives its lease, even if the gateway that placed it died.
 
-An expired hold posts at its held amount (the pre-charge stands): the
-gateway cannot know what the upstream delivered after it lost track, and the
-hold was sized to cover the worst case. A hold counts as expired at its own
-`expires_ms`, or once it is older than the TTL configured now, so an operator
-who lowers `hold_ttl_s` after a crash clears the stranded holds at once.
+A live hold's lease is renewed by the process running its request
+(`LedgerMeter`), so a hold whose lease lapsed has lost its process. It is settled
+from its last progress checkpoint (`expired_settlement`): the prompt estimate
+plus the output its request had delivered, or nothing if it had delivered
+nothing; never more than the hold. A hold counts as lapsed at its own
+`expires_ms`, or once it was placed or last renewed longer ago than the TTL
+configured now, so an operator who lowers `hold_ttl_s` after a crash clears the
+stranded holds at once.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Reaper:
                         request_id=hold.request_id,
                         account_id=hold.account_id,
                         amount_nano=hold.amount_nano,
+                        output_bytes=hold.output_bytes,
                     )
             reaped += sum(results)
             if len(holds) < REAP_BATCH:

@@ -7,6 +7,7 @@ construction, so no float can travel from here to the database.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -43,9 +44,17 @@ class Hold:
     """Its key or account has a spend budget: placing and settling it also move the
     budgets' held and spent amounts (a hold without one touches no budget row). Not a
     column: a hold read back asks the budgets table."""
+    idempotency_key: str | None = None
+    """The SHA-256 (hex) of the client's Idempotency-Key, if it sent one: unique per
+    account, so a retry finds this hold instead of placing another."""
+    fingerprint: str | None = None
+    """The SHA-256 (hex) of the request body sent with `idempotency_key`."""
+    output_bytes: int = 0
+    """Output delivered as of the lease's last checkpoint (read back by the reaper)."""
 
     def __post_init__(self) -> None:
-        for name in ("prompt_tokens", "completion_tokens", "amount_nano", "created_ms"):
+        for name in ("prompt_tokens", "completion_tokens", "amount_nano", "created_ms",
+                     "output_bytes"):  # fmt: skip
             exact_int(getattr(self, name), name)
         invariant(
             self.amount_nano == cost_nano(self.prompt_tokens, self.completion_tokens, self.rates),
@@ -75,13 +84,33 @@ class BudgetUse:
 
 
 @dataclass(frozen=True, slots=True)
+class PriorHold:
+    """The hold an Idempotency-Key was first placed with: its request, whether it is
+    still open, and whether its body was the same."""
+
+    request_id: str
+    state: HoldState
+    same_body: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Placement:
     """Whether a hold fitted, and what was available to it (for the 402 message);
-    a hold that fitted the balance but not a budget names that budget."""
+    a hold that fitted the balance but not a budget names that budget; a hold whose
+    Idempotency-Key an earlier hold of the account has (not voided) names that one."""
 
     placed: bool
     available_nano: int
     over_budget: BudgetUse | None = None
+    prior: PriorHold | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """One live hold's lease renewal and the output its request has delivered so far."""
+
+    request_id: str
+    output_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +202,13 @@ class LedgerStore(Protocol):
         ...
 
     async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
-        """Open holds past their expiry, or older than `ttl_ms` (the TTL configured now)."""
+        """Open holds whose lease lapsed: past their expiry, or placed or last renewed
+        more than `ttl_ms` (the TTL configured now) ago."""
+        ...
+
+    async def renew_holds(self, renewals: Sequence[Renewal], now_ms: int, expires_ms: int) -> None:
+        """Extend these holds' leases to `expires_ms` and checkpoint their output, in
+        one transaction; a hold no longer open is left as it is."""
         ...
 
     async def balance(self, account_id: int) -> Balance | None: ...

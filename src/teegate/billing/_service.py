@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from teegate.billing._meter import Clock, LedgerMeter, wall_ms
 from teegate.billing._reaper import Reaper
-from teegate.billing._records import Balance, BudgetUse, LedgerStore, UsageQuery, UsageRecord
+from teegate.billing._records import (
+    Balance,
+    BudgetUse,
+    LedgerStore,
+    Settlement,
+    UsageQuery,
+    UsageRecord,
+)
 
 MAX_USAGE_PAGE = 1000
 
@@ -20,9 +29,11 @@ class Billing:
         hold_ttl_s: float,
         reaper_interval_s: float,
         clock: Clock = wall_ms,
+        on_capped: Callable[[Settlement], None] | None = None,
     ) -> None:
+        """`on_capped` hears of every settlement capped at its hold (a metric)."""
         self._store = store
-        self.meter = LedgerMeter(store, hold_ttl_s=hold_ttl_s, clock=clock)
+        self.meter = LedgerMeter(store, hold_ttl_s=hold_ttl_s, clock=clock, on_capped=on_capped)
         self.reaper = Reaper(
             store, hold_ttl_s=hold_ttl_s, interval_s=reaper_interval_s, clock=clock
         )

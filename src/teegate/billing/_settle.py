@@ -5,7 +5,9 @@
    `no-usage` upstream): bill the prompt estimate plus
    ceil(output bytes / FALLBACK_BYTES_PER_TOKEN) completion tokens.
 3. No usage and nothing delivered after a failure: void, cost 0.
-4. The hold expired unresolved (the gateway died): the pre-charge stands.
+4. The hold's lease lapsed (the gateway that ran it died): what its last
+   checkpoint shows was delivered, by rule 2 (the prompt estimate plus the
+   checkpointed bytes); a lease that lapsed with nothing delivered costs 0.
 
 Whatever the rule, the cost is capped at the held amount: the limit was
 checked when holding, so settling can never overdraw the balance.
@@ -81,12 +83,19 @@ def settled_tokens(
 
 
 def expired_settlement(hold: Hold, now_ms: int) -> Settlement:
-    """Rule 4: nobody settled this hold in time, so it posts in full."""
+    """Rule 4: nobody settled this hold while its lease ran, so it is charged what its
+    checkpoint proves was delivered (docs/billing.md, "Leases and the reaper")."""
+    if hold.output_bytes > 0:
+        prompt = hold.prompt_tokens
+        completion = fallback_completion_tokens(hold.output_bytes, hold.completion_tokens)
+    else:
+        prompt = completion = 0
+    cost = cost_nano(prompt, completion, hold.rates)
     return Settlement(
         hold=hold,
-        prompt_tokens=hold.prompt_tokens,
-        completion_tokens=hold.completion_tokens,
-        cost_nano=hold.amount_nano,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_nano=min(cost, hold.amount_nano),
         settled_by="expired-hold",
         status="expired",
         capped=False,

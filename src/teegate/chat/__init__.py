@@ -9,7 +9,7 @@ from teegate.chat._request import (
     parse_chat_request,
     parse_json_object,
 )
-from teegate.chat._seams import Meter, Sink, Upstream, UpstreamStream
+from teegate.chat._seams import Idempotency, Meter, Sink, Upstream, UpstreamStream
 from teegate.chat._service import (
     ChatService,
     TokenWindowMeter,
@@ -22,6 +22,7 @@ __all__ = [
     "Answer",
     "ChatRequest",
     "ChatService",
+    "Idempotency",
     "Meter",
     "Sink",
     "TokenWindowMeter",

@@ -79,6 +79,7 @@ class StreamedAnswer(Answer):
         super().__init__(admitted, meter, hold, Outcome())
         self._stream = stream
         self._include_usage = include_usage
+        meter.watch(hold, self._outcome)  # a long stream's lease carries its progress
 
     async def _deliver(self, sink: Sink) -> None:
         try:
@@ -132,8 +133,9 @@ def _parse_chunk(data: bytes) -> dict[str, Any]:
 
 
 async def settle_after_answer(meter: Meter, hold: Hold, outcome: Outcome) -> None:
-    """Never raises: the answer is out by now. A settlement that fails leaves the
-    hold open, and the reaper posts it at the held amount, as after a crash."""
+    """Never raises: the answer is out by now. A settlement the database cannot take
+    waits in the meter, which retries it; any other failure leaves the hold open, and
+    the reaper settles it from its last checkpoint, as after a crash."""
     try:
         await settle(meter, hold, outcome)
     except TeegateError as exc:

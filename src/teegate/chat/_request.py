@@ -23,6 +23,10 @@ CONTENT_NEEDS = {
     "input_audio": ("audio", "messages"),
     "file": ("file", "messages"),
 }
+TEXT_PARTS = frozenset({"text", "refusal"})
+"""Content parts any chat model reads: a part of another type (`video_url`, a type
+no model here lists) is refused, never forwarded to be counted at a price the hold
+did not cover."""
 MAX_CHOICES = 8
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
@@ -143,7 +147,7 @@ def _check_message(index: int, message: object) -> tuple[tuple[str, str], ...]:
                 raise _missing_or_invalid(
                     f"{where}.content[{part_index}]", part, "a content part with a 'type'"
                 )
-            need = CONTENT_NEEDS.get(part["type"])
+            need = _part_need(f"{where}.content[{part_index}].type", part["type"])
             if need is not None and need not in needs:
                 needs = (*needs, need)
     elif not isinstance(content, str):
@@ -151,6 +155,21 @@ def _check_message(index: int, message: object) -> tuple[tuple[str, str], ...]:
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise _missing_or_invalid(f"{where}.tool_call_id", message.get("tool_call_id"), "a string")
     return needs
+
+
+def _part_need(param: str, kind: str) -> tuple[str, str] | None:
+    if kind in TEXT_PARTS:
+        return None
+    need = CONTENT_NEEDS.get(kind)
+    if need is None:
+        kinds = ", ".join(sorted(TEXT_PARTS | CONTENT_NEEDS.keys()))
+        raise InvalidRequest(
+            f"Invalid value for '{param}': '{kind[:64]}' is not a content part type "
+            f"teegate serves (one of {kinds}).",
+            param=param,
+            code="invalid_value",
+        )
+    return need
 
 
 def _number(body: dict[str, Any], field: str, low: float, high: float) -> None:

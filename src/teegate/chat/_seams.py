@@ -1,13 +1,29 @@
 """What the chat service needs of its neighbours, as Protocols it owns: billing's
-meter, an upstream and its streams, and the web layer's side of an answer.
+meter, an upstream and its streams, and the web layer's side of an answer; and
+the Idempotency-Key a request carries, as the meter is given it.
 Each is satisfied by its neighbour as is; none of them is imported here."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from hashlib import sha256
 from typing import Any, Protocol
 
 from teegate.billing import Hold, HoldRequest, Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A client's Idempotency-Key and its request body, each as a SHA-256 (hex): the
+    key scopes a retry to the account, the body tells a retry from a new request."""
+
+    key_hash: str
+    body_hash: str
+
+    @classmethod
+    def of(cls, key: str, body: bytes) -> Idempotency:
+        return cls(sha256(key.encode()).hexdigest(), sha256(body).hexdigest())
 
 
 class Meter(Protocol):
@@ -16,6 +32,10 @@ class Meter(Protocol):
     async def place(self, request: HoldRequest) -> Hold: ...
 
     async def settle(self, hold: Hold, outcome: Outcome) -> None: ...
+
+    def watch(self, hold: Hold, outcome: Outcome) -> None:
+        """Checkpoint what `outcome` delivers on the hold's lease while it runs."""
+        ...
 
 
 class UpstreamStream(Protocol):

@@ -27,7 +27,7 @@ from teegate.billing import (
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
 from teegate.chat._answer import Answer, StreamedAnswer, WholeAnswer, settle
 from teegate.chat._request import ChatRequest, check_against_model
-from teegate.chat._seams import Meter, Upstream
+from teegate.chat._seams import Idempotency, Meter, Upstream
 from teegate.errors import ModelNotConfidential, RateLimitExceeded, UpstreamKeyChanged
 from teegate.ratelimit import RateLimiter
 
@@ -69,13 +69,15 @@ class ChatService:
         request: ChatRequest,
         request_id: str,
         headers: MutableMapping[str, str] | None = None,
+        idempotency: Idempotency | None = None,
     ) -> Answer:
         """The upstream's answer, held for and not yet sent: sending it settles the hold.
 
         A key with a token limit gets its `x-ratelimit-*-tokens` added to `headers`
-        (those the request answers with, whatever the answer)."""
+        (those the request answers with, whatever the answer). With `idempotency`, a
+        retry of a request already held is refused (409/422) instead of held again."""
         admitted = self.admit(request, principal.policy)
-        hold_request = _hold_request(request_id, principal, admitted, request)
+        hold_request = _hold_request(request_id, principal, admitted, request, idempotency)
         meter = self._meter
         if principal.policy is not None and principal.policy.tpm is not None:
             tokens = prompt_upper_bound(hold_request.body) + held_completion_tokens(
@@ -151,7 +153,11 @@ async def upstream_failed(
 
 
 def _hold_request(
-    request_id: str, principal: Principal, admitted: Admitted, request: ChatRequest
+    request_id: str,
+    principal: Principal,
+    admitted: Admitted,
+    request: ChatRequest,
+    idempotency: Idempotency | None,
 ) -> HoldRequest:
     return hold_request(
         request_id,
@@ -161,6 +167,7 @@ def _hold_request(
         stream=request.stream,
         max_output_tokens=request.max_output_tokens(),
         choices=request.choices(),
+        idempotency=idempotency,
     )
 
 
@@ -174,6 +181,7 @@ def hold_request(
     max_output_tokens: int,
     choices: int,
     prompt_tokens: int | None = None,
+    idempotency: Idempotency | None = None,
 ) -> HoldRequest:
     """Who pays, at the catalog's marked-up price as admitted, right now: what every
     endpoint asks billing to hold."""
@@ -190,6 +198,8 @@ def hold_request(
         choices=choices,
         prompt_tokens=prompt_tokens,
         budgeted=principal.budgeted,
+        idempotency_key=None if idempotency is None else idempotency.key_hash,
+        fingerprint=None if idempotency is None else idempotency.body_hash,
     )
 
 
@@ -224,6 +234,9 @@ class TokenWindowMeter:
             with anyio.CancelScope(shield=True):
                 await self._correct(0)
             raise
+
+    def watch(self, hold: Hold, outcome: Outcome) -> None:
+        self._meter.watch(hold, outcome)
 
     async def settle(self, hold: Hold, outcome: Outcome) -> None:
         await self._meter.settle(hold, outcome)

@@ -15,6 +15,7 @@ from teegate.billing import HoldRequest, Outcome
 from teegate.catalog import Admitted, AttestationView, Capabilities, Catalog, admit, serves
 from teegate.chat import (
     Answer,
+    Idempotency,
     Meter,
     WholeAnswer,
     hold_request,
@@ -61,6 +62,7 @@ class EmbeddingsService:
         request: EmbeddingsRequest,
         request_id: str,
         headers: MutableMapping[str, str] | None = None,
+        idempotency: Idempotency | None = None,
     ) -> Answer:
         """The upstream's embeddings, held for and not yet sent: sending settles the hold.
         The key's policy fences them as it fences chat: allow-list, attestation floor,
@@ -84,7 +86,9 @@ class EmbeddingsService:
                 tpm=policy.tpm,
                 headers=headers,
             )
-        hold = await meter.place(_hold_request(request_id, principal, admitted, request))
+        hold = await meter.place(
+            _hold_request(request_id, principal, admitted, request, idempotency)
+        )
         client = self._upstreams[admitted.model.upstream]
         try:  # re-encoded, not relayed: the upstream reads exactly the body the gate read
             raw, body = await client.embed(
@@ -97,7 +101,11 @@ class EmbeddingsService:
 
 
 def _hold_request(
-    request_id: str, principal: Principal, admitted: Admitted, request: EmbeddingsRequest
+    request_id: str,
+    principal: Principal,
+    admitted: Admitted,
+    request: EmbeddingsRequest,
+    idempotency: Idempotency | None,
 ) -> HoldRequest:
     """The inputs' token bound at the model's marked-up prompt price; nothing is generated."""
     return hold_request(
@@ -109,4 +117,5 @@ def _hold_request(
         max_output_tokens=0,
         choices=1,
         prompt_tokens=request.prompt_tokens,
+        idempotency=idempotency,
     )

@@ -15,9 +15,9 @@ Reads (and the reaper's query) go through SQLAlchemy, here.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from teegate.billing import (
@@ -25,6 +25,7 @@ from teegate.billing import (
     BudgetUse,
     Hold,
     Placement,
+    Renewal,
     Settlement,
     UsageQuery,
     UsageRecord,
@@ -42,6 +43,13 @@ _BUDGETED = (
     .label("budgeted")
 )
 """A hold read back (by the reaper) moves budgets if its key or account has one now."""
+
+
+_RENEW = (
+    update(holds)
+    .where(holds.c.id == bindparam("rid"), holds.c.state == "open")
+    .values(output_bytes=bindparam("bytes"))
+)
 
 
 class Ledger:
@@ -73,11 +81,12 @@ class Ledger:
         return await self.writer.submit(settlement.hold.account_id, settlement)
 
     async def expired_holds(self, now_ms: int, ttl_ms: int, limit: int) -> list[Hold]:
+        leased = func.coalesce(holds.c.renewed_ms, holds.c.created_ms)
         query = (
             select(holds, _BUDGETED)
             .where(
                 holds.c.state == "open",
-                or_(holds.c.expires_ms <= now_ms, holds.c.created_ms <= now_ms - ttl_ms),
+                or_(holds.c.expires_ms <= now_ms, leased <= now_ms - ttl_ms),
             )
             .order_by(holds.c.created_ms, holds.c.id)
             .limit(limit)
@@ -85,6 +94,14 @@ class Ledger:
         async with outage_as_unavailable(), self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [hold_record(row) for row in rows]
+
+    async def renew_holds(self, renewals: Sequence[Renewal], now_ms: int, expires_ms: int) -> None:
+        """One transaction, whatever the number of holds: one commit per renewal period."""
+        if not renewals:
+            return
+        rows = [{"rid": r.request_id, "bytes": r.output_bytes} for r in renewals]
+        async with outage_as_unavailable(), self.engine.begin() as conn:
+            await conn.execute(_RENEW.values(renewed_ms=now_ms, expires_ms=expires_ms), rows)
 
     async def open_holds(self, account_id: int | None = None) -> list[Hold]:
         query = select(holds, _BUDGETED).where(holds.c.state == "open").order_by(holds.c.created_ms)

@@ -10,6 +10,7 @@ rows, and retries a refused hold through `place_hold` here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Table
@@ -29,11 +30,15 @@ from teegate.store._ledger_budgets import (
 from teegate.store._ledger_rows import (
     DEBIT_COLUMNS,
     HOLD_COLUMNS,
+    KEYED_HOLD_COLUMNS,
+    PRIOR_IS_FREE,
     USAGE_COLUMNS,
     LedgerWrite,
     hold_row,
+    keyed_hold_row,
     names,
     placed,
+    prior_hold,
     refused,
     unclaimed,
     usage_row,
@@ -78,10 +83,11 @@ _AVAILABLE = "SELECT balance_nano - held_nano FROM accounts WHERE id = $1"
 
 async def place_hold(conn: Any, hold: Hold) -> Placement:
     """One conditional UPDATE decides; the hold row follows in the same statement.
-    A budgeted hold takes a transaction of its own (a savepoint inside a batch's)."""
-    if hold.budgeted:
+    A budgeted or keyed hold takes a transaction of its own (a savepoint inside a
+    batch's)."""
+    if hold.budgeted or hold.idempotency_key is not None:
         async with conn.transaction():
-            return await _place_budgeted(conn, hold)
+            return await _place_alone(conn, hold)
     row = await conn.fetchrow(_PLACE_HOLD, *hold_row(hold))
     if row is None:
         return refused(await conn.fetchrow(_AVAILABLE, hold.account_id))
@@ -98,18 +104,42 @@ _INSERT_HOLD = (
 )
 
 
-async def _place_budgeted(conn: Any, hold: Hold) -> Placement:
-    """The account's conditional UPDATE first (it locks the row), then the budgets."""
+_LOCK_ACCOUNT = "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE"
+_PRIOR = "SELECT id, state, fingerprint FROM holds WHERE account_id = $1 AND idempotency_key = $2"
+_FREE_KEY = "UPDATE holds SET idempotency_key = NULL WHERE id = $1"
+_INSERT_KEYED_HOLD = (
+    f"INSERT INTO holds ({names(holds, KEYED_HOLD_COLUMNS)})"  # noqa: S608 (constants only)
+    f" VALUES ({_pg_values(holds, KEYED_HOLD_COLUMNS)})"
+)
+
+
+async def _place_alone(conn: Any, hold: Hold) -> Placement:
+    """The account's conditional UPDATE first (it locks the row), then the budgets.
+    A keyed hold locks the account row before it looks for its key's prior hold:
+    every hold of the account takes that lock, so two requests with one key, on two
+    connections, cannot both find none."""
+    if hold.idempotency_key is not None:
+        await conn.execute(_LOCK_ACCOUNT, hold.account_id)
+        prior = await conn.fetchrow(_PRIOR, hold.account_id, hold.idempotency_key)
+        if prior is not None and prior[1] != PRIOR_IS_FREE:
+            available = await conn.fetchrow(_AVAILABLE, hold.account_id)
+            return replace(refused(available), prior=prior_hold(hold, prior))
+        if prior is not None:
+            await conn.execute(_FREE_KEY, prior[0])
     row = await conn.fetchrow(_HOLD_IF_IT_FITS, hold.amount_nano, hold.account_id)
     if row is None:
         return refused(await conn.fetchrow(_AVAILABLE, hold.account_id))
-    args = pg_args(hold_params(hold))
-    over = await conn.fetchrow(PG_OVER, *args)
-    if over is not None:
-        await conn.execute(PG_UNHOLD, hold.amount_nano, hold.account_id)
-        return Placement(False, row[0] - row[1] + hold.amount_nano, budget_use(over))
-    await conn.execute(PG_HOLD, *args)
-    await conn.execute(_INSERT_HOLD, *hold_row(hold))
+    if hold.budgeted:
+        args = pg_args(hold_params(hold))
+        over = await conn.fetchrow(PG_OVER, *args)
+        if over is not None:
+            await conn.execute(PG_UNHOLD, hold.amount_nano, hold.account_id)
+            return Placement(False, row[0] - row[1] + hold.amount_nano, budget_use(over))
+        await conn.execute(PG_HOLD, *args)
+    if hold.idempotency_key is None:
+        await conn.execute(_INSERT_HOLD, *hold_row(hold))
+    else:
+        await conn.execute(_INSERT_KEYED_HOLD, *keyed_hold_row(hold))
     return placed(hold, row[0], row[1])
 
 

@@ -16,7 +16,8 @@ per request id.
 
 Budgeted holds and settlements (a key's or account's spend budget) take the single
 write's budget statements after their kind's statement, on account rows it has
-locked: budgeted holds come after the batch's other holds, each as if alone.
+locked: budgeted holds come after the batch's other holds, each as if alone, and so
+do holds with an Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -206,13 +207,15 @@ async def run_batch(
             results[i] = claimed
             if claimed and settlement.hold.budgeted:
                 await settle_budgets(conn, settlement)
-    plain = [(i, hold) for i, hold in zip(holding, new_holds, strict=True) if not hold.budgeted]
-    budgeted = [(i, hold) for i, hold in zip(holding, new_holds, strict=True) if hold.budgeted]
+    pairs = list(zip(holding, new_holds, strict=True))
+    plain = [(i, hold) for i, hold in pairs if not hold.budgeted and hold.idempotency_key is None]
+    budgeted = [(i, hold) for i, hold in pairs if hold.budgeted or hold.idempotency_key is not None]
     if plain:
         later = sorted({hold.account_id for _, hold in budgeted})
         placements = await place(conn, [hold for _, hold in plain], later)
         for (i, _), placement in zip(plain, placements, strict=True):
             results[i] = placement
     for i, hold in budgeted:  # after the plain holds, each alone on its locked account
+        # (a hold with an Idempotency-Key too: it looks for its key's prior hold first)
         results[i] = await place_hold(conn, hold)
     return results

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Select, Table, select
 
-from teegate.billing import Hold, Placement, Rates, Settlement, UsageRecord
+from teegate.billing import Hold, Placement, PriorHold, Rates, Settlement, UsageRecord
 from teegate.invariants import invariant
 from teegate.store._schema import accounts, ledger_entries, usage_records
 
@@ -33,6 +33,23 @@ USAGE_COLUMNS = (
 def names(table: Table, columns: tuple[str, ...]) -> str:
     return ", ".join(table.c[name].name for name in columns)  # a typo fails at import
 
+
+KEYED_HOLD_COLUMNS = (*HOLD_COLUMNS, "idempotency_key", "fingerprint")
+"""A hold placed with an Idempotency-Key: the key and body hashes follow its row."""
+
+
+def keyed_hold_row(hold: Hold) -> tuple[Any, ...]:
+    return (*hold_row(hold), hold.idempotency_key, hold.fingerprint)
+
+
+def prior_hold(hold: Hold, row: Any) -> PriorHold:
+    """The hold that has `hold`'s Idempotency-Key: (id, state, fingerprint) as read."""
+    return PriorHold(row[0], row[1], row[2] == hold.fingerprint)
+
+
+PRIOR_IS_FREE = "voided"
+"""A key whose hold was voided (nothing delivered, nothing charged) may be used again:
+its retry is the first request that runs."""
 
 DEBIT_COLUMNS = names(
     ledger_entries, ("account_id", "kind", "amount_nano", "reference", "memo", "created_ms")
@@ -91,6 +108,9 @@ def hold_record(row: Any) -> Hold:
         created_ms=row.created_ms,
         expires_ms=row.expires_ms,
         budgeted=bool(row.budgeted),
+        idempotency_key=row.idempotency_key,
+        fingerprint=row.fingerprint,
+        output_bytes=row.output_bytes,
     )
 
 

@@ -13,6 +13,7 @@ nothing (exactly once); the release, the debit and the usage record follow it.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 from teegate.billing import Hold, Placement, Settlement
 from teegate.store._ledger_budgets import (
@@ -27,11 +28,15 @@ from teegate.store._ledger_budgets import (
 from teegate.store._ledger_rows import (
     DEBIT_COLUMNS,
     HOLD_COLUMNS,
+    KEYED_HOLD_COLUMNS,
+    PRIOR_IS_FREE,
     USAGE_COLUMNS,
     LedgerWrite,
     hold_row,
+    keyed_hold_row,
     names,
     placed,
+    prior_hold,
     refused,
     unclaimed,
     usage_row,
@@ -58,8 +63,25 @@ _INSERT_HOLD = (
 )
 
 
+_PRIOR = "SELECT id, state, fingerprint FROM holds WHERE account_id = ? AND idempotency_key = ?"
+_FREE_KEY = "UPDATE holds SET idempotency_key = NULL WHERE id = ?"
+_INSERT_KEYED_HOLD = (
+    f"INSERT INTO holds ({names(holds, KEYED_HOLD_COLUMNS)})"  # noqa: S608 (constants only)
+    f" VALUES ({', '.join('?' * len(KEYED_HOLD_COLUMNS))})"
+)
+
+
 def place_hold(conn: sqlite3.Connection, hold: Hold) -> Placement:
-    """One conditional UPDATE decides; the hold row follows in the same transaction."""
+    """One conditional UPDATE decides; the hold row follows in the same transaction.
+    A hold with an Idempotency-Key first looks for the account's hold with that key
+    (the writer's transaction holds the database's write lock, so no other can race)."""
+    if hold.idempotency_key is not None:
+        prior = conn.execute(_PRIOR, (hold.account_id, hold.idempotency_key)).fetchone()
+        if prior is not None and prior[1] != PRIOR_IS_FREE:
+            available = conn.execute(_AVAILABLE, (hold.account_id,)).fetchone()
+            return replace(refused(available), prior=prior_hold(hold, prior))
+        if prior is not None:
+            conn.execute(_FREE_KEY, (prior[0],))
     row = conn.execute(_HOLD_IF_IT_FITS, (hold.amount_nano, hold.account_id)).fetchone()
     if row is None:
         available = conn.execute(_AVAILABLE, (hold.account_id,)).fetchone()
@@ -71,7 +93,10 @@ def place_hold(conn: sqlite3.Connection, hold: Hold) -> Placement:
             conn.execute(SQLITE_UNHOLD, (hold.amount_nano, hold.account_id))
             return Placement(False, row[0] - row[1] + hold.amount_nano, budget_use(over))
         conn.execute(SQLITE_HOLD, params)
-    conn.execute(_INSERT_HOLD, hold_row(hold))
+    if hold.idempotency_key is None:
+        conn.execute(_INSERT_HOLD, hold_row(hold))
+    else:
+        conn.execute(_INSERT_KEYED_HOLD, keyed_hold_row(hold))
     return placed(hold, row[0], row[1])
 
 

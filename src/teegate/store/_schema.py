@@ -74,6 +74,8 @@ OPEN = text("state = 'open'")
 # from 'open' to 'posted', 'voided' or 'expired'; rows are kept as the audit trail.
 # Indexes are few on purpose: each is one more page in every hold's commit
 # (migration 0003 says why).
+KEYED = text("idempotency_key IS NOT NULL")
+
 holds = Table(
     "holds",
     metadata,
@@ -91,7 +93,22 @@ holds = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("expires_ms", BigInteger, nullable=False),
     Column("resolved_ms", BigInteger, nullable=True),
+    # the lease: the running request renews expires_ms, and checkpoints what it has
+    # delivered, which is what the reaper charges if the lease lapses
+    Column("renewed_ms", BigInteger, nullable=True),
+    Column("output_bytes", BigInteger, nullable=False, server_default="0"),
+    # a client's Idempotency-Key (SHA-256, hex) and its request body's, never the body
+    Column("idempotency_key", String(64), nullable=True),
+    Column("fingerprint", String(64), nullable=True),
     Index("ix_holds_open_expires_ms", "expires_ms", sqlite_where=OPEN, postgresql_where=OPEN),
+    Index(
+        "ux_holds_account_idempotency_key",
+        "account_id",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=KEYED,
+        postgresql_where=KEYED,
+    ),
 )
 
 # Spend budgets: one row per key (key_id) or account (key_id '') and period ('day',
