@@ -195,7 +195,9 @@ async def test_a_burst_is_exact_and_does_not_degrade_the_limiter() -> None:
     the limiter called itself degraded and its local counts came on top of Redis's
     (49 admitted). A burst now waits its turn for a connection."""
     async with slow_redis(0.2) as url:  # 200 per replica, 32 connections: ~1.4 s of queue
-        replicas = [RedisRateLimiter(url, replicas=2, timeout_s=1.0) for _ in range(2)]
+        replicas = [
+            RedisRateLimiter(url, replicas=2, timeout_s=1.0, queue_timeout_s=30) for _ in range(2)
+        ]
         key_id, limit = key(), 25
         decisions = await asyncio.gather(
             *(replicas[i % 2].hit(key_id, limit) for i in range(400)), return_exceptions=True
