@@ -278,11 +278,9 @@ def test_every_sqlalchemy_error_is_decided() -> None:
             sa_exc.UnboundExecutionError,
             sa_exc.UnreflectableTableError,
             sa_exc.UnsupportedCompilationError,
-            # Raised inside the pool (it reconnects): a pool checkout that times out
-            # is 500 today, not 503.
+            # Raised inside the pool (it reconnects).
             sa_exc.DisconnectionError,
             sa_exc.InvalidatePoolError,
-            sa_exc.TimeoutError,
             # The asyncio engine used out of order: a bug.
             sa_async_exc.AsyncBindNotFound,
             sa_async_exc.AsyncContextAlreadyStarted,
@@ -308,9 +306,9 @@ def test_every_sqlalchemy_error_is_decided() -> None:
     assert_all_decided(classes, OUTAGE_VERDICTS, covered, never_seen)
 
 
-OUTAGE_SQLSTATES = {"53300", "57P01", "57P02", "57P03"}
-"""Besides class 08 (connection exception): too many connections, admin and crash
-shutdown, cannot connect now."""
+OUTAGE_SQLSTATES = {"53300", "57014", "57P01", "57P02", "57P03"}
+"""Besides class 08 (connection exception): too many connections, a statement
+cancelled (past the statement timeout), admin and crash shutdown, cannot connect now."""
 
 
 def test_every_asyncpg_error_is_decided() -> None:
@@ -352,7 +350,7 @@ def test_every_asyncpg_error_is_decided() -> None:
         (sqlite3.IntegrityError, OutageVerdict.STATEMENT),
         (sa_exc.OperationalError, OutageVerdict.UNLESS_RETRYABLE),
         (sa_exc.IntegrityError, OutageVerdict.IF_INVALIDATED),
-        (sa_exc.TimeoutError, OutageVerdict.STATEMENT),
+        (sa_exc.TimeoutError, OutageVerdict.OUTAGE),  # the pool's checkout timed out: 503
     ],
 )
 def test_database_errors_map_to_their_verdict(
@@ -413,7 +411,6 @@ def test_every_redis_error_is_decided() -> None:
             redis.exceptions.PubSubError,
             redis.exceptions.ReadOnlyError,
             redis.exceptions.ResponseError,
-            redis.exceptions.TimeoutError,
             redis.exceptions.TryAgainError,
             redis.exceptions.WatchError,
         ],
@@ -433,11 +430,11 @@ def test_every_redis_error_is_decided() -> None:
 @pytest.mark.parametrize(
     ("raised", "verdict"),
     [
-        (redis.exceptions.TimeoutError, "degrade"),
+        (redis.exceptions.TimeoutError, "degrade_if_lasting"),
         (redis.exceptions.ConnectionError, "degrade"),
         (redis.exceptions.ResponseError, "degrade"),
         (ConnectionRefusedError, "degrade"),
-        (TimeoutError, "degrade"),
+        (TimeoutError, "degrade_if_lasting"),
         (RuntimeError, None),
         (asyncio.CancelledError, None),
     ],

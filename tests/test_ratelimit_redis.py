@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from teegate.ratelimit.redis import RETRY_AFTER_FAILURE_S, RedisRateLimiter
+from teegate.errors import ServiceUnavailable
+from teegate.ratelimit.redis import OUTAGE_AFTER_S, RETRY_AFTER_FAILURE_S, RedisRateLimiter
 from tests.support.servers import free_port
 
 REDIS_URL = os.environ.get("TEEGATE_TEST_REDIS_URL")
@@ -82,8 +85,10 @@ async def test_redis_down_degrades_to_a_bounded_local_limit_and_recovers(
 
     local = [await limiter.hit(key_id, limit) for _ in range(limit)]
     assert limiter.degraded
-    assert sum(d.allowed for d in local) == limit // 4
-    assert all(d.limit == limit // 4 for d in local)
+    # Its share of what Redis had not granted yet: never on top of Redis's grants.
+    share = (limit - 1) // 4
+    assert sum(d.allowed for d in local) == share
+    assert all(d.limit == share for d in local)
 
     restarted = subprocess.Popen(
         [
@@ -114,7 +119,7 @@ async def test_redis_down_degrades_to_a_bounded_local_limit_and_recovers(
 
 async def test_two_replicas_reserve_exactly_the_token_limit_between_them() -> None:
     assert REDIS_URL
-    replicas = [RedisRateLimiter(REDIS_URL, replicas=2) for _ in range(2)]
+    replicas = [RedisRateLimiter(REDIS_URL, replicas=2, timeout_s=5.0) for _ in range(2)]
     key_id, per_request, fits = key(), 300, 20
     limit = per_request * fits
     decisions = await asyncio.gather(
@@ -149,9 +154,82 @@ async def test_tokens_degrade_to_a_bounded_local_limit_when_redis_is_down(
     process.wait(5)
     local = [await limiter.reserve_tokens(key_id, 100, limit) for _ in range(20)]
     assert limiter.degraded
-    assert sum(d.allowed for d in local) == limit // 4 // 100
-    assert all(d.limit == limit // 4 for d in local)
+    share = (limit - 100) // 4  # of what Redis had not granted: never on top of it
+    assert sum(d.allowed for d in local) == share // 100
+    assert all(d.limit == share for d in local)
     window = local[0].window_start
     await limiter.correct_tokens(key_id, window, -100)  # the local window; Redis is skipped
     assert (await limiter.reserve_tokens(key_id, 100, limit)).allowed
     await limiter.aclose()
+
+
+@contextlib.asynccontextmanager
+async def slow_redis(delay_s: float) -> AsyncIterator[str]:
+    """REDIS_URL behind a proxy that holds each answer `delay_s`: a distant or busy Redis,
+    so a burst outlasts the wait for a pooled connection."""
+    assert REDIS_URL
+    target = urllib.parse.urlsplit(REDIS_URL)
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float) -> None:
+        with contextlib.suppress(OSError):
+            while data := await src.read(65536):
+                await asyncio.sleep(delay)
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+        await asyncio.gather(pipe(reader, up_writer, 0), pipe(up_reader, writer, delay_s))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}{target.path}"
+    finally:
+        server.close()
+
+
+async def test_a_burst_is_exact_and_does_not_degrade_the_limiter() -> None:
+    """400 requests at once on two replicas for a limit of 25: once the pool ran dry,
+    the limiter called itself degraded and its local counts came on top of Redis's
+    (49 admitted). A burst now waits its turn for a connection."""
+    async with slow_redis(0.2) as url:  # 200 per replica, 32 connections: ~1.4 s of queue
+        replicas = [
+            RedisRateLimiter(url, replicas=2, timeout_s=1.0, queue_timeout_s=30) for _ in range(2)
+        ]
+        key_id, limit = key(), 25
+        decisions = await asyncio.gather(
+            *(replicas[i % 2].hit(key_id, limit) for i in range(400)), return_exceptions=True
+        )
+        assert not any(r.degraded for r in replicas)
+        assert sum(1 for d in decisions if not isinstance(d, BaseException) and d.allowed) == limit
+        assert all(
+            isinstance(d, ServiceUnavailable) for d in decisions if isinstance(d, BaseException)
+        )
+        for limiter in replicas:
+            await limiter.aclose()
+
+
+async def test_a_burst_past_the_queue_wait_is_shed_with_503_not_degraded() -> None:
+    async with slow_redis(0.2) as url:
+        limiter = RedisRateLimiter(url, replicas=1, timeout_s=5.0, connections=1,
+                                   queue_timeout_s=0.05)  # fmt: skip
+        decisions = await asyncio.gather(
+            *(limiter.hit(key(), 10) for _ in range(5)), return_exceptions=True
+        )
+        assert sum(isinstance(d, ServiceUnavailable) for d in decisions) == 4
+        assert not limiter.degraded
+        await limiter.aclose()
+
+
+async def test_timeouts_alone_degrade_only_once_they_last() -> None:
+    async with slow_redis(1.0) as url:  # a stalled Redis: every call times out
+        limiter = RedisRateLimiter(url, replicas=2, timeout_s=0.1)
+        with pytest.raises(ServiceUnavailable):
+            await limiter.hit(key(), 10)
+        assert not limiter.degraded
+        await asyncio.sleep(OUTAGE_AFTER_S)
+        assert (await limiter.hit(key(), 10)).allowed  # now it is an outage: local share
+        assert limiter.degraded
+        await limiter.aclose()

@@ -61,7 +61,13 @@ def create_app(settings: Settings) -> Starlette:
 
 @contextlib.asynccontextmanager
 async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterator[Gateway]:
-    engine = create_engine(settings.resolved_database_url)
+    engine = create_engine(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        pool_timeout_s=settings.database_pool_timeout_s,
+        statement_timeout_s=settings.database_statement_timeout_s,
+        connect_timeout_s=settings.database_connect_timeout_s,
+    )
     stack = contextlib.AsyncExitStack()
     try:
         if not await is_current(engine):

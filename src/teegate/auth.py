@@ -5,6 +5,12 @@ takes effect everywhere within a second. Keys in use are re-read in the
 background, all in one query, every KEY_REFRESH_S: their cached answers never
 expire while the store answers, so no request waits on a key lookup but a key's
 first (or one idle for KEY_IDLE_S).
+
+Keys not cached are looked up in batches: every key asked for while a lookup runs
+waits for the next one, a single query. A flood of random well-formed keys costs
+one query at a time, not a pooled connection each (it once exhausted the pool and
+answered 500s), and a valid, a revoked and an unknown key take the same path, so
+their answers take the same time.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class Authenticator:
         self._hash_key = apikeys.key_hasher(secret)
         self._cache: dict[str, _Answer] = {}
         self._asking: dict[str, asyncio.Future[Principal | None]] = {}
+        """Every key waiting for a lookup: queued, or in the one running."""
+        self._queued: list[str] = []
+        self._batches: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"Authenticator(prefix={self._prefix!r})"
@@ -75,19 +84,41 @@ class Authenticator:
             answer.used_s = now
             return answer.principal
         asking = self._asking.get(key_hash)
-        if asking is None:  # one query per key, however many requests wait on it
-            asking = self._asking[key_hash] = asyncio.ensure_future(self._ask(key_hash))
-            asking.add_done_callback(lambda _: self._asking.pop(key_hash, None))
+        if asking is None:  # one lookup per key, however many requests wait on it
+            asking = self._asking[key_hash] = asyncio.get_running_loop().create_future()
+            asking.add_done_callback(_retrieve)
+            self._queued.append(key_hash)
+            if self._batches is None:
+                self._batches = asyncio.ensure_future(self._ask_batches())
         return await asyncio.shield(asking)
 
-    async def _ask(self, key_hash: str) -> Principal | None:
-        asked = time.monotonic()
-        owners = await self._lookup.find_key_owners([key_hash])
-        if len(self._cache) >= KEY_CACHE_MAX_ENTRIES:
+    async def _ask_batches(self) -> None:
+        """Look up the queued keys, one query at a time, until none are queued."""
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                asked = time.monotonic()
+                try:
+                    owners = await self._lookup.find_key_owners(batch)
+                except Exception as exc:
+                    for key_hash in batch:
+                        self._asking.pop(key_hash).set_exception(exc)
+                    continue
+                self._make_room(len(batch))
+                for key_hash in batch:
+                    principal = self._principal(key_hash, owners)
+                    self._cache[key_hash] = _Answer(principal, asked, asked)
+                    self._asking.pop(key_hash).set_result(principal)
+        finally:
+            self._batches = None
+
+    def _make_room(self, entries: int) -> None:
+        """Unknown keys go first: a flood of them must not evict the keys in use."""
+        if len(self._cache) + entries <= KEY_CACHE_MAX_ENTRIES:
+            return
+        self._cache = {h: a for h, a in self._cache.items() if a.principal is not None}
+        if len(self._cache) + entries > KEY_CACHE_MAX_ENTRIES:
             self._cache.clear()
-        principal = self._principal(key_hash, owners)
-        self._cache[key_hash] = _Answer(principal, asked, asked)
-        return principal
 
     async def refresh(self) -> None:
         """Re-read every key used within KEY_IDLE_S; forget the others."""
@@ -125,6 +156,13 @@ class Authenticator:
             apikeys.load_policy(owner.policy),
             owner.budgeted,
         )
+
+
+def _retrieve(answer: asyncio.Future[Principal | None]) -> None:
+    """A failed lookup's error is raised in every request that still waits; marked
+    seen here so one whose requests all left is not logged as never retrieved."""
+    if not answer.cancelled():
+        answer.exception()
 
 
 def _bearer_token(authorization: str | None) -> str:

@@ -761,8 +761,6 @@ def serve(
     ] = None,
 ) -> None:
     """Run the gateway (uvicorn with uvloop and httptools) on a migrated database."""
-    import uvicorn
-
     from teegate import servers
 
     config = find_config_file(config)
@@ -773,13 +771,15 @@ def serve(
         os.environ["TEEGATE_CONFIG"] = str(config.resolve())
     if workers:
         os.environ["TEEGATE_WORKERS"] = str(workers)
-    uvicorn.run(
-        "teegate.app:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        **servers.UVICORN_OPTIONS,
+    servers.run(
+        servers.GatewayConfig(
+            "teegate.app:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            http_limits=settings.http,
+        )
     )
 
 
@@ -954,7 +954,9 @@ def dev(
     settings_file = data_dir / "teegate.toml"
     _write_private(settings_file, settings_toml(settings))
     token = _with_store(settings, lambda store: _prepare_demo(store, settings), migrate=True)
-    gateway = servers.server(create_app(settings), host="127.0.0.1", port=port)
+    gateway = servers.server(
+        create_app(settings), host="127.0.0.1", port=port, http_limits=settings.http
+    )
     base_url = f"http://127.0.0.1:{port}/v1"
     servers.run_servers(
         upstream,

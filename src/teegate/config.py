@@ -126,6 +126,27 @@ class Timeouts(BaseModel):
     catalog_s: float = Field(default=10.0, gt=0)
 
 
+class HttpLimits(BaseModel):
+    """What one client may make `teegate serve` hold: enforced by the server itself, so a
+    gateway without a proxy in front is not frozen by huge headers or slow clients."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_target_bytes: int = Field(default=8192, ge=256)
+    """The request target (path and query): past it, 414."""
+    max_header_bytes: int = Field(default=32768, ge=1024)
+    """All header names and values together: past it, 431."""
+    max_headers: int = Field(default=100, ge=8)
+    """Header lines: past it, 431."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """From a request's first byte (or the connection's opening) to its last header:
+    past it the connection is answered 408 and closed (slowloris)."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """To read a whole request body: past it, 408."""
+    max_connections: int = Field(default=4096, ge=1)
+    """Open connections per process: a new request past it is answered 503."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TEEGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -159,6 +180,13 @@ class Settings(BaseSettings):
     # the reaper from its last progress checkpoint, at start-up and every interval.
     hold_ttl_s: float = Field(default=300.0, gt=0)
     reaper_interval_s: float = Field(default=30.0, gt=0)
+    # The database: pooled connections per process, and how long a request waits for a
+    # free one, for one statement and for a connect before it is refused with 503.
+    database_pool_size: int = Field(default=10, ge=1)
+    database_pool_timeout_s: float = Field(default=5.0, gt=0)
+    database_statement_timeout_s: float = Field(default=15.0, gt=0)
+    database_connect_timeout_s: float = Field(default=5.0, gt=0)
+    http: HttpLimits = HttpLimits()
 
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:

@@ -4,6 +4,9 @@
     ├── TeegateError                  an API error: each knows its status, type and code
     │   ├── InvalidRequest            400 invalid_request_error (specific code, param)
     │   │   ├── RequestTooLarge       413 request_too_large
+    │   │   ├── RequestTimeout        408 request_timeout (headers or body sent too slowly)
+    │   │   ├── TargetTooLong         414 uri_too_long
+    │   │   ├── HeadersTooLarge       431 request_header_fields_too_large
     │   │   ├── UnsupportedCapability 400 unsupported_capability (tools, formats, media parts)
     │   │   └── ModelNotConfidential  400 model_not_confidential
     │   ├── InvalidApiKey             401 invalid_api_key
@@ -133,6 +136,21 @@ class InvalidRequest(TeegateError):
 class RequestTooLarge(InvalidRequest):
     status = 413
     code = "request_too_large"
+
+
+class RequestTimeout(InvalidRequest):
+    status = 408
+    code = "request_timeout"
+
+
+class TargetTooLong(InvalidRequest):
+    status = 414
+    code = "uri_too_long"
+
+
+class HeadersTooLarge(InvalidRequest):
+    status = 431
+    code = "request_header_fields_too_large"
 
 
 class UnsupportedCapability(InvalidRequest):

@@ -189,7 +189,7 @@ def serve_enclave(
 def running_gateway(settings: Settings, account: str) -> Iterator[Gateway]:
     """A fresh database with a funded account and key, and a gateway serving it."""
     key = prepare_database(settings, account)
-    server = ServerThread(create_app(settings)).start()
+    server = ServerThread(create_app(settings), http_limits=settings.http).start()
     try:
         yield Gateway(server.url, settings, key, account)
     finally:

@@ -17,6 +17,9 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from teegate import servers
+from teegate.config import HttpLimits
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -27,16 +30,27 @@ def free_port() -> int:
 class ServerThread:
     """A uvicorn server running `app` on 127.0.0.1 in a background thread."""
 
-    def __init__(self, app: ASGIApp, port: int | None = None, **uvicorn_kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        port: int | None = None,
+        http_limits: HttpLimits | None = None,
+        **uvicorn_kwargs: Any,
+    ) -> None:
+        """With `http_limits`, the protocol and limits `teegate serve` runs with."""
         self.port = port or free_port()
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            loop="asyncio",
-            lifespan="on",
+        options: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "log_level": "warning",
+            "loop": "asyncio",
+            "lifespan": "on",
             **uvicorn_kwargs,
+        }
+        config = (
+            servers.GatewayConfig(app, http_limits=http_limits, **options)
+            if http_limits is not None
+            else uvicorn.Config(app, **options)
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)

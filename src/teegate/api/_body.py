@@ -3,18 +3,21 @@ sent with it."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from starlette.requests import ClientDisconnect, Request
 
 from teegate.chat import Idempotency
-from teegate.errors import ClientClosedRequest, InvalidRequest, RequestTooLarge
+from teegate.errors import ClientClosedRequest, InvalidRequest, RequestTimeout, RequestTooLarge
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 """Visible ASCII, 1-255 characters: Stripe's limit, and any UUID or ULID fits."""
 
 
-async def read_json_body(request: Request, limit_bytes: int) -> bytes:
+async def read_json_body(request: Request, limit_bytes: int, timeout_s: float) -> bytes:
+    """The whole body within `limit_bytes` and `timeout_s`: a client trickling its body
+    holds a connection and a task no longer than that (408)."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "application/json":
         raise InvalidRequest(
@@ -27,13 +30,18 @@ async def read_json_body(request: Request, limit_bytes: int) -> bytes:
     chunks = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit_bytes:
-                raise _too_large(limit_bytes)
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit_bytes:
+                    raise _too_large(limit_bytes)
+                chunks.append(chunk)
     except ClientDisconnect:
         raise ClientClosedRequest("the client left before sending the whole body") from None
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body did not arrive within {timeout_s:g} seconds."
+        ) from None
     return b"".join(chunks)
 
 

@@ -14,7 +14,7 @@ from teegate.chat import parse_chat_request
 async def create_chat_completion(request: Request) -> AnswerResponse:
     gw = gateway(request)
     principal = await authorize(request)
-    raw = await read_json_body(request, gw.settings.max_body_bytes)
+    raw = await read_json_body(request, gw.settings.max_body_bytes, gw.settings.http.body_timeout_s)
     chat = parse_chat_request(raw, gw.settings.defaults)
     answer = await unless_client_leaves(
         request,

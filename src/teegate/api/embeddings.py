@@ -18,7 +18,7 @@ async def create_embeddings(request: Request) -> AnswerResponse:
     principal = await authorize(request)
     if not gw.embeddings.is_open():
         raise closed(request.url.path)
-    raw = await read_json_body(request, gw.settings.max_body_bytes)
+    raw = await read_json_body(request, gw.settings.max_body_bytes, gw.settings.http.body_timeout_s)
     parsed = parse_embeddings_request(raw)
     answer = await unless_client_leaves(
         request,

@@ -6,21 +6,32 @@ trip), so N replicas admit exactly the limit per window between them.
 When Redis cannot be reached the limiter fails *open but bounded*: each
 replica enforces limit / replicas locally, so the total stays near the limit
 and never becomes unlimited. It tries Redis again after a short pause, and
-says it is degraded (readiness, metrics, a log line) while it is.
+says it is degraded (readiness, metrics, a log line) while it is. A replica that
+falls back counts what Redis had already granted in the window: its local share is
+of what is left, never added on top.
+
+A burst is not an outage. Decisions wait their turn for one of the process's
+connections (up to `queue_timeout_s`); one that waits longer is shed with 503,
+and the limiter stays exact. Only a failure on the connection itself (refused,
+timed out, a server error) degrades it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal, TypeVar
 
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
-from teegate.errors import map_error
+from teegate.errors import ServiceUnavailable, map_error
 from teegate.ratelimit._limiter import WINDOW_S, Decision, LocalRateLimiter, window_of
+
+T = TypeVar("T")
 
 log = structlog.get_logger("teegate.ratelimit")
 
@@ -31,13 +42,23 @@ REDIS_CONNECTIONS = 32
 round trip) instead of opening one connection each: a cold burst of a hundred
 connects could outlast the timeout and degrade the limiter for nothing."""
 KEY_TTL_S = WINDOW_S * 2
+GRANTED_MAX_ENTRIES = 100_000
+QUEUE_TIMEOUT_S = 2.0
+"""How long a decision waits for a free connection before its request is shed (503)."""
 
-DEGRADE_ON: Mapping[type[BaseException], Literal["degrade"]] = {
-    RedisError: "degrade",  # redis-py's own: connection, timeout, a full pool, a server error
+DEGRADE_ON: Mapping[type[BaseException], Literal["degrade", "degrade_if_lasting"]] = {
+    RedisError: "degrade",  # redis-py's own: connection refused or lost, a server error
+    RedisTimeout: "degrade_if_lasting",  # one slow answer: a burst or a busy host, or a stall
     OSError: "degrade",  # a socket error redis-py did not wrap
+    TimeoutError: "degrade_if_lasting",
 }
 """Errors from Redis that switch the limiter to its bounded local limit for a while;
-any other error is a bug and propagates."""
+a timeout does only once no call has succeeded for OUTAGE_AFTER_S (before that its
+request is shed with 503). Any other error is a bug and propagates."""
+
+OUTAGE_AFTER_S = 2.0
+"""Timeouts alone mean an outage only after this long without a single answer: under a
+burst one call times out while Redis answers the others, and that is no outage."""
 
 HIT_SCRIPT = """
 local count = redis.call('INCR', KEYS[1])
@@ -66,11 +87,19 @@ return counted
 
 
 class RedisRateLimiter:
-    def __init__(self, url: str, *, replicas: int, timeout_s: float = REDIS_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        replicas: int,
+        timeout_s: float = REDIS_TIMEOUT_S,
+        connections: int = REDIS_CONNECTIONS,
+        queue_timeout_s: float = QUEUE_TIMEOUT_S,
+    ) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
-            max_connections=REDIS_CONNECTIONS,
-            timeout=timeout_s,  # waiting for a free connection is bounded too
+            max_connections=connections,
+            timeout=timeout_s,  # never waited on: the slots below hand out connections
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry_on_timeout=False,
@@ -82,6 +111,12 @@ class RedisRateLimiter:
         self._replicas = replicas
         self._local = LocalRateLimiter()
         self._retry_at = 0.0
+        self._answered_at = time.monotonic()
+        """When Redis last answered (or the limiter was made): how long timeouts have lasted."""
+        self._slots = asyncio.Semaphore(connections)
+        self._queue_timeout_s = queue_timeout_s
+        self._granted: dict[str, tuple[int, int]] = {}
+        """Per counter key: (window start, the count Redis last gave) in that window."""
 
     def __repr__(self) -> str:
         return f"RedisRateLimiter(replicas={self._replicas})"
@@ -93,18 +128,47 @@ class RedisRateLimiter:
     async def hit(self, key_id: str, limit: int) -> Decision:
         if not self.degraded:
             try:
-                return await self._hit_redis(key_id, limit)
+                return await self._with_slot(lambda: self._hit_redis(key_id, limit))
             except Exception as exc:
                 self._degrade(exc)
-        return await self._local.hit(key_id, max(1, limit // self._replicas))
+        return await self._local.hit(key_id, self._local_share(f"rl:{key_id}", limit))
 
     async def reserve_tokens(self, key_id: str, tokens: int, limit: int) -> Decision:
         if not self.degraded:
             try:
-                return await self._reserve_redis(key_id, tokens, limit)
+                return await self._with_slot(lambda: self._reserve_redis(key_id, tokens, limit))
             except Exception as exc:
                 self._degrade(exc)
-        return await self._local.reserve_tokens(key_id, tokens, max(1, limit // self._replicas))
+        share = self._local_share(f"tpm:{key_id}", limit)
+        return await self._local.reserve_tokens(key_id, tokens, share)
+
+    async def _with_slot(self, decide: Callable[[], Awaitable[T]]) -> T:
+        """One decision on one of the process's connections, after waiting its turn."""
+        try:
+            async with asyncio.timeout(self._queue_timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ServiceUnavailable(
+                "The rate limiter is busy with a burst of requests; retry shortly."
+            ) from None
+        try:
+            decided = await decide()
+        finally:
+            self._slots.release()
+        self._answered_at = time.monotonic()
+        return decided
+
+    def _local_share(self, counter: str, limit: int) -> int:
+        """This replica's part of what Redis has not granted yet in the current window."""
+        window_start, granted = self._granted.get(counter, (0, 0))
+        if window_start != window_of(time.time()) or granted == 0:
+            return max(1, limit // self._replicas)
+        return max(0, limit - granted) // self._replicas
+
+    def _saw(self, counter: str, window_start: int, count: int) -> None:
+        if len(self._granted) >= GRANTED_MAX_ENTRIES:
+            self._granted = {k: v for k, v in self._granted.items() if v[0] == window_start}
+        self._granted[counter] = (window_start, count)
 
     async def correct_tokens(self, key_id: str, window_start: int, delta: int) -> None:
         """Best effort: a correction lost to an outage leaves the window counting the
@@ -112,13 +176,25 @@ class RedisRateLimiter:
         await self._local.correct_tokens(key_id, window_start, delta)
         if not self.degraded:
             try:
-                await self._correct(keys=[_tokens_key(key_id, window_start)], args=[delta])
+                await self._with_slot(
+                    lambda: self._correct(keys=[_tokens_key(key_id, window_start)], args=[delta])
+                )
+            except ServiceUnavailable:
+                log.warning("ratelimit_correction_shed")
             except Exception as exc:
                 self._degrade(exc)
 
     def _degrade(self, exc: Exception) -> None:
-        if map_error(type(exc), DEGRADE_ON) is None:
+        verdict = map_error(type(exc), DEGRADE_ON)
+        if verdict is None:
             raise exc
+        if (
+            verdict == "degrade_if_lasting"
+            and time.monotonic() - self._answered_at < OUTAGE_AFTER_S
+        ):
+            raise ServiceUnavailable(
+                "The rate limiter did not answer in time; retry shortly."
+            ) from exc
         self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_S
         log.warning("ratelimit_degraded", error=type(exc).__name__)
 
@@ -128,12 +204,14 @@ class RedisRateLimiter:
         allowed, counted = await self._reserve(
             keys=[_tokens_key(key_id, window_start)], args=[tokens, limit, KEY_TTL_S]
         )
+        self._saw(f"tpm:{key_id}", window_start, int(counted))
         return Decision.for_tokens(bool(allowed), int(counted), limit, now_s, window_start)
 
     async def _hit_redis(self, key_id: str, limit: int) -> Decision:
         now_s = time.time()
         window_start = window_of(now_s)
         count = int(await self._hit(keys=[f"teegate:rl:{key_id}:{window_start}"], args=[KEY_TTL_S]))
+        self._saw(f"rl:{key_id}", window_start, min(count, limit))
         return Decision.in_window(count, limit, now_s, window_start)
 
     async def aclose(self) -> None:

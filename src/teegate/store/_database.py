@@ -33,11 +33,42 @@ The busy timeout is the driver's `timeout`: the ledger writer's event-loop conne
 must have none."""
 
 
-def create_engine(url: str) -> AsyncEngine:
+POOL_SIZE = 10
+POOL_TIMEOUT_S = 5.0
+"""How long a request waits for a pooled connection before it is refused (503): a
+burst larger than the pool queues this long, not the thirty seconds SQLAlchemy
+would wait, and never answers 500."""
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = POOL_SIZE,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
+    statement_timeout_s: float | None = None,
+    connect_timeout_s: float | None = None,
+) -> AsyncEngine:
+    """An engine whose waits are all bounded where they are given: the pool checkout
+    always; on PostgreSQL, with `statement_timeout_s` each statement (client side, so a
+    stalled network, not only a slow server, ends in TimeoutError: an outage, 503) and
+    with `connect_timeout_s` each connect. The CLI's own commands (migrations) leave
+    statements unbounded."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        return _sqlite_engine(url, pool_size=pool_size, pool_timeout_s=pool_timeout_s)
+    connect_args: dict[str, Any] = {}
+    if statement_timeout_s is not None:
+        connect_args["command_timeout"] = statement_timeout_s
+    if connect_timeout_s is not None:
+        connect_args["timeout"] = connect_timeout_s
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=pool_timeout_s,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
 
 
 async def ping(engine: AsyncEngine) -> None:
@@ -75,11 +106,19 @@ def connect_sqlite(
     return connection
 
 
-def _sqlite_engine(url: str) -> AsyncEngine:
+def _sqlite_engine(url: str, *, pool_size: int, pool_timeout_s: float) -> AsyncEngine:
     database = sqlite_file(make_url(url))
-    if database is not None:
+    if database is None:  # one shared in-memory connection (StaticPool): nothing to size
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+    else:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=pool_timeout_s,
+        )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

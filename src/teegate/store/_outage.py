@@ -19,7 +19,13 @@ import functools
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from teegate.errors import ServiceUnavailable, map_error
 
@@ -51,6 +57,7 @@ OUTAGE_VERDICTS: Mapping[type[BaseException], OutageVerdict] = {
     OperationalError: OutageVerdict.UNLESS_RETRYABLE,
     InterfaceError: OutageVerdict.UNLESS_RETRYABLE,
     DBAPIError: OutageVerdict.IF_INVALIDATED,
+    PoolTimeout: OutageVerdict.OUTAGE,  # no pooled connection free within the pool timeout
     SQLAlchemyError: OutageVerdict.STATEMENT,
 }
 """Builtin, sqlite3 (aiosqlite re-raises sqlite3's own) and SQLAlchemy errors."""
@@ -73,6 +80,7 @@ def asyncpg_outage_verdicts() -> Mapping[type[BaseException], OutageVerdict]:
         asyncpg.AdminShutdownError: OutageVerdict.OUTAGE,
         asyncpg.CrashShutdownError: OutageVerdict.OUTAGE,
         asyncpg.TooManyConnectionsError: OutageVerdict.OUTAGE,
+        asyncpg.QueryCanceledError: OutageVerdict.OUTAGE,  # past the statement timeout
         asyncpg.PostgresError: OutageVerdict.STATEMENT,
         asyncpg.exceptions.InternalClientError: OutageVerdict.STATEMENT,  # protocol misuse: a bug
     }
