@@ -45,6 +45,7 @@ from teegate.errors import (
     UnsupportedCapability,
     UpstreamError,
     UpstreamKeyChanged,
+    UpstreamRejected,
     UpstreamTimeout,
     error_envelope,
 )
@@ -80,6 +81,13 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
         400,
         "invalid_request_error",
         "model_not_confidential",
+    ),
+    (
+        UpstreamRejected,
+        UpstreamRejected("the upstream refused it", param="tool_choice"),
+        400,
+        "invalid_request_error",
+        "upstream_rejected",
     ),
     (InvalidApiKey, InvalidApiKey("nope"), 401, "authentication_error", "invalid_api_key"),
     (
@@ -234,6 +242,7 @@ def test_model_errors_point_at_the_model_param() -> None:
         (RequestTooLarge, InvalidRequest),
         (UnsupportedCapability, InvalidRequest),
         (ModelNotConfidential, InvalidRequest),
+        (UpstreamRejected, InvalidRequest),
         (ModelNotFound, NotFound),
         (InvalidRequest, TeegateError),
         (UpstreamTimeout, TeegateError),

@@ -6,6 +6,8 @@ from starlette.requests import ClientDisconnect, Request
 
 from teegate.errors import ClientClosedRequest, InvalidRequest, RequestTooLarge
 
+MAX_LENGTH_DIGITS = 15
+
 
 async def read_json_body(request: Request, limit_bytes: int) -> bytes:
     content_type = request.headers.get("content-type", "")
@@ -15,7 +17,14 @@ async def read_json_body(request: Request, limit_bytes: int) -> bytes:
             code="unsupported_content_type",
         )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+    # ASCII digits only ('²' passes isdigit, not int), and a length past any limit
+    # is too large without parsing it (int refuses more than 4300 digits).
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > MAX_LENGTH_DIGITS or int(declared) > limit_bytes)
+    ):
         raise _too_large(limit_bytes)
     chunks = []
     size = 0

@@ -11,7 +11,7 @@ from teegate.api._responses import json_response
 from teegate.api._state import authorize, gateway
 from teegate.errors import InvalidRequest, ModelNotFound
 
-NONCE_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+NONCE_HEX = re.compile(r"[0-9a-fA-F]{64}")
 VERIFY_DOC = "docs/attestation.md"
 
 
@@ -56,7 +56,7 @@ async def attestation_report(request: Request) -> Response:
 def _nonce(value: str | None) -> bytes | None:
     if value is None:
         return None
-    if not NONCE_HEX.match(value):
+    if not NONCE_HEX.fullmatch(value):  # `$` would let a trailing newline in
         raise InvalidRequest(
             "'nonce' must be 64 hexadecimal characters (32 random bytes).",
             param="nonce",
