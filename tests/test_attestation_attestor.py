@@ -412,6 +412,9 @@ async def test_unexpected_verifier_errors_become_rejections(
         async def collateral_for(self, quote: bytes, now_s: int) -> Collateral:
             raise RuntimeError("bug in a provider")
 
+        async def refresh(self) -> None:
+            return None
+
     verifier = EvidenceVerifier(BrokenCollateral(), root_ca_der=pki.root_der)
     policy = AttestationPolicy(require_gpu=False)
     attestor = Attestor(

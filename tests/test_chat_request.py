@@ -361,7 +361,13 @@ def test_bounds_are_inclusive(bounds: dict[str, Any]) -> None:
         {"role": "system", "content": "be brief"},
         {"role": "developer", "content": ""},
         {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}]},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
         {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}},
         {"role": "tool", "content": "42", "tool_call_id": "c1"},
         {"role": "function", "content": "42", "name": "f"},

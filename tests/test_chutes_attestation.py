@@ -64,6 +64,9 @@ class NoCollateral:
     async def collateral_for(self, quote: bytes, now_s: int) -> Collateral:
         raise AssertionError("provider-asserted evidence needs no collateral")
 
+    async def refresh(self) -> None:
+        return None
+
 
 def bare_attestor() -> Attestor:
     return Attestor(EvidenceVerifier(NoCollateral()), [])

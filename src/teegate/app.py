@@ -18,7 +18,6 @@ from teegate.api import (
     RequestContextMiddleware,
     on_http_exception,
     on_teegate_error,
-    on_unexpected,
     routes,
 )
 from teegate.assurance import UpstreamAssurance
@@ -53,7 +52,6 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             TeegateError: on_teegate_error,
             HTTPException: on_http_exception,
-            Exception: on_unexpected,
         },
         lifespan=lifespan,
     )

@@ -29,6 +29,7 @@ from teegate.attestation import (
     MeasurementAllowList,
     PccsCollateralProvider,
     UpstreamAttestation,
+    Verdict,
 )
 from teegate.attestation.http import (
     AttestedTlsAdapter,
@@ -52,6 +53,9 @@ PROVIDER_ASSERTED = AttestationStatus(
 CHUTES_HEADER_SUFFIX = "; evidence=chutes; channel=unbound"
 #: At most this many chutes are attested per upstream (each has its own refresh loop).
 MAX_CHUTES_PER_UPSTREAM = 1024
+#: Fresh attestations for clients' nonces (the report endpoint) running at once per
+#: upstream, whoever asks; more wait their turn.
+MAX_FRESH_ATTESTATIONS = 2
 
 
 def chute_key(upstream: str, chute_id: str) -> str:
@@ -66,6 +70,8 @@ class UpstreamAssurance:
         self._chutes = {u.name for u in upstreams if u.attestation == "chutes"}
         self._attestor = attestor
         self._refreshing: set[asyncio.Task[object]] = set()
+        self._fresh: dict[tuple[str, bytes], asyncio.Future[tuple[Verdict, ...]]] = {}
+        self._fresh_slots: dict[str, asyncio.Semaphore] = {}
 
     def __repr__(self) -> str:
         return (
@@ -163,8 +169,27 @@ class UpstreamAssurance:
         if nonce is None:
             verdicts = self._attestor.cache.verdicts(key)
         else:
-            verdicts = await self._attestor.attest(key, nonce=nonce)
+            verdicts = await self._attest_fresh(key, nonce)
         return [verdict.to_report() for verdict in verdicts]
+
+    async def _attest_fresh(self, key: str, nonce: bytes) -> tuple[Verdict, ...]:
+        """One attestation per (upstream, nonce) however many ask at once, and at
+        most MAX_FRESH_ATTESTATIONS of them per upstream at a time: each one costs
+        the upstream, the PCS and NVIDIA's service a full round. Shielded, so a
+        client that leaves does not cancel what others wait on."""
+        flight = (key, nonce)
+        task = self._fresh.get(flight)
+        if task is None:
+            task = asyncio.ensure_future(self._attest_in_slot(key, nonce))
+            self._fresh[flight] = task
+            task.add_done_callback(lambda _: self._fresh.pop(flight, None))
+        return await asyncio.shield(task)
+
+    async def _attest_in_slot(self, key: str, nonce: bytes) -> tuple[Verdict, ...]:
+        assert self._attestor is not None
+        slots = self._fresh_slots.setdefault(key, asyncio.Semaphore(MAX_FRESH_ATTESTATIONS))
+        async with slots:
+            return await self._attestor.attest(key, nonce=nonce)
 
     def distrust(self, upstream: str, reason: str) -> None:
         """attested-tls only: the pinned key changed (chutes traffic is not pinned)."""
@@ -294,7 +319,7 @@ def build_attestation(settings: Settings) -> AttestationRuntime | None:
         for u in attested
         if u.attestation == "attested-tls"
     ]
-    attestor = Attestor(verifier, upstreams)
+    attestor = Attestor(verifier, upstreams, collateral_refresh_s=config.collateral_refresh_s)
     return AttestationRuntime(attestor, verifier, ChuteAttestations(attestor, config, attested))
 
 

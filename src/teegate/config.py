@@ -99,6 +99,13 @@ class AttestationSettings(BaseModel):
     verdict_ttl_s: int = Field(default=600, ge=2)
     refresh_margin_s: int = Field(default=120, ge=1)
     retry_interval_s: int = Field(default=15, ge=1)
+    collateral_refresh_s: float = Field(default=4 * 3600, gt=0)
+    """How often DCAP collateral (TCB info, QE identity, CRLs) is fetched again and
+    every upstream re-attested with it: the bound on how long a TCB status or CRL
+    change at Intel goes unnoticed (docs/attestation.md)."""
+    report_nonce_per_minute: int = Field(default=6, ge=1)
+    """Fresh attestations a key may ask for per minute with its own nonce on
+    `GET /v1/attestation/report` (each one is a full attestation, GPU included)."""
     pccs_url: str = Field(default=INTEL_PCS_URL, pattern=r"^https?://")
     nras_attest_url: str = Field(default=NRAS_GPU_ATTEST_URL, pattern=r"^https?://")
     nras_jwks_url: str = Field(default=NRAS_JWKS_URL, pattern=r"^https?://")

@@ -8,6 +8,8 @@
     │   │   ├── TargetTooLong         414 uri_too_long
     │   │   ├── HeadersTooLarge       431 request_header_fields_too_large
     │   │   ├── UnsupportedCapability 400 unsupported_capability (tools, formats, media parts)
+    │   │   ├── UpstreamRejected      400: the upstream refused the request as invalid
+    │   │   │                         (its 400/422), with its reason if it repeats no prompt
     │   │   └── ModelNotConfidential  400 model_not_confidential
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── InsufficientBalance       402 insufficient_balance
@@ -162,6 +164,28 @@ class ModelNotConfidential(InvalidRequest):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, param="model")
+
+
+class UpstreamRejected(InvalidRequest):
+    """The upstream answered 400/422: the request is the client's to fix, not a 502.
+
+    `detail` holds the upstream's own (message, param, code) as it sent them; they
+    stay out of the message until the chat layer has checked that the reason
+    repeats no prompt text (`chat.upstream_refusal`).
+    """
+
+    code = "upstream_rejected"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        detail: tuple[str | None, str | None, str | None] = (None, None, None),
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.detail = detail
 
 
 class InvalidApiKey(TeegateError):

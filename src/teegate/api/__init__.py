@@ -2,7 +2,7 @@
 
 from teegate.api._answer import AnswerResponse
 from teegate.api._disconnect import DisconnectWatch, LateWatches
-from teegate.api._errors import on_http_exception, on_teegate_error, on_unexpected
+from teegate.api._errors import on_http_exception, on_teegate_error
 from teegate.api._middleware import RequestContextMiddleware, RequestIds
 from teegate.api._routes import routes
 from teegate.api._state import Gateway
@@ -16,6 +16,5 @@ __all__ = [
     "RequestIds",
     "on_http_exception",
     "on_teegate_error",
-    "on_unexpected",
     "routes",
 ]

@@ -14,6 +14,8 @@ from teegate.errors import ClientClosedRequest, InvalidRequest, RequestTimeout, 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 """Visible ASCII, 1-255 characters: Stripe's limit, and any UUID or ULID fits."""
 
+MAX_LENGTH_DIGITS = 15
+
 
 async def read_json_body(request: Request, limit_bytes: int, timeout_s: float) -> bytes:
     """The whole body within `limit_bytes` and `timeout_s`: a client trickling its body
@@ -25,7 +27,14 @@ async def read_json_body(request: Request, limit_bytes: int, timeout_s: float) -
             code="unsupported_content_type",
         )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+    # ASCII digits only ('²' passes isdigit, not int), and a length past any limit
+    # is too large without parsing it (int refuses more than 4300 digits).
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > MAX_LENGTH_DIGITS or int(declared) > limit_bytes)
+    ):
         raise _too_large(limit_bytes)
     chunks = []
     size = 0

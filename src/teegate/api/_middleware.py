@@ -7,8 +7,10 @@ import secrets
 import time
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from teegate.api._errors import on_unexpected
 from teegate.metrics import Metrics
 
 log = structlog.get_logger("teegate.access")
@@ -72,7 +74,16 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                if answered:  # a body already under way can only be cut short
+                    raise
+                # Answered here, inside this middleware, not by Starlette's outermost
+                # handler: that one re-raises after answering, which closes the
+                # connection, and its answer never passes `send_with_id` (no request id).
+                response = await on_unexpected(Request(scope), exc)
+                await response(scope, receive, send_with_id)
         finally:
             route = _route_label(scope)
             self.metrics.count_request(route, status)

@@ -7,8 +7,6 @@ from starlette.routing import BaseRoute, Route
 from teegate.api import attestation, chat, embeddings, health, keys, models, unavailable, usage
 from teegate.api.openapi import openapi_json
 
-ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
 
 def routes() -> list[BaseRoute]:
     table: list[BaseRoute] = [
@@ -27,7 +25,11 @@ def routes() -> list[BaseRoute]:
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     table += [
-        Route(path, unavailable.Unbuilt(modality).not_available, methods=ANY_METHOD)
+        Route(
+            path,
+            unavailable.Unbuilt(modality).not_available,
+            methods=list(unavailable.UNBUILT_METHODS),
+        )
         for path, modality in unavailable.UNBUILT_PATHS
     ]
     return table

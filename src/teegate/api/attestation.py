@@ -8,15 +8,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from teegate.api._responses import json_response
-from teegate.api._state import authorize, gateway
-from teegate.errors import InvalidRequest, ModelNotFound
+from teegate.api._state import Gateway, authorize, gateway
+from teegate.errors import InvalidRequest, ModelNotFound, RateLimitExceeded
 
-NONCE_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+FRESH_LIMIT_SUFFIX = "#attest"
+"""The limiter key of a key's fresh attestations: its id plus this (ids have no '#')."""
+NONCE_HEX = re.compile(r"[0-9a-fA-F]{64}")
 VERIFY_DOC = "docs/attestation.md"
 
 
 async def attestation_report(request: Request) -> Response:
-    await authorize(request)
+    principal = await authorize(request)
     gw = gateway(request)
     model_id = request.query_params.get("model")
     if not model_id:
@@ -29,6 +31,8 @@ async def attestation_report(request: Request) -> Response:
     offers = gw.catalog.servable(model_id)
     if not offers:
         raise ModelNotFound(model_id)
+    if nonce is not None:
+        await _count_fresh_attestation(gw, principal.key_id)
     upstreams = []
     for offer in offers:
         status = gw.attestation.status(offer)
@@ -53,10 +57,24 @@ async def attestation_report(request: Request) -> Response:
     return json_response(body, headers=request.state.ratelimit_headers)
 
 
+async def _count_fresh_attestation(gw: Gateway, key_id: str) -> None:
+    """A client's nonce costs a full attestation (upstream, PCS, NVIDIA's service):
+    its own small per-key limit, apart from the request limit."""
+    limit = gw.settings.attestation.report_nonce_per_minute
+    decision = await gw.limiter.hit(key_id + FRESH_LIMIT_SUFFIX, limit)
+    if not decision.allowed:
+        raise RateLimitExceeded(
+            f"Rate limit reached: {limit} fresh attestations (reports with a nonce) per "
+            f"minute for this key. Ask without a nonce for the evidence of the current "
+            f"verdict, or retry after {decision.retry_after_s} seconds.",
+            retry_after_s=decision.retry_after_s,
+        )
+
+
 def _nonce(value: str | None) -> bytes | None:
     if value is None:
         return None
-    if not NONCE_HEX.match(value):
+    if not NONCE_HEX.fullmatch(value):  # `$` would let a trailing newline in
         raise InvalidRequest(
             "'nonce' must be 64 hexadecimal characters (32 random bytes).",
             param="nonce",

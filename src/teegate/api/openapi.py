@@ -1,4 +1,10 @@
-"""GET /openapi.json: the gateway's own surface, with OpenAI's schemas by reference."""
+"""GET /openapi.json: the gateway's own surface, every route and method the router
+has (`tests/test_openapi.py` holds the two in step), with the errors each answers.
+
+Request bodies are described as far as teegate checks them (the rest is OpenAI's
+schema, by reference, and forwarded untouched); responses as far as clients may
+rely on them, open to fields added later.
+"""
 
 from __future__ import annotations
 
@@ -8,106 +14,336 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from teegate.api._responses import json_response
-from teegate.api.unavailable import UNBUILT_PATHS
+from teegate.api.unavailable import UNBUILT_METHODS, UNBUILT_PATHS
+from teegate.billing import MAX_USAGE_PAGE
 
 OPENAI_SPEC = "https://github.com/openai/openai-openapi"
 
+ERRORS: dict[int, str] = {
+    400: "invalid_request_error: bad JSON, a missing or invalid field (param names it), "
+    "model_not_confidential, an unsupported capability, or the upstream refused the "
+    "request as invalid",
+    401: "invalid_api_key: missing, malformed, unknown or revoked key",
+    402: "insufficient_balance or budget_exceeded: the hold cannot be covered",
+    403: "model_not_allowed: the model is outside the key's allow-list",
+    404: "model_not_found or not_found",
+    405: "method_not_allowed",
+    413: "request_too_large: the body is over the configured limit",
+    429: "rate_limit_exceeded (Retry-After says when to retry)",
+    499: "client_closed_request (logged; the client has gone)",
+    500: "internal_error: a gateway bug (with X-Request-Id)",
+    502: "upstream_error: the upstream failed; nothing undelivered is billed",
+    503: "not_available (unsupported modality) or service_unavailable (a dependency is down)",
+    504: "upstream_timeout",
+}
+AUTHED = (401, 429, 500, 503)
+"""What any route behind a key may answer: a bad key, the rate limit, a bug, and a
+dependency (store, limiter) down."""
+RELAY = (400, 402, 403, 404, 413, 502, 504)
+"""What a request relayed to an upstream may answer on top of AUTHED."""
+
+_OPEN: dict[str, Any] = {"type": "object", "additionalProperties": True}
+_STRING = {"type": "string"}
+_NULLABLE_STRING = {"type": "string", "nullable": True}
+_USD = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
+
+
+def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        **_OPEN,
+        "required": sorted(required),
+        "properties": {**required, **(optional or {})},
+    }
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
 
 def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+    return {"description": description, "content": _json({"$ref": "#/components/schemas/Error"})}
 
 
-def _operation(summary: str, ok: str, *, auth: bool = True) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "responses": {"200": {"description": ok}, "default": _error("OpenAI error envelope")},
-    }
+def _operation(
+    summary: str,
+    ok: dict[str, Any],
+    errors: tuple[int, ...],
+    *,
+    auth: bool = True,
+    parameters: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    ok_status: str = "200",
+) -> dict[str, Any]:
+    statuses = sorted(set(errors) | (set(AUTHED) if auth else {500}))
+    responses = {ok_status: ok, **{str(s): _error(ERRORS[s]) for s in statuses}}
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if not auth:
         operation["security"] = []
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": _json(body)}
     return operation
+
+
+def _query(name: str, schema: dict[str, Any], description: str, *, required: bool = False) -> Any:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": _STRING}
+
+
+def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": _json(schema)}
+
+
+CHAT_REQUEST = _object(
+    {
+        "model": {"type": "string", "minLength": 1},
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "items": _object(
+                {
+                    "role": {
+                        "type": "string",
+                        "enum": ["system", "developer", "user", "assistant", "tool", "function"],
+                    }
+                },
+                {
+                    "content": {
+                        "nullable": True,
+                        "oneOf": [{"type": "string"}, {"type": "array", "items": _OPEN}],
+                    },
+                    "name": _STRING,
+                    "tool_call_id": _STRING,
+                    "tool_calls": {"type": "array", "items": _OPEN},
+                },
+            ),
+        },
+    },
+    {
+        "stream": {"type": "boolean"},
+        "stream_options": _object({}, {"include_usage": {"type": "boolean"}}),
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "n": {"type": "integer", "minimum": 1, "maximum": 8},
+        "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": _STRING, "maxItems": 4}]},
+        "tools": {"type": "array", "items": _OPEN},
+        "tool_choice": {"oneOf": [_STRING, _OPEN]},
+        "response_format": _object(
+            {"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}}
+        ),
+    },
+)
+"""What teegate checks of OpenAI's CreateChatCompletionRequest; the rest is forwarded."""
+CHAT_REQUEST["description"] = f"OpenAI CreateChatCompletionRequest ({OPENAI_SPEC})"
+
+EMBEDDINGS_REQUEST = _object(
+    {
+        "model": {"type": "string", "minLength": 1},
+        "input": {
+            "oneOf": [
+                _STRING,
+                {"type": "array", "items": _STRING},
+                {"type": "array", "items": {"type": "integer"}},
+                {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+            ]
+        },
+    },
+    {
+        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+        "dimensions": {"type": "integer", "minimum": 1},
+    },
+)
+EMBEDDINGS_REQUEST["description"] = f"OpenAI CreateEmbeddingRequest ({OPENAI_SPEC})"
+
+CHAT_COMPLETION = _object(
+    {
+        "id": _STRING,
+        "object": {"type": "string", "enum": ["chat.completion"]},
+        "created": {"type": "integer"},
+        "model": _STRING,
+        "choices": {"type": "array", "items": _OPEN},
+    },
+    {"usage": _OPEN},
+)
+MODEL = _object(
+    {"id": _STRING, "object": {"type": "string", "enum": ["model"]}},
+    {"confidential_compute": {"type": "boolean"}, "attestation": _OPEN, "pricing": _OPEN},
+)
+LIST = _object(
+    {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": _OPEN}}
+)
+GENERATION = _object(
+    {
+        "id": _STRING,
+        "object": {"type": "string", "enum": ["generation"]},
+        "model": _STRING,
+        "total_cost": _USD,
+    }
+)
+REPORT = _object(
+    {
+        "object": {"type": "string", "enum": ["attestation.report"]},
+        "model": _STRING,
+        "nonce": _NULLABLE_STRING,
+        "upstreams": {"type": "array", "items": _OPEN},
+        "how_to_verify": _STRING,
+    }
+)
+NONCE = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 
 
 def build_openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/chat/completions": {
             "post": _operation(
-                "Create a confidential chat completion (OpenAI CreateChatCompletionRequest)",
-                f"chat.completion, or an SSE stream of chat.completion.chunk ({OPENAI_SPEC})",
+                "Create a confidential chat completion",
+                {
+                    "description": "chat.completion, or (stream: true) an SSE stream of "
+                    f"chat.completion.chunk events ending in [DONE] ({OPENAI_SPEC})",
+                    "content": {
+                        **_json(CHAT_COMPLETION),
+                        "text/event-stream": {"schema": _STRING},
+                    },
+                },
+                (*RELAY, 499),
+                body=CHAT_REQUEST,
             )
         },
         "/v1/embeddings": {
-            "post": {
-                **_operation(
-                    "Create confidential embeddings (OpenAI CreateEmbeddingRequest); "
-                    "503 not_available while no attested embedding model is offered",
-                    f"CreateEmbeddingResponse ({OPENAI_SPEC})",
-                ),
-            }
+            "post": _operation(
+                "Create confidential embeddings; 503 not_available while no attested "
+                "embedding model is offered",
+                _ok(f"CreateEmbeddingResponse ({OPENAI_SPEC})", LIST),
+                (*RELAY, 499),
+                body=EMBEDDINGS_REQUEST,
+            )
         },
-        "/v1/models": {"get": _operation("List models the gate accepts now", "list of models")},
+        "/v1/models": {
+            "get": _operation("List the models the gate accepts now", _ok("models", LIST), ())
+        },
         "/v1/models/{model_id}": {
-            "get": {
-                **_operation("Retrieve one model (the id may contain '/')", "a model"),
-                "parameters": [
-                    {
-                        "name": "model_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-            }
+            "get": _operation(
+                "Retrieve one model (the id may contain '/', raw or percent-encoded)",
+                _ok("a model", MODEL),
+                (404,),
+                parameters=[_path("model_id")],
+            )
         },
-        "/healthz": {"get": _operation("Liveness", "alive", auth=False)},
-        "/readyz": {"get": _operation("Readiness of each dependency", "ready", auth=False)},
-        "/metrics": {"get": _operation("Prometheus metrics", "metrics", auth=False)},
+        "/v1/attestation/report": {
+            "get": _operation(
+                "The evidence behind a model's current verdict. Without a nonce, the "
+                "evidence of the cached verdicts; with one, a fresh attestation bound to "
+                "it (limited per key, 429 beyond)",
+                _ok("attestation.report", REPORT),
+                (400, 404),
+                parameters=[
+                    _query("model", _STRING, "the model id", required=True),
+                    _query("nonce", NONCE, "32 random bytes as 64 hex characters"),
+                ],
+            )
+        },
         "/v1/balance": {
-            "get": _operation("The caller's balance, holds and available credit", "USD strings")
+            "get": _operation(
+                "The caller's balance, holds and available credit",
+                _ok(
+                    "USD decimal strings",
+                    _object({"balance": _USD, "held": _USD, "available": _USD}),
+                ),
+                (),
+            )
         },
         "/v1/key": {
-            "get": _operation("The caller's key: its limits and policy (never its secret)", "key")
+            "get": _operation(
+                "The caller's key: its limits and policy (never its secret)",
+                _ok("key", _object({"data": _object({"id": _STRING})})),
+                (),
+            )
         },
         "/v1/usage": {
-            "get": _operation("The caller's usage records, newest first (since, limit)", "list")
+            "get": _operation(
+                "The caller's usage records, newest first",
+                _ok("list of generations", LIST),
+                (400,),
+                parameters=[
+                    _query("since", _STRING, "ISO date or date-time; records from then on"),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_USAGE_PAGE},
+                        "at most this many records (default 100)",
+                    ),
+                ],
+            )
         },
         "/v1/generation": {
-            "get": _operation("One request's tokens and cost, by its X-Request-Id (id)", "record")
+            "get": _operation(
+                "One request's tokens and cost, by its X-Request-Id",
+                _ok("generation", _object({"data": GENERATION})),
+                (400, 404),
+                parameters=[_query("id", _STRING, "the request's X-Request-Id", required=True)],
+            )
         },
-    }
-    for path, _ in UNBUILT_PATHS:
-        clean = path.replace("{rest:path}", "{rest}")
-        paths[clean] = {
-            "post": {
-                "summary": "Not available: no attested upstream for this modality",
-                "responses": {
-                    "503": _error("not_available"),
-                    "default": _error("OpenAI error envelope"),
-                },
-                **(
-                    {
-                        "parameters": [
-                            {
-                                "name": "rest",
-                                "in": "path",
-                                "required": True,
-                                "schema": {"type": "string"},
-                            }
-                        ]
-                    }
-                    if "{rest}" in clean
-                    else {}
+        "/healthz": {
+            "get": _operation(
+                "Liveness", _ok("alive", _object({"status": _STRING})), (), auth=False
+            )
+        },
+        "/readyz": {
+            "get": {
+                **_operation(
+                    "Readiness of each dependency",
+                    _ok("ready", _object({"ready": {"type": "boolean"}, "checks": _OPEN})),
+                    (),
+                    auth=False,
                 ),
             }
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics",
+                {"description": "text exposition format", "content": {"text/plain": {}}},
+                (),
+                auth=False,
+            )
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "This document", _ok("OpenAPI 3.0", _object({"openapi": _STRING})), (), auth=False
+            )
+        },
+    }
+    paths["/readyz"]["get"]["responses"]["503"] = _ok(
+        "not ready: which check failed",
+        _object({"ready": {"type": "boolean"}, "checks": _OPEN}),
+    )
+    for path, _ in UNBUILT_PATHS:
+        clean = openapi_path(path)
+        parameters = [_path("rest")] if "{rest}" in clean else None
+        summary = "Not available: no attested upstream relays this modality"
+        paths[clean] = {
+            method.lower(): _operation(
+                summary, _error("not_available"), (503,), parameters=parameters, ok_status="503"
+            )
+            for method in UNBUILT_METHODS
         }
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "teegate",
             "version": "1",
-            "description": "OpenAI-compatible gateway for confidential inference",
+            "description": "OpenAI-compatible gateway for confidential inference. Every "
+            "error answers in OpenAI's envelope; every answer carries X-Request-Id.",
         },
         "security": [{"bearer": []}],
         "paths": paths,
@@ -120,7 +356,7 @@ def build_openapi() -> dict[str, Any]:
                     "properties": {
                         "error": {
                             "type": "object",
-                            "required": ["message", "type", "code"],
+                            "required": ["message", "type", "code", "param", "status"],
                             "properties": {
                                 "message": {"type": "string"},
                                 "type": {"type": "string"},
@@ -134,6 +370,11 @@ def build_openapi() -> dict[str, Any]:
             },
         },
     }
+
+
+def openapi_path(route_path: str) -> str:
+    """A Starlette route path as OpenAPI writes it: `{name:path}` becomes `{name}`."""
+    return route_path.replace(":path}", "}")
 
 
 async def openapi_json(request: Request) -> Response:

@@ -29,6 +29,8 @@ UNBUILT_PATHS = (
     ("/v1/fine-tuning/{rest:path}", "fine_tuning"),
 )
 """Modalities teegate does not relay yet, by path: 503 whatever the switch says."""
+UNBUILT_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+"""Their routes answer 503 to every method OpenAI's API uses on them."""
 
 UNAVAILABLE_PATHS = (EMBEDDINGS_PATH, *(path for path, _ in UNBUILT_PATHS))
 """Every path on a switch: 503 not_available while its modality is closed."""

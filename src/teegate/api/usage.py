@@ -5,6 +5,8 @@ Money is answered as decimal USD strings, never as JSON numbers (floats).
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,6 +16,7 @@ from teegate.billing import MAX_USAGE_PAGE, describe_balance, describe_generatio
 from teegate.errors import InvalidRequest, NotFound
 
 DEFAULT_USAGE_PAGE = 100
+LIMIT_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 async def get_balance(request: Request) -> Response:
@@ -66,7 +69,9 @@ def _since(text: str | None) -> int | None:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_USAGE_PAGE
-    if not text.isdigit() or not 1 <= int(text) <= MAX_USAGE_PAGE:
+    # ASCII digits only, few of them: str.isdigit takes '²' and int() refuses it,
+    # and int() refuses more than 4300 digits.
+    if not LIMIT_DIGITS.fullmatch(text) or not 1 <= int(text) <= MAX_USAGE_PAGE:
         raise InvalidRequest(
             f"'limit' must be an integer between 1 and {MAX_USAGE_PAGE}.",
             param="limit",

@@ -5,6 +5,14 @@ store the verdicts, sleep until `refresh_margin_s` before the earliest expiry. W
 evidence cannot be fetched (a transient check), the old verdicts stay until they go
 stale, and the loop retries every `retry_interval_s`; once stale, the cache refuses.
 The request path never waits on any of this: it only reads the `VerdictCache`.
+
+One more loop refreshes the collateral every `collateral_refresh_s` and then
+re-attests every upstream at once, so a TCB status Intel changes (OutOfDate,
+Revoked), a PCK put on a CRL, or collateral past its date is refused within about
+`collateral_refresh_s` plus one collateral fetch and one attestation round, not at
+the cached collateral's nextUpdate (docs/attestation.md has the bound). Refreshes
+of one upstream run one at a time, so a round that started on the old collateral
+cannot overwrite the verdict of one that ran on the new.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ class Attestor:
         cache: VerdictCache | None = None,
         clock: Callable[[], float] = time.time,
         nonce_factory: Callable[[], bytes] = lambda: secrets.token_bytes(NONCE_BYTES),
+        collateral_refresh_s: float | None = None,
     ) -> None:
         self._verifier = verifier
         self._upstreams = {u.upstream: u for u in upstreams}
@@ -68,6 +77,9 @@ class Attestor:
         self._nonce_factory = nonce_factory
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running = False
+        self._collateral_refresh_s = collateral_refresh_s
+        self._collateral_task: asyncio.Task[None] | None = None
+        self._refresh_locks: dict[str, asyncio.Lock] = {}
 
     def _check_gpu_service(self, u: UpstreamAttestation) -> None:
         needs_gpu = u.policy.require_gpu and u.adapter.mode != "provider-asserted"
@@ -101,6 +113,7 @@ class Attestor:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self.cache.forget(upstream)
+        self._refresh_locks.pop(upstream, None)
         if config is not None:
             await config.adapter.aclose()
 
@@ -109,6 +122,11 @@ class Attestor:
     async def refresh(self, upstream: str) -> tuple[Verdict, ...]:
         """Attest now with a fresh nonce and store the result (keeping old verdicts on
         transient failures); returns the verdicts as now stored."""
+        lock = self._refresh_locks.setdefault(upstream, asyncio.Lock())
+        async with lock:
+            return await self._refresh(upstream)
+
+    async def _refresh(self, upstream: str) -> tuple[Verdict, ...]:
         new = await self.attest(upstream, nonce=self._fresh_nonce())
         old = self.cache.verdicts(upstream)
         if all(v.transient for v in new) and old:
@@ -174,6 +192,11 @@ class Attestor:
         self._running = True
         for upstream in self._upstreams:
             self._start_loop(upstream)
+        if self._collateral_refresh_s is not None and self._collateral_task is None:
+            self._collateral_task = asyncio.create_task(
+                self._refresh_collateral_forever(self._collateral_refresh_s),
+                name="attest:collateral",
+            )
 
     def _start_loop(self, upstream: str) -> None:
         if upstream not in self._tasks or self._tasks[upstream].done():
@@ -186,6 +209,9 @@ class Attestor:
         self._running = False
         tasks = list(self._tasks.values())
         self._tasks.clear()
+        if self._collateral_task is not None:
+            tasks.append(self._collateral_task)
+            self._collateral_task = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -201,6 +227,27 @@ class Attestor:
             except Exception:  # a bug must not end the loop: verdicts go stale, refused
                 _log.exception("attestation.refresh_crashed", upstream=upstream)
             await asyncio.sleep(self.next_refresh_in_s(upstream))
+
+    async def refresh_collateral(self) -> None:
+        """Fetch the collateral again, then re-attest every upstream with it: each
+        verdict is decided again on what Intel publishes now."""
+        await self._verifier.refresh_collateral()
+        upstreams = list(self._upstreams)
+        results = await asyncio.gather(
+            *(self.refresh(u) for u in upstreams), return_exceptions=True
+        )
+        for upstream, result in zip(upstreams, results, strict=True):
+            # removed meanwhile (KeyError), or a bug: its own loop and TTL still hold
+            if isinstance(result, BaseException) and upstream in self._upstreams:
+                _log.error("attestation.reattest_failed", upstream=upstream, error=repr(result))
+
+    async def _refresh_collateral_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh_collateral()
+            except Exception:  # a bug must not end the loop; the verdicts' TTL still holds
+                _log.exception("attestation.collateral_refresh_crashed")
 
     def next_refresh_in_s(self, upstream: str) -> float:
         """Seconds to the next refresh: `refresh_margin_s` before the earliest passing

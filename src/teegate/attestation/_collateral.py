@@ -1,10 +1,14 @@
 """DCAP collateral (TCB info, QE identity, CRLs): where it comes from and how long it holds.
 
-Collateral is the same for every quote of a platform family (FMSPC) and changes only
-when Intel reissues it, so it is fetched from the configured PCCS once and reused
-until its nextUpdate. A collateral that cannot be fetched is a transient failure
-(`collateral_unavailable`); one that is expired or malformed is a rejection
-(`collateral`).
+Collateral is the same for every quote of a platform family (FMSPC) and changes
+when Intel reissues it: a new TCB status (a platform going OutOfDate or Revoked), a
+PCK on a CRL, a new QE identity. Its nextUpdate (up to 30 days away) says when the
+issuer promises new data at the latest, not that nothing changes before, so the
+cached collateral is fetched again on a schedule (`refresh`, every
+`collateral_refresh_s`, hours), and the attestor re-attests with what changed.
+A collateral that cannot be fetched is a transient failure (`collateral_unavailable`:
+the cached one stands until its nextUpdate); one that is expired or malformed is a
+rejection (`collateral`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import dcap_qvl
+import structlog
 from cryptography import x509
 
 from teegate.attestation._check import rejects, summarize
@@ -31,6 +36,7 @@ __all__ = [
 ]
 
 CollateralFetch = Callable[[str, bytes], Awaitable[Any]]
+_log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,10 @@ class CollateralProvider(Protocol):
 
     async def collateral_for(self, quote: bytes, now_s: int) -> Collateral: ...
 
+    async def refresh(self) -> None:
+        """Fetch every cached collateral again."""
+        ...
+
 
 class StaticCollateralProvider:
     """One fixed collateral for every quote: tests, the dev stack, offline verification."""
@@ -104,6 +114,9 @@ class StaticCollateralProvider:
 
     async def collateral_for(self, quote: bytes, now_s: int) -> Collateral:
         return self._collateral
+
+    async def refresh(self) -> None:
+        return None
 
 
 class PccsCollateralProvider:
@@ -126,6 +139,7 @@ class PccsCollateralProvider:
         self._max_entries = max_entries
         self._fetch: CollateralFetch = fetch or dcap_qvl.get_collateral
         self._cache: dict[str, Collateral] = {}
+        self._quotes: dict[str, bytes] = {}  # one quote per platform: what a refresh sends
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -140,8 +154,20 @@ class PccsCollateralProvider:
             fresh = await self._fetch_collateral(quote)
             if len(self._cache) >= self._max_entries:
                 self._cache.clear()
+                self._quotes.clear()
             self._cache[key] = fresh
+            self._quotes[key] = quote
             return fresh
+
+    async def refresh(self) -> None:
+        """Fetch every cached platform's collateral again. One that cannot be fetched
+        keeps its cached copy (until its nextUpdate, as `collateral_for` has it)."""
+        async with self._lock:
+            for key, quote in list(self._quotes.items()):
+                try:
+                    self._cache[key] = await self._fetch_collateral(quote)
+                except AttestationFailed as failure:
+                    _log.warning("attestation.collateral_refresh_failed", reason=failure.reason)
 
     async def _fetch_collateral(self, quote: bytes) -> Collateral:
         try:

@@ -70,6 +70,10 @@ class EvidenceVerifier:
     def has_gpu_service(self) -> bool:
         return self._gpu_service is not None
 
+    async def refresh_collateral(self) -> None:
+        """Fetch the cached collateral again (the attestor re-attests after it)."""
+        await self._collateral.refresh()
+
     async def aclose(self) -> None:
         """Close the GPU service's HTTP session; the verifier's owner calls this."""
         if self._gpu_service is not None:

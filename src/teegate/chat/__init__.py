@@ -8,6 +8,7 @@ from teegate.chat._request import (
     check_against_model,
     parse_chat_request,
     parse_json_object,
+    upstream_refusal,
 )
 from teegate.chat._seams import Idempotency, Meter, Sink, Upstream, UpstreamStream
 from teegate.chat._service import (
@@ -35,4 +36,5 @@ __all__ = [
     "parse_json_object",
     "reserve_tokens",
     "upstream_failed",
+    "upstream_refusal",
 ]

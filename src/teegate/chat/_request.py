@@ -6,6 +6,8 @@ Fields teegate does not interpret are forwarded untouched.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +15,7 @@ import orjson
 
 from teegate.catalog import Capabilities, CatalogModel
 from teegate.config import RequestDefaults
-from teegate.errors import InvalidRequest
+from teegate.errors import InvalidRequest, UpstreamRejected
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 RESPONSE_FORMATS = {"text": None, "json_object": "json_mode", "json_schema": "structured_outputs"}
@@ -30,6 +32,11 @@ did not cover."""
 MAX_CHOICES = 8
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
+MAX_JSON_DEPTH = 128
+"""The deepest nesting a body may have. orjson parses up to 1024 levels but
+serializes only up to 254, and every body is serialized again on its way upstream:
+a limit well below both keeps that a 400 here rather than a 500 there. No real
+request (tool schemas included) comes near it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +66,26 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         ) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    # Fewer brackets than the limit cannot nest past it: most bodies skip the walk.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(body):
+        raise InvalidRequest(
+            f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.",
+            code="invalid_json",
+        )
     return body
+
+
+def _too_deep(body: dict[str, Any]) -> bool:
+    """Whether any value sits deeper than MAX_JSON_DEPTH; iterative, so a deep body
+    cannot exhaust the stack that checks it."""
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        children: Iterable[Any] = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def parse_chat_request(raw: bytes, defaults: RequestDefaults) -> ChatRequest:
@@ -135,9 +161,10 @@ def _check_message(index: int, message: object) -> tuple[tuple[str, str], ...]:
             param=f"{where}.role",
             code="invalid_value",
         )
+    tool_calls = _check_name_and_calls(where, message)
     content = message.get("content")
     if content is None:
-        if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+        if role == "assistant" and (tool_calls or message.get("function_call")):
             return ()
         raise _missing_or_invalid(f"{where}.content", None, "")
     needs: tuple[tuple[str, str], ...] = ()
@@ -170,6 +197,43 @@ def _part_need(param: str, kind: str) -> tuple[str, str] | None:
             code="invalid_value",
         )
     return need
+
+
+def _check_name_and_calls(where: str, message: dict[str, Any]) -> object:
+    """A message's `name` and `tool_calls`, as OpenAI types them; returns the calls."""
+    name = message.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _missing_or_invalid(f"{where}.name", name, "a string")
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None:
+        _check_tool_calls(f"{where}.tool_calls", tool_calls)
+    return tool_calls
+
+
+def _check_tool_calls(where: str, tool_calls: object) -> None:
+    """The calls an earlier assistant turn made, as OpenAI types them: each an object
+    with a string `id` and a `function` of string `name` and `arguments`."""
+    if not isinstance(tool_calls, list):
+        raise _missing_or_invalid(where, tool_calls, "an array of tool calls")
+    for index, call in enumerate(tool_calls):
+        at = f"{where}[{index}]"
+        if not isinstance(call, dict):
+            raise _missing_or_invalid(at, call, "a tool call object")
+        if not isinstance(call.get("id"), str):
+            raise _missing_or_invalid(f"{at}.id", call.get("id"), "a string")
+        kind = call.get("type", "function")
+        if kind != "function":
+            raise InvalidRequest(
+                f"Invalid value for '{at}.type': expected 'function'.",
+                param=f"{at}.type",
+                code="invalid_value",
+            )
+        function = call.get("function")
+        if not isinstance(function, dict):
+            raise _missing_or_invalid(f"{at}.function", function, "an object")
+        for field in ("name", "arguments"):
+            if not isinstance(function.get(field), str):
+                raise _missing_or_invalid(f"{at}.function.{field}", function.get(field), "a string")
 
 
 def _number(body: dict[str, Any], field: str, low: float, high: float) -> None:
@@ -300,3 +364,53 @@ def _apply_defaults(body: dict[str, Any], defaults: RequestDefaults) -> bool:
     if body.get("top_p") is None:
         body["top_p"] = defaults.top_p
     return defaulted
+
+
+ECHO_WINDOW = 12
+"""An upstream's reason that shares this many characters with the prompt repeats it."""
+MIN_ECHO = 4
+MAX_REASON_CHARS = 300
+_SAFE_PARAM = re.compile(r"[A-Za-z0-9_.\[\]-]{1,100}")
+_SAFE_CODE = re.compile(r"[a-z0-9_]{1,64}")
+_NOT_PROMPT_KEYS = frozenset({"role", "type", "name", "tool_call_id", "id", "detail"})
+
+
+def upstream_refusal(rejected: UpstreamRejected, body: Mapping[str, Any]) -> UpstreamRejected:
+    """What the client hears of an upstream's 400: its reason, param and code, unless
+    the reason repeats any of the request's text (upstreams echo the offending input,
+    and prompts never reach an error message)."""
+    message, param, code = rejected.detail
+    param = param if param and _SAFE_PARAM.fullmatch(param) else None
+    code = code if code and _SAFE_CODE.fullmatch(code) else None
+    reason = (message or "").strip()
+    if not reason or len(reason) > MAX_REASON_CHARS or _echoes(reason, _prompt_texts(body)):
+        text = rejected.message + (
+            " Its reason is not shown: it repeated request content." if reason else ""
+        )
+    else:
+        text = f"The model's upstream refused the request: {reason}"
+    return UpstreamRejected(text, param=param, code=code)
+
+
+def _prompt_texts(body: Mapping[str, Any]) -> list[str]:
+    """Every string a client wrote in its messages, tools or input (not field names or kinds)."""
+    texts: list[str] = []
+    stack: list[Any] = [body.get("messages"), body.get("tools"), body.get("input")]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict):
+            stack.extend(v for k, v in value.items() if k not in _NOT_PROMPT_KEYS)
+        elif isinstance(value, list):
+            stack.extend(value)
+    return texts
+
+
+def _echoes(reason: str, texts: list[str]) -> bool:
+    """Whether `reason` contains a text, or any ECHO_WINDOW characters of one."""
+    joined = "\0".join(texts)
+    if any(len(t) >= MIN_ECHO and t in reason for t in texts):
+        return True
+    last = len(reason) - ECHO_WINDOW
+    return any(reason[i : i + ECHO_WINDOW] in joined for i in range(max(last + 1, 0)))

@@ -26,9 +26,14 @@ from teegate.billing import (
 )
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
 from teegate.chat._answer import Answer, StreamedAnswer, WholeAnswer, settle
-from teegate.chat._request import ChatRequest, check_against_model
+from teegate.chat._request import ChatRequest, check_against_model, upstream_refusal
 from teegate.chat._seams import Idempotency, Meter, Upstream
-from teegate.errors import ModelNotConfidential, RateLimitExceeded, UpstreamKeyChanged
+from teegate.errors import (
+    ModelNotConfidential,
+    RateLimitExceeded,
+    UpstreamKeyChanged,
+    UpstreamRejected,
+)
 from teegate.ratelimit import RateLimiter
 
 
@@ -101,7 +106,7 @@ class ChatService:
             raw, body = await client.complete(orjson.dumps(request.body), pin=pin)
             return WholeAnswer(admitted, meter, hold, raw, Outcome.of_response(body))
         except BaseException as exc:
-            await upstream_failed(meter, hold, self._attestation, admitted, exc)
+            await upstream_failed(meter, hold, self._attestation, admitted, exc, body=request.body)
             raise
 
 
@@ -136,14 +141,21 @@ async def upstream_failed(
     attestation: AttestationView,
     admitted: Admitted,
     exc: BaseException,
+    *,
+    body: Mapping[str, Any],
 ) -> None:
     """The upstream call failed: nothing was delivered, so the hold is voided.
+
+    An upstream that refused the request as invalid is the client's 400, with the
+    upstream's reason if it repeats nothing of `body` (`upstream_refusal`).
 
     A key other than the attested one means the attestation no longer holds:
     nothing was sent (the handshake failed), the verdict is dropped, and the
     caller hears model_not_confidential while the upstream is re-attested.
     """
     await settle(meter, hold, Outcome("upstream_error"))
+    if isinstance(exc, UpstreamRejected):
+        raise upstream_refusal(exc, body) from exc
     if isinstance(exc, UpstreamKeyChanged):
         attestation.distrust(admitted.model.upstream, str(exc))
         raise ModelNotConfidential(

@@ -58,6 +58,9 @@ GPU_BAD_SIGNATURE = "gpu-bad-signature"
 GPU_WRONG_NONCE = "gpu-wrong-nonce"
 GPU_FAILED = "gpu-failed"
 SERVICES_DOWN = "services-down"
+NRAS_SLOW = "nras-slow"
+NRAS_SLOW_S = 0.5
+"""How long NRAS takes under `nras-slow`: long enough that concurrent attestations overlap."""
 
 SERVICES_FAULTS: frozenset[str] = frozenset(
     {
@@ -68,6 +71,7 @@ SERVICES_FAULTS: frozenset[str] = frozenset(
         GPU_WRONG_NONCE,
         GPU_FAILED,
         SERVICES_DOWN,
+        NRAS_SLOW,
     }
 )
 """Every fault of the attestation services app."""

@@ -40,9 +40,22 @@ class ServicesStats:
     pcs_requests: int = 0
     gpu_attestations: int = 0
     jwks_requests: int = 0
+    gpu_attestations_running: int = 0
+    max_concurrent_gpu_attestations: int = 0
 
     def reset(self) -> None:
         self.pcs_requests = self.gpu_attestations = self.jwks_requests = 0
+        self.max_concurrent_gpu_attestations = self.gpu_attestations_running
+
+    def gpu_attestation_started(self) -> None:
+        self.gpu_attestations += 1
+        self.gpu_attestations_running += 1
+        self.max_concurrent_gpu_attestations = max(
+            self.max_concurrent_gpu_attestations, self.gpu_attestations_running
+        )
+
+    def gpu_attestation_ended(self) -> None:
+        self.gpu_attestations_running -= 1
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

@@ -15,6 +15,7 @@ to trust (in dev and tests only). `services-down` makes all but /admin 503.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +37,7 @@ from teegate.devstack._errors import (
     json_response,
     service_unavailable,
 )
-from teegate.devstack._faults import SERVICES_DOWN
+from teegate.devstack._faults import NRAS_SLOW, NRAS_SLOW_S, SERVICES_DOWN
 from teegate.devstack._http import read_body
 from teegate.devstack._request import json_object
 from teegate.devstack._services import SimulatedAttestationServices
@@ -138,8 +139,14 @@ class _NrasApi:
         if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
             raise invalid_request("nonce must be 64 hex characters.", param="nonce")
         evidence_list = _evidence_list(body.get("evidence_list"))
-        self._services.stats.gpu_attestations += 1
-        return json_response(self._services.attest_gpu(evidence_list, nonce))
+        stats = self._services.stats
+        stats.gpu_attestation_started()
+        try:
+            if self._services.faults.is_on(NRAS_SLOW):
+                await asyncio.sleep(NRAS_SLOW_S)
+            return json_response(self._services.attest_gpu(evidence_list, nonce))
+        finally:
+            stats.gpu_attestation_ended()
 
     async def jwks(self, _request: Request) -> Response:
         self._services.stats.jwks_requests += 1

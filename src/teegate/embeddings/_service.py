@@ -95,7 +95,7 @@ class EmbeddingsService:
                 orjson.dumps(request.body), pin=admitted.attestation.tls_pin
             )
         except BaseException as exc:
-            await upstream_failed(meter, hold, self._attestation, admitted, exc)
+            await upstream_failed(meter, hold, self._attestation, admitted, exc, body=request.body)
             raise
         return WholeAnswer(admitted, meter, hold, raw, Outcome.of_embeddings(body))
 

@@ -1,7 +1,10 @@
 """One pooled HTTP client per upstream; aiohttp errors become teegate errors here.
 
 Upstream error bodies are never copied into our messages: an upstream may echo
-the prompt back, and prompts must not reach an error message.
+the prompt back, and prompts must not reach an error message. The one exception,
+an upstream's refusal of an invalid request, is handed to the chat layer as
+`UpstreamRejected.detail`, which shows it only once it has checked it repeats no
+prompt text.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from teegate.errors import (
     TeegateError,
     UpstreamError,
     UpstreamKeyChanged,
+    UpstreamRejected,
     UpstreamTimeout,
     map_error,
 )
@@ -35,6 +39,8 @@ as JSON floats; past this, ask for base64 or fewer inputs per request."""
 MAX_LINE_BYTES = 4 * 1024 * 1024
 MAX_PINNED_POOLS = 4
 UNAUTHENTICATED = b"unauthenticated: catalog only"
+REJECTED_STATUSES = frozenset({400, 422})
+MAX_REFUSAL_BYTES = 64 * 1024
 
 REQUEST_ERRORS: Mapping[type[BaseException], type[TeegateError]] = {
     # aiohttp's read and connect timeouts are ClientErrors too: they need their own entry.
@@ -255,7 +261,7 @@ class UpstreamClient:
         trusted = pin is not None or not self._requires_pin
         session = self.session(pin) if trusted else self._unauthenticated_session()
         async with self._guard("catalog"), session.get(url, timeout=timeout) as resp:
-            self._raise_for_status(resp)
+            await self._raise_for_status(resp, rejectable=False)
             body = await resp.read()
         try:
             data = json.loads(body, parse_float=Decimal)["data"]
@@ -274,7 +280,7 @@ class UpstreamClient:
     async def complete(self, body: bytes, *, pin: bytes | None = None) -> Reply:
         post = self._pinned_session(pin).post(self._chat_url, data=body)
         async with self._guard("completion"), post as resp:
-            self._raise_for_status(resp)
+            await self._raise_for_status(resp)
             raw = await self._read_all(resp.content, MAX_RESPONSE_BYTES)
         return self._reply(raw)
 
@@ -282,7 +288,7 @@ class UpstreamClient:
         """Embeddings, over the same pinned pool as completions."""
         post = self._pinned_session(pin).post(self._embeddings_url, data=body)
         async with self._guard("embeddings"), post as resp:
-            self._raise_for_status(resp)
+            await self._raise_for_status(resp)
             raw = await self._read_all(resp.content, MAX_EMBEDDINGS_RESPONSE_BYTES)
         return self._reply(raw)
 
@@ -320,18 +326,45 @@ class UpstreamClient:
             async with asyncio.timeout(self._timeouts.read_s):
                 resp = await post
             try:
-                self._raise_for_status(resp)
+                await self._raise_for_status(resp)
             except BaseException:
                 resp.close()
                 raise
         return UpstreamStream(resp, self.name, self._timeouts.read_s)
 
-    def _raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
-        if resp.status >= 400:
-            raise UpstreamError(f"upstream '{self.name}' answered HTTP {resp.status}")
+    async def _raise_for_status(
+        self, resp: aiohttp.ClientResponse, *, rejectable: bool = True
+    ) -> None:
+        """An error status is the upstream's failure (502), except a 400/422 to a
+        client's request: that request is invalid, and the client hears why."""
+        if resp.status < 400:
+            return
+        if rejectable and resp.status in REJECTED_STATUSES:
+            raise UpstreamRejected(
+                f"The model's upstream refused the request as invalid (HTTP {resp.status}).",
+                detail=_refusal_detail(await resp.content.read(MAX_REFUSAL_BYTES)),
+            )
+        raise UpstreamError(f"upstream '{self.name}' answered HTTP {resp.status}")
 
     def _guard(self, what: str) -> _ErrorMapping:
         return _ErrorMapping(self.name, what)
+
+
+def _refusal_detail(raw: bytes) -> tuple[str | None, str | None, str | None]:
+    """(message, param, code) of an OpenAI-style error envelope; None where absent
+    or not a string. Kept raw: the chat layer decides what of it the client sees."""
+    try:
+        error = orjson.loads(raw).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None, None, None
+    if not isinstance(error, dict):
+        return None, None, None
+
+    def text(key: str) -> str | None:
+        value = error.get(key)
+        return value if isinstance(value, str) else None
+
+    return text("message"), text("param"), text("code")
 
 
 class _ErrorMapping:
