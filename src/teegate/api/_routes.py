@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from teegate.api import attestation, chat, embeddings, health, keys, models, unavailable, usage
+from teegate.api import (
+    attestation,
+    chat,
+    embeddings,
+    health,
+    keys,
+    models,
+    receipts,
+    unavailable,
+    usage,
+)
 from teegate.api.openapi import openapi_json
 
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -25,6 +35,11 @@ def routes() -> list[BaseRoute]:
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/v1/receipts/{receipt_id}", receipts.get_receipt, methods=["GET"]),
+        Route("/v1/transparency/sth", receipts.tree_head, methods=["GET"]),
+        Route("/v1/transparency/proof", receipts.inclusion_proof, methods=["GET"]),
+        Route("/v1/transparency/consistency", receipts.consistency_proof, methods=["GET"]),
+        Route("/v1/transparency/leaves", receipts.leaves, methods=["GET"]),
     ]
     table += [
         Route(path, unavailable.Unbuilt(modality).not_available, methods=ANY_METHOD)

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from teegate.api._answer import AnswerResponse
 from teegate.api._body import read_json_body
 from teegate.api._disconnect import unless_client_leaves
-from teegate.api._state import authorize, gateway
+from teegate.api._state import authorize, gateway, receipt_policy
 from teegate.chat import parse_chat_request
 
 
@@ -21,4 +21,5 @@ async def create_chat_completion(request: Request) -> AnswerResponse:
         gw.late_watches,
         gw.chat.answer(principal, chat, request.state.request_id, request.state.ratelimit_headers),
     )
+    answer.witness(gw.receipts, raw, receipt_policy(principal))
     return AnswerResponse(answer, request.state.ratelimit_headers)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from teegate.api._answer import AnswerResponse
 from teegate.api._body import read_json_body
 from teegate.api._disconnect import unless_client_leaves
-from teegate.api._state import authorize, gateway
+from teegate.api._state import authorize, gateway, receipt_policy
 from teegate.api.unavailable import closed
 from teegate.embeddings import parse_embeddings_request
 
@@ -27,4 +27,5 @@ async def create_embeddings(request: Request) -> AnswerResponse:
             principal, parsed, request.state.request_id, request.state.ratelimit_headers
         ),
     )
+    answer.witness(gw.receipts, raw, receipt_policy(principal))
     return AnswerResponse(answer, request.state.ratelimit_headers)

@@ -22,7 +22,7 @@ from teegate.billing._estimate import (
 from teegate.billing._money import nano_to_usd
 from teegate.billing._outcome import Outcome
 from teegate.billing._pricing import Rates
-from teegate.billing._records import BudgetUse, Hold, LedgerStore, Placement
+from teegate.billing._records import BudgetUse, Hold, LedgerStore, Placement, Settlement
 from teegate.billing._settle import settlement_for, void_settlement
 from teegate.errors import BudgetExceeded, InsufficientBalance
 from teegate.invariants import invariant
@@ -122,8 +122,10 @@ class LedgerMeter:
             budgeted=request.budgeted,
         )
 
-    async def settle(self, hold: Hold, outcome: Outcome) -> None:
-        """Resolve the hold from what was delivered; the store posts it at most once."""
+    async def settle(self, hold: Hold, outcome: Outcome) -> Settlement | None:
+        """Resolve the hold from what was delivered; the store posts it at most once.
+        The settlement posted (what a receipt says was charged), or None if the hold
+        was resolved before."""
         settlement = settlement_for(
             hold,
             status=outcome.status,
@@ -147,6 +149,8 @@ class LedgerMeter:
             finished.set_result(None)
         if not resolved:  # already settled, or the reaper got there first: the first stands
             log.warning("hold_already_resolved", request_id=hold.request_id)
+            return None
+        return settlement
 
     async def _placed(self, hold: Hold) -> Placement:
         """Placing runs to completion even if the caller is cancelled meanwhile.

@@ -9,7 +9,7 @@ from teegate.chat._request import (
     parse_chat_request,
     parse_json_object,
 )
-from teegate.chat._seams import Meter, Sink, Upstream, UpstreamStream
+from teegate.chat._seams import Meter, Receipts, Sink, Upstream, UpstreamStream
 from teegate.chat._service import (
     ChatService,
     TokenWindowMeter,
@@ -23,6 +23,7 @@ __all__ = [
     "ChatRequest",
     "ChatService",
     "Meter",
+    "Receipts",
     "Sink",
     "TokenWindowMeter",
     "Upstream",

@@ -1,0 +1,388 @@
+"""Client-side verification of a receipt: what `teegate verify` runs, as a Python API.
+
+It takes nothing on the gateway's word. Given a signed receipt (by id from the
+gateway, or a file) it checks, step by step:
+
+1. `signature`: the receipt's Ed25519 signature over its RFC 8785 encoding.
+2. `key`: the signing key is one the client trusts: pinned (`--key`, or kept in the
+   state file from an earlier run the user pinned it in).
+3. `request` / `response`: the bytes the client sent and received hash to what the
+   receipt says (when the client gives them).
+4. `tree_head`: the log's signed tree head is signed by a trusted key.
+5. `verdict_inclusion`: the verdict the receipt names is, byte for byte, the leaf at
+   its index, and that leaf is in the tree under the head (RFC 9162 audit path).
+6. `key_inclusion`: the receipt key was published in the same log.
+7. `consistency`: the head is an append-only extension of the last head this client
+   saw of this log (kept in a small state file): a log that rewrote or forked its
+   history fails here.
+
+Every step must pass for `Report.ok`; steps with nothing to check are `skipped`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from teegate.receipts import (
+    RECEIPT_CONTEXT,
+    TREE_HEAD_CONTEXT,
+    canonical,
+    key_id,
+    leaf_hash,
+    unb64,
+    verify_consistency,
+    verify_inclusion,
+    verify_signature,
+)
+
+__all__ = [
+    "Evidence",
+    "Report",
+    "State",
+    "Step",
+    "check",
+    "fetch_evidence",
+    "verify",
+]
+
+Outcome = Literal["passed", "failed", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    outcome: Outcome
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"step": self.name, "outcome": self.outcome, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    receipt_id: str | None
+    steps: tuple[Step, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(step.outcome != "failed" for step in self.steps)
+
+    def failed(self) -> list[str]:
+        return [step.name for step in self.steps if step.outcome == "failed"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "receipt": self.receipt_id,
+            "ok": self.ok,
+            "steps": [step.to_json() for step in self.steps],
+        }
+
+
+@dataclass(slots=True)
+class Evidence:
+    """What one verification reads: the receipt and what the log says about it."""
+
+    receipt: dict[str, Any]
+    tree_head: dict[str, Any]
+    verdict_leaf: bytes | None = None
+    verdict_proof: list[str] | None = None
+    key_leaf: bytes | None = None
+    key_proof: list[str] | None = None
+    consistency: list[str] | None = None
+    """From the state file's last head of this log to `tree_head` (None: no earlier head)."""
+
+
+@dataclass(slots=True)
+class State:
+    """What a client keeps between runs: its pinned keys, and per log the last head."""
+
+    keys: dict[str, str] = field(default_factory=dict)
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> State:
+        if not path.exists():
+            return cls()
+        data = json.loads(path.read_text())
+        return cls(dict(data.get("keys", {})), dict(data.get("heads", {})))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"keys": self.keys, "heads": self.heads}, indent=2))
+        temporary.replace(path)
+
+    def pin(self, public_keys: Iterable[str]) -> None:
+        for public in public_keys:
+            self.keys[key_id(unb64(public))] = public
+
+    def last_head(self, log_id: str | None) -> dict[str, Any] | None:
+        return self.heads.get(log_id) if log_id is not None else None
+
+
+def check(
+    evidence: Evidence,
+    state: State,
+    *,
+    request: bytes | None = None,
+    response: bytes | None = None,
+) -> Report:
+    """Run every step over `evidence` (no I/O). On success the caller may record the
+    head in `state` (`verify` does)."""
+    body = _object(evidence.receipt.get("receipt"))
+    signature = _object(evidence.receipt.get("signature"))
+    steps: list[Step] = []
+    public = _receipt_key(evidence, signature.get("key_id"), state)
+    steps.append(_signature_step("signature", public, RECEIPT_CONTEXT, body, signature))
+    steps.append(_key_step(signature.get("key_id"), state))
+    steps.append(_hash_step("request", request, body.get("request_sha256")))
+    steps.append(_hash_step("response", response, body.get("response_sha256")))
+    head = _object(evidence.tree_head.get("tree_head"))
+    head_signature = _object(evidence.tree_head.get("signature"))
+    head_key = state.keys.get(str(head_signature.get("key_id")))
+    if head_key is None:
+        steps.append(Step("tree_head", "failed", "the tree head is signed by a key not pinned"))
+    else:
+        steps.append(
+            _signature_step("tree_head", unb64(head_key), TREE_HEAD_CONTEXT, head, head_signature)
+        )
+    steps.append(
+        _inclusion_step(
+            "verdict_inclusion",
+            claimed=body.get("verdict"),
+            index=body.get("verdict_leaf_index"),
+            leaf=evidence.verdict_leaf,
+            proof=evidence.verdict_proof,
+            head=head,
+        )
+    )
+    key_entry = _object(body.get("key"))
+    steps.append(
+        _inclusion_step(
+            "key_inclusion",
+            claimed=_key_leaf_object(evidence.key_leaf, signature.get("key_id")),
+            index=key_entry.get("leaf_index"),
+            leaf=evidence.key_leaf,
+            proof=evidence.key_proof,
+            head=head,
+        )
+    )
+    steps.append(_consistency_step(state.last_head(head.get("log_id")), head, evidence.consistency))
+    return Report(body.get("id") if isinstance(body.get("id"), str) else None, tuple(steps))
+
+
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _receipt_key(evidence: Evidence, kid: object, state: State) -> bytes | None:
+    """The receipt key's public bytes: pinned, or as the log publishes it."""
+    pinned = state.keys.get(str(kid))
+    if pinned is not None:
+        return unb64(pinned)
+    leaf = _key_leaf_object(evidence.key_leaf, kid)
+    return unb64(leaf["public_key"]) if leaf is not None else None
+
+
+def _key_leaf_object(data: bytes | None, kid: object) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    try:
+        leaf = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(leaf, dict) or leaf.get("key_id") != kid:
+        return None
+    return leaf
+
+
+def _signature_step(
+    name: str,
+    public: bytes | None,
+    context: bytes,
+    body: Mapping[str, Any],
+    signature: Mapping[str, Any],
+) -> Step:
+    if public is None:
+        return Step(name, "failed", f"key {signature.get('key_id')} is not known")
+    value = signature.get("value")
+    try:
+        valid = isinstance(value, str) and verify_signature(public, context, body, value)
+    except (TypeError, ValueError) as exc:
+        return Step(name, "failed", f"cannot be encoded canonically: {exc}")
+    if not valid or signature.get("alg") != "Ed25519":
+        return Step(name, "failed", f"the Ed25519 signature by {signature.get('key_id')} is bad")
+    return Step(name, "passed", f"Ed25519 signature by key {signature.get('key_id')}")
+
+
+def _key_step(kid: object, state: State) -> Step:
+    if str(kid) in state.keys:
+        return Step("key", "passed", f"key {kid} is pinned")
+    return Step(
+        "key",
+        "failed",
+        f"key {kid} is not pinned: pin the gateway's receipt key (--key) once you trust it",
+    )
+
+
+def _hash_step(name: str, data: bytes | None, expected: object) -> Step:
+    if data is None:
+        return Step(name, "skipped", f"no {name} bytes given")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        return Step(
+            name, "failed", f"SHA-256 of the {name} is {actual}, the receipt says {expected}"
+        )
+    return Step(name, "passed", f"SHA-256 {actual} matches")
+
+
+def _inclusion_step(
+    name: str,
+    *,
+    claimed: object,
+    index: object,
+    leaf: bytes | None,
+    proof: list[str] | None,
+    head: Mapping[str, Any],
+) -> Step:
+    if claimed is None and index is None:
+        return Step(name, "skipped", "the receipt names no leaf (a provider-asserted upstream)")
+    if leaf is None or proof is None or not isinstance(index, int):
+        return Step(name, "failed", "the leaf or its proof is missing")
+    if not isinstance(claimed, dict) or canonical(claimed) != leaf:
+        return Step(name, "failed", f"leaf {index} is not what the receipt states")
+    size, root_hash = head.get("tree_size"), head.get("root_hash")
+    try:
+        path = [unb64(p) for p in proof]
+        included = (
+            isinstance(size, int)
+            and isinstance(root_hash, str)
+            and verify_inclusion(leaf_hash(leaf), index, size, path, unb64(root_hash))
+        )
+    except ValueError:
+        included = False
+    if not included:
+        return Step(name, "failed", f"leaf {index}'s audit path does not lead to the tree head")
+    return Step(name, "passed", f"leaf {index} is in the tree of size {size}")
+
+
+def _consistency_step(
+    previous: Mapping[str, Any] | None, head: Mapping[str, Any], proof: list[str] | None
+) -> Step:
+    if previous is None:
+        return Step("consistency", "skipped", "no earlier head of this log in the state file")
+    before = _object(previous.get("tree_head"))
+    first, second = before.get("tree_size"), head.get("tree_size")
+    if not isinstance(first, int) or not isinstance(second, int):
+        return Step("consistency", "failed", "a tree head has no size")
+    if first > second:
+        return Step(
+            "consistency", "failed", f"the log shrank: {first} leaves seen before, {second} now"
+        )
+    try:
+        consistent = proof is not None and verify_consistency(
+            first,
+            second,
+            unb64(str(before.get("root_hash"))),
+            unb64(str(head.get("root_hash"))),
+            [unb64(p) for p in proof],
+        )
+    except ValueError:
+        consistent = False
+    if not consistent:
+        return Step(
+            "consistency",
+            "failed",
+            f"the head of size {second} does not extend the head of size {first} seen "
+            "before: the log was rewritten or forked",
+        )
+    return Step("consistency", "passed", f"size {second} extends size {first} seen before")
+
+
+def fetch_evidence(client: httpx.Client, receipt: dict[str, Any], state: State) -> Evidence:
+    """Ask the gateway's transparency log for everything `check` reads."""
+    head = _get(client, "/v1/transparency/sth")
+    size = head["tree_head"]["tree_size"]
+    body = _object(receipt.get("receipt"))
+    evidence = Evidence(receipt, head)
+    verdict_index = body.get("verdict_leaf_index")
+    if isinstance(verdict_index, int) and 0 <= verdict_index < size:
+        evidence.verdict_leaf, evidence.verdict_proof = _leaf(client, verdict_index, size)
+    key_index = _object(body.get("key")).get("leaf_index")
+    if isinstance(key_index, int) and 0 <= key_index < size:
+        evidence.key_leaf, evidence.key_proof = _leaf(client, key_index, size)
+    previous = state.last_head(head["tree_head"].get("log_id"))
+    if previous is not None:
+        first = previous["tree_head"]["tree_size"]
+        if first <= size:
+            proof = _get(client, "/v1/transparency/consistency", **{"from": first, "to": size})
+            evidence.consistency = list(proof["proof"])
+    return evidence
+
+
+def _leaf(client: httpx.Client, index: int, size: int) -> tuple[bytes, list[str]]:
+    leaves = _get(client, "/v1/transparency/leaves", start=index, end=index + 1)
+    proof = _get(client, "/v1/transparency/proof", leaf=index, tree_size=size)
+    return unb64(leaves["leaves"][0]["data"]), list(proof["audit_path"])
+
+
+def _get(client: httpx.Client, path: str, **params: object) -> dict[str, Any]:
+    response = client.get(path, params={k: str(v) for k, v in params.items()})
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def verify(
+    receipt: str | Path | dict[str, Any],
+    *,
+    base_url: str,
+    api_key: str | None = None,
+    state_file: Path,
+    pin: Iterable[str] = (),
+    request: bytes | None = None,
+    response: bytes | None = None,
+    client: httpx.Client | None = None,
+) -> Report:
+    """Verify a receipt (its id, a file holding it, or the object) against the gateway
+    at `base_url` (the address before `/v1`). Keys in `pin` (base64 Ed25519 public keys)
+    are added to the state's pinned keys; the head is recorded only if every step passed."""
+    state = State.load(state_file)
+    state.pin(pin)
+    owned = client is None
+    http = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=30)
+    try:
+        signed = _load_receipt(http, receipt, api_key)
+        evidence = fetch_evidence(http, signed, state)
+    finally:
+        if owned:
+            http.close()
+    report = check(evidence, state, request=request, response=response)
+    if report.ok:
+        log_id = evidence.tree_head["tree_head"].get("log_id")
+        if log_id is not None:
+            state.heads[log_id] = evidence.tree_head
+        state.save(state_file)
+    return report
+
+
+def _load_receipt(
+    client: httpx.Client, receipt: str | Path | dict[str, Any], api_key: str | None
+) -> dict[str, Any]:
+    if isinstance(receipt, dict):
+        return receipt
+    if isinstance(receipt, Path) or not str(receipt).startswith("rcpt_"):
+        data: dict[str, Any] = json.loads(Path(receipt).read_bytes())
+        return data
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = client.get(f"/v1/receipts/{receipt}", headers=headers)
+    response.raise_for_status()
+    fetched: dict[str, Any] = response.json()
+    return fetched
