@@ -18,6 +18,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from typer.testing import CliRunner
 
+from teegate.app import create_app
 from teegate.billing import usd_to_nano
 from teegate.cli import app as cli_app
 from teegate.receipts import (
@@ -30,8 +31,17 @@ from teegate.receipts import (
     unb64,
 )
 from teegate.verify import Evidence, Report, State, check, fetch_evidence, verify
-from tests.support.billing import settled_books
-from tests.support.gateway import Devstack, Gateway, attested_settings, running_gateway
+from tests.support.billing import ENGINES, database_url, settled_books
+from tests.support.gateway import (
+    Devstack,
+    Gateway,
+    attested_settings,
+    dev_attestation,
+    gateway_settings,
+    prepare_database,
+    running_gateway,
+)
+from tests.support.servers import serving
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello, how are you?"}]
@@ -360,3 +370,66 @@ def test_transparency_endpoints_refuse_bad_ranges_with_the_envelope(rig: Gateway
         response = httpx.get(f"{rig.url}/v1/transparency/{path}", params=params)
         assert response.status_code == 400, (path, params)
         assert response.json()["error"]["param"] == param
+
+
+def tree_head(gateway: Gateway) -> dict[str, Any]:
+    head: dict[str, Any] = httpx.get(f"{gateway.url}/v1/transparency/sth").json()["tree_head"]
+    return head
+
+
+def logged_verdicts(gateway: Gateway) -> list[dict[str, Any]]:
+    size = tree_head(gateway)["tree_size"]
+    page = httpx.get(
+        f"{gateway.url}/v1/transparency/leaves", params={"start": 0, "end": size}
+    ).json()
+    return [leaf["entry"] for leaf in page["leaves"] if leaf["entry"]["type"] == "verdict"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_receipts_and_the_log_survive_a_restart_and_agree_across_replicas(
+    devstack: Devstack,
+    attestation_services: Devstack,
+    enclave_files: Path,
+    tmp_path: Path,
+    engine: str,
+) -> None:
+    with database_url(engine, tmp_path) as url:
+        settings = gateway_settings(
+            tmp_path,
+            devstack.url,
+            attestation=dev_attestation(attestation_services.url, enclave_files / "root-ca.der"),
+            database_url=url,
+        )
+        key = prepare_database(settings, "replicas")
+        state = tmp_path / "state.json"
+        with serving(create_app(settings)) as one, serving(create_app(settings)) as two:
+            first = Gateway(one.url, settings, key, "replicas")
+            second = Gateway(two.url, settings, key, "replicas")
+            # each replica attested on its own, and logged its verdict before any request
+            assert len(logged_verdicts(first)) >= 2
+            served_first = complete(first)
+            receipt = receipt_of(second, served_first.receipt_id)  # stored by one, read by two
+            pinned = published_key(second, receipt)
+            served_second = complete(second)
+            receipt_of(first, served_second.receipt_id)
+            assert tree_head(first) | {"timestamp_ms": 0} == tree_head(second) | {"timestamp_ms": 0}
+            for gateway, served in ((second, served_first), (first, served_second)):
+                report = verify(
+                    served.receipt_id,
+                    base_url=gateway.url,
+                    api_key=key,
+                    state_file=state,
+                    pin=[pinned],
+                    response=served.response,
+                )
+                assert report.ok, report.to_json()
+            size_before = tree_head(first)["tree_size"]
+        with serving(create_app(settings)) as restarted:
+            again = Gateway(restarted.url, settings, key, "replicas")
+            assert receipt_of(again, served_first.receipt_id) == receipt
+            assert tree_head(again)["tree_size"] >= size_before
+            report = verify(
+                served_first.receipt_id, base_url=again.url, api_key=key, state_file=state
+            )
+            assert report.ok, report.to_json()
+            assert outcomes(report)["consistency"] == "passed"

@@ -110,6 +110,8 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         async with ledger.running():
             await billing.reaper.reap_once()  # holds a crash left behind, before serving
             await receipts.start()
+            if live.attestation is not None:  # every verdict a request may rely on is logged
+                live.attestation.attestor.cache.watch(receipts.note_verdict)
             _freeze_startup_objects()
             async with (
                 _background(live.sync.run()),
