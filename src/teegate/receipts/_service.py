@@ -40,6 +40,7 @@ from teegate.receipts._store import LogEntry, ReceiptStore, StoredKey, StoredRec
 log = structlog.get_logger("teegate.receipts")
 
 MAX_LEAVES_PAGE = 1000
+MAX_REMEMBERED_VERDICTS = 4096
 BATCH_WINDOW_S = 0.005
 """How long the writer waits after the first queued item for others to join its batch."""
 
@@ -173,6 +174,7 @@ class ReceiptService:
         self._key: SigningKey | None = None
         self._key_leaf: int | None = None
         self._verdict_leaves: dict[str, asyncio.Future[int]] = {}
+        self._verdict_entries: dict[str, dict[str, Any]] = {}
         self._batch = _Batch()
         self._wake = asyncio.Event()
         self._issuing: set[asyncio.Task[None]] = set()
@@ -220,7 +222,7 @@ class ReceiptService:
     async def _issue(self, served: Served) -> None:
         try:
             verdict = served.admitted.attestation.verdict
-            entry = verdict_entry(verdict) if verdict is not None else None
+            entry = self._verdict_entry(verdict) if verdict is not None else None
             leaf = await self._verdict_leaf(verdict) if verdict is not None else None
             key = self.key
             body = receipt_body(
@@ -248,9 +250,26 @@ class ReceiptService:
     def _verdict_leaf(self, verdict: Verdict) -> asyncio.Future[int]:
         waiter = self._verdict_leaves.get(verdict.id)
         if waiter is None or (waiter.done() and waiter.exception() is not None):
-            waiter = self._queue_entry(f"verdict:{verdict.id}", verdict_entry(verdict))
+            waiter = self._queue_entry(f"verdict:{verdict.id}", self._verdict_entry(verdict))
             self._verdict_leaves[verdict.id] = waiter
         return waiter
+
+    def _verdict_entry(self, verdict: Verdict) -> dict[str, Any]:
+        """Built once per verdict (it hashes the quote), kept while the verdict may be
+        relied on: entries of verdicts long expired are dropped as new ones come."""
+        entry = self._verdict_entries.get(verdict.id)
+        if entry is None:
+            entry = self._verdict_entries[verdict.id] = verdict_entry(verdict)
+            if len(self._verdict_entries) > MAX_REMEMBERED_VERDICTS:
+                self._forget_oldest_verdicts()
+        return entry
+
+    def _forget_oldest_verdicts(self) -> None:
+        """Insertion order is acceptance order: the oldest half goes (a verdict seen
+        again is appended again by entry id, which the store answers with its index)."""
+        for verdict_id in list(self._verdict_entries)[: MAX_REMEMBERED_VERDICTS // 2]:
+            self._verdict_entries.pop(verdict_id, None)
+            self._verdict_leaves.pop(verdict_id, None)
 
     def _queue_entry(self, entry_id: str, entry: Mapping[str, Any]) -> asyncio.Future[int]:
         data = canonical(entry)
