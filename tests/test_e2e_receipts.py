@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from teegate.app import create_app
 from teegate.billing import usd_to_nano
 from teegate.cli import app as cli_app
+from teegate.devstack import SimulatedEnclave, SimulatedTsm
 from teegate.receipts import (
     TREE_HEAD_CONTEXT,
     SigningKey,
@@ -30,12 +31,19 @@ from teegate.receipts import (
     root,
     unb64,
 )
-from teegate.verify import Evidence, Report, State, check, fetch_evidence, verify
+from teegate.verify import (
+    Evidence,
+    GatewayCheck,
+    Report,
+    State,
+    check,
+    fetch_evidence,
+    verify,
+)
 from tests.support.billing import ENGINES, database_url, settled_books
 from tests.support.gateway import (
     Devstack,
     Gateway,
-    attested_settings,
     dev_attestation,
     gateway_settings,
     prepare_database,
@@ -61,14 +69,26 @@ class Served:
 def rig(
     devstack: Devstack,
     attestation_services: Devstack,
+    enclave: SimulatedEnclave,
     enclave_files: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
-    settings = attested_settings(
-        tmp_path_factory.mktemp("receipts"), devstack, attestation_services, enclave_files
+    """A gateway that attests itself through a simulated configfs-tsm (test PKI)."""
+    directory = tmp_path_factory.mktemp("receipts")
+    settings = gateway_settings(
+        directory,
+        devstack.url,
+        attestation=dev_attestation(attestation_services.url, enclave_files / "root-ca.der"),
+        tsm_report_dir=directory / "tsm",
     )
-    with running_gateway(settings, "receipts") as gateway:
-        yield gateway
+    with SimulatedTsm(directory / "tsm", enclave.pki), running_gateway(settings, "receipts") as gw:
+        yield gw
+
+
+@pytest.fixture
+def attested(attestation_services: Devstack, enclave: SimulatedEnclave) -> GatewayCheck:
+    """Check the gateway's quote as a client would, against the test PKI's root."""
+    return GatewayCheck(attestation_services.url, enclave.root_ca_der)
 
 
 def complete(gateway: Gateway, *, stream: bool = False) -> Served:
@@ -126,9 +146,14 @@ def published_key(gateway: Gateway, receipt: dict[str, Any]) -> str:
     return public
 
 
-def evidence_for(gateway: Gateway, receipt: dict[str, Any], state: State) -> Evidence:
+def evidence_for(
+    gateway: Gateway,
+    receipt: dict[str, Any],
+    state: State,
+    attested: GatewayCheck | None = None,
+) -> Evidence:
     with httpx.Client(base_url=gateway.url) as client:
-        return fetch_evidence(client, receipt, state)
+        return fetch_evidence(client, receipt, state, attested)
 
 
 def flip(data: bytes, at: int = 0) -> bytes:
@@ -180,6 +205,7 @@ def test_a_receipt_from_a_real_completion_verifies(
         "verdict_inclusion": "passed",
         "key_inclusion": "passed",
         "consistency": "skipped",  # the first head this client has seen
+        "gateway_attestation": "skipped",  # the key was pinned instead
     }
     again = verify(served.receipt_id, base_url=rig.url, api_key=rig.key, state_file=state)
     assert again.ok and outcomes(again)["consistency"] == "passed"
@@ -399,6 +425,7 @@ def test_receipts_and_the_log_survive_a_restart_and_agree_across_replicas(
             devstack.url,
             attestation=dev_attestation(attestation_services.url, enclave_files / "root-ca.der"),
             database_url=url,
+            tsm_report_dir=tmp_path / "not-a-tdx-guest",
         )
         key = prepare_database(settings, "replicas")
         state = tmp_path / "state.json"
@@ -424,6 +451,9 @@ def test_receipts_and_the_log_survive_a_restart_and_agree_across_replicas(
                 )
                 assert report.ok, report.to_json()
             size_before = tree_head(first)["tree_size"]
+            outside = httpx.get(f"{one.url}/v1/attestation/gateway", params={"nonce": "00" * 32})
+            assert outside.status_code == 503
+            assert outside.json()["error"]["code"] == "not_available"
         with serving(create_app(settings)) as restarted:
             again = Gateway(restarted.url, settings, key, "replicas")
             assert receipt_of(again, served_first.receipt_id) == receipt
@@ -433,3 +463,52 @@ def test_receipts_and_the_log_survive_a_restart_and_agree_across_replicas(
             )
             assert report.ok, report.to_json()
             assert outcomes(report)["consistency"] == "passed"
+
+
+def test_the_gateway_quote_binds_its_receipt_key_so_nothing_need_be_pinned(
+    rig: Gateway, attested: GatewayCheck, tmp_path: Path
+) -> None:
+    served = complete(rig, stream=True)
+    receipt_of(rig, served.receipt_id)
+    report = verify(
+        served.receipt_id,
+        base_url=rig.url,
+        api_key=rig.key,
+        state_file=tmp_path / "state.json",
+        response=served.response,
+        gateway=attested,
+    )
+    assert report.ok, report.to_json()
+    steps = {step.name: step for step in report.steps}
+    assert steps["gateway_attestation"].outcome == "passed"
+    assert "bound by the gateway's TDX quote" in steps["key"].detail
+    nonce = "ab" * 32
+    evidence = httpx.get(f"{rig.url}/v1/attestation/gateway", params={"nonce": nonce}).json()
+    assert evidence["provider"] == "tdx_guest" and evidence["nonce"] == nonce
+    assert list(rig.settings.tsm_report_dir.iterdir()) == []  # each request's entry removed
+
+
+def test_a_receipt_key_the_gateway_quote_does_not_bind_is_refused(
+    rig: Gateway, attested: GatewayCheck
+) -> None:
+    served = complete(rig)
+    receipt = receipt_of(rig, served.receipt_id)
+    forger = SigningKey.generate(0)
+    forged = copy.deepcopy(receipt)
+    forged["receipt"]["key"]["id"] = forger.id
+    forged["signature"] = forger.sign(b"teegate receipt v1\n", forged["receipt"])
+    report = check(evidence_for(rig, forged, State(), attested), State())
+    assert outcomes(report)["gateway_attestation"] == "passed"  # the gateway is genuine...
+    assert {"signature", "key"} <= set(report.failed())  # ...and did not sign this
+    genuine = check(evidence_for(rig, receipt, State(), attested), State())
+    assert genuine.ok, genuine.to_json()
+
+
+def test_a_quote_for_another_root_or_no_tee_fails_the_gateway_step(
+    rig: Gateway, attested: GatewayCheck, tmp_path: Path
+) -> None:
+    served = complete(rig)
+    receipt = receipt_of(rig, served.receipt_id)
+    elsewhere = GatewayCheck(attested.pccs_url, SimulatedEnclave().root_ca_der)
+    report = check(evidence_for(rig, receipt, State(), elsewhere), State())
+    assert {"gateway_attestation", "key"} <= set(report.failed())

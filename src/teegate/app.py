@@ -22,6 +22,7 @@ from teegate.api import (
     routes,
 )
 from teegate.assurance import UpstreamAssurance
+from teegate.attestation import ConfigfsTsm
 from teegate.auth import Authenticator
 from teegate.billing import Billing
 from teegate.catalog import Catalog
@@ -82,7 +83,11 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         authenticator = Authenticator(
             AccountStore(engine), prefix=settings.key_prefix, secret=_key_secret(settings)
         )
-        receipts = ReceiptService(ReceiptLog(engine), account_secret=_key_secret(settings))
+        receipts = ReceiptService(
+            ReceiptLog(engine),
+            account_secret=_key_secret(settings),
+            quoter=ConfigfsTsm(settings.tsm_report_dir),
+        )
         gw = Gateway(
             settings=settings,
             authenticator=authenticator,

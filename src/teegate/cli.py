@@ -1145,13 +1145,29 @@ def verify(
             "[default: ~/.teegate/verify-state.json].",
         ),
     ] = None,
+    attest_gateway: Annotated[
+        bool,
+        typer.Option(
+            "--attest-gateway",
+            help="Check the gateway's own TDX quote binds its receipt key (then no --key).",
+        ),
+    ] = False,
+    pccs_url: Annotated[
+        str, typer.Option("--pccs-url", help="Where quote collateral comes from.")
+    ] = "https://api.trustedservices.intel.com",
+    root_ca: Annotated[
+        Path | None,
+        typer.Option("--root-ca", help="A dev root CA (DER) instead of Intel's: tests only."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check a receipt step by step: signature, key, request and response hashes, the
-    tree head, the verdict's and key's inclusion in the log, and consistency with the
-    last head seen. Exit 0 only if every step passed."""
+    tree head, the verdict's and key's inclusion in the log, consistency with the last
+    head seen, and with --attest-gateway the gateway's own quote. Exit 0 only if every
+    step passed."""
     import httpx
 
+    from teegate.verify import GatewayCheck
     from teegate.verify import verify as run_verify
 
     target: str | Path = receipt if receipt.startswith("rcpt_") else Path(receipt)
@@ -1164,6 +1180,11 @@ def verify(
             pin=key or (),
             request=request.read_bytes() if request else None,
             response=response.read_bytes() if response else None,
+            gateway=(
+                GatewayCheck(pccs_url, root_ca.read_bytes() if root_ca else None)
+                if attest_gateway
+                else None
+            ),
         )
     except httpx.HTTPError as exc:
         _fail(f"could not fetch from {gateway}: {_first_line(exc)}")

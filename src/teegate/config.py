@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     # at its held amount by the reaper, which runs at start-up and every interval.
     hold_ttl_s: float = Field(default=3600.0, gt=0)
     reaper_interval_s: float = Field(default=30.0, gt=0)
+    # Where the gateway asks the TDX module for its own quote (Linux configfs-tsm), for
+    # GET /v1/attestation/gateway; absent outside a TDX guest (the endpoint says so).
+    tsm_report_dir: Path = Path("/sys/kernel/config/tsm/report")
 
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:

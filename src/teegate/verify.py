@@ -15,14 +15,20 @@ gateway, or a file) it checks, step by step:
 7. `consistency`: the head is an append-only extension of the last head this client
    saw of this log (kept in a small state file): a log that rewrote or forked its
    history fails here.
+8. `gateway_attestation` (asked for with `GatewayCheck`): the gateway's own TDX quote,
+   for a fresh nonce, verified with dcap-qvl, binds its receipt key; a key bound so
+   passes step 2 without being pinned (and is pinned from then on).
 
 Every step must pass for `Report.ok`; steps with nothing to check are `skipped`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,14 @@ from typing import Any, Literal
 
 import httpx
 
+from teegate.attestation import (
+    AttestationPolicy,
+    PccsCollateralProvider,
+    gateway_report_data,
+    report_data_matches,
+    verify_tdx_quote,
+)
+from teegate.errors import AttestationFailed
 from teegate.receipts import (
     RECEIPT_CONTEXT,
     TREE_HEAD_CONTEXT,
@@ -43,7 +57,9 @@ from teegate.receipts import (
 )
 
 __all__ = [
+    "INTEL_PCS",
     "Evidence",
+    "GatewayCheck",
     "Report",
     "State",
     "Step",
@@ -53,6 +69,16 @@ __all__ = [
 ]
 
 Outcome = Literal["passed", "failed", "skipped"]
+INTEL_PCS = "https://api.trustedservices.intel.com"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayCheck:
+    """How to check the gateway's own quote: collateral from `pccs_url`, chained to
+    Intel's root (or, for the dev stack and tests only, to `root_ca_der`)."""
+
+    pccs_url: str = INTEL_PCS
+    root_ca_der: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +123,10 @@ class Evidence:
     key_proof: list[str] | None = None
     consistency: list[str] | None = None
     """From the state file's last head of this log to `tree_head` (None: no earlier head)."""
+    gateway: Step | None = None
+    """The gateway's own quote, checked (None: not asked)."""
+    attested_key: str | None = None
+    """The receipt key (base64) that quote binds, if it passed."""
 
 
 @dataclass(slots=True)
@@ -141,12 +171,12 @@ def check(
     steps: list[Step] = []
     public = _receipt_key(evidence, signature.get("key_id"), state)
     steps.append(_signature_step("signature", public, RECEIPT_CONTEXT, body, signature))
-    steps.append(_key_step(signature.get("key_id"), state))
+    steps.append(_key_step(signature.get("key_id"), state, evidence.attested_key))
     steps.append(_hash_step("request", request, body.get("request_sha256")))
     steps.append(_hash_step("response", response, body.get("response_sha256")))
     head = _object(evidence.tree_head.get("tree_head"))
     head_signature = _object(evidence.tree_head.get("signature"))
-    head_key = state.keys.get(str(head_signature.get("key_id")))
+    head_key = _trusted(state, evidence.attested_key).get(str(head_signature.get("key_id")))
     if head_key is None:
         steps.append(Step("tree_head", "failed", "the tree head is signed by a key not pinned"))
     else:
@@ -175,6 +205,10 @@ def check(
         )
     )
     steps.append(_consistency_step(state.last_head(head.get("log_id")), head, evidence.consistency))
+    steps.append(
+        evidence.gateway
+        or Step("gateway_attestation", "skipped", "not asked for (--attest-gateway)")
+    )
     return Report(body.get("id") if isinstance(body.get("id"), str) else None, tuple(steps))
 
 
@@ -182,9 +216,16 @@ def _object(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _trusted(state: State, attested: str | None) -> dict[str, str]:
+    keys = dict(state.keys)
+    if attested is not None:
+        keys[key_id(unb64(attested))] = attested
+    return keys
+
+
 def _receipt_key(evidence: Evidence, kid: object, state: State) -> bytes | None:
-    """The receipt key's public bytes: pinned, or as the log publishes it."""
-    pinned = state.keys.get(str(kid))
+    """The receipt key's public bytes: pinned or attested, or as the log publishes it."""
+    pinned = _trusted(state, evidence.attested_key).get(str(kid))
     if pinned is not None:
         return unb64(pinned)
     leaf = _key_leaf_object(evidence.key_leaf, kid)
@@ -222,13 +263,16 @@ def _signature_step(
     return Step(name, "passed", f"Ed25519 signature by key {signature.get('key_id')}")
 
 
-def _key_step(kid: object, state: State) -> Step:
+def _key_step(kid: object, state: State, attested: str | None) -> Step:
     if str(kid) in state.keys:
         return Step("key", "passed", f"key {kid} is pinned")
+    if attested is not None and key_id(unb64(attested)) == kid:
+        return Step("key", "passed", f"key {kid} is bound by the gateway's TDX quote")
     return Step(
         "key",
         "failed",
-        f"key {kid} is not pinned: pin the gateway's receipt key (--key) once you trust it",
+        f"key {kid} is neither pinned nor bound by the gateway's attestation: pin the "
+        "gateway's receipt key (--key), or check its quote (--attest-gateway)",
     )
 
 
@@ -306,8 +350,14 @@ def _consistency_step(
     return Step("consistency", "passed", f"size {second} extends size {first} seen before")
 
 
-def fetch_evidence(client: httpx.Client, receipt: dict[str, Any], state: State) -> Evidence:
-    """Ask the gateway's transparency log for everything `check` reads."""
+def fetch_evidence(
+    client: httpx.Client,
+    receipt: dict[str, Any],
+    state: State,
+    gateway: GatewayCheck | None = None,
+) -> Evidence:
+    """Ask the gateway's transparency log for everything `check` reads (and, if
+    `gateway` says how, for its own quote, checked here: it needs a fresh nonce)."""
     head = _get(client, "/v1/transparency/sth")
     size = head["tree_head"]["tree_size"]
     body = _object(receipt.get("receipt"))
@@ -324,7 +374,52 @@ def fetch_evidence(client: httpx.Client, receipt: dict[str, Any], state: State) 
         if first <= size:
             proof = _get(client, "/v1/transparency/consistency", **{"from": first, "to": size})
             evidence.consistency = list(proof["proof"])
+    if gateway is not None:
+        evidence.gateway, evidence.attested_key = _attest_gateway(client, gateway)
     return evidence
+
+
+def _attest_gateway(client: httpx.Client, how: GatewayCheck) -> tuple[Step, str | None]:
+    nonce = secrets.token_bytes(32)
+    response = client.get("/v1/attestation/gateway", params={"nonce": nonce.hex()})
+    if response.status_code != 200:
+        return Step("gateway_attestation", "failed", _error_message(response)), None
+    data = response.json()
+    public = str(data["receipt_key"]["public_key"])
+    quote = unb64(str(data["quote"]))
+    expected = gateway_report_data(unb64(public), nonce)
+    try:
+        result = asyncio.run(_verify_quote(quote, expected, how))
+    except AttestationFailed as failure:
+        return Step("gateway_attestation", "failed", f"{failure.check}: {failure.reason}"), None
+    if not report_data_matches(result.quote.report_data, expected):
+        return Step("gateway_attestation", "failed", "the quote does not bind this key"), None
+    root = "Intel's root" if how.root_ca_der is None else "a configured (dev) root"
+    detail = (
+        f"TDX quote ({result.tcb_status}, chained to {root}) binds receipt key "
+        f"{key_id(unb64(public))} and this nonce"
+    )
+    return Step("gateway_attestation", "passed", detail), public
+
+
+async def _verify_quote(quote: bytes, expected: bytes, how: GatewayCheck) -> Any:
+    now = int(time.time())
+    collateral = await PccsCollateralProvider(how.pccs_url).collateral_for(quote, now)
+    return verify_tdx_quote(
+        quote,
+        collateral,
+        expected_report_data=expected,
+        policy=AttestationPolicy(require_gpu=False),
+        now_s=now,
+        root_ca_der=how.root_ca_der,
+    )
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
 
 
 def _leaf(client: httpx.Client, index: int, size: int) -> tuple[bytes, list[str]]:
@@ -349,18 +444,20 @@ def verify(
     pin: Iterable[str] = (),
     request: bytes | None = None,
     response: bytes | None = None,
+    gateway: GatewayCheck | None = None,
     client: httpx.Client | None = None,
 ) -> Report:
     """Verify a receipt (its id, a file holding it, or the object) against the gateway
     at `base_url` (the address before `/v1`). Keys in `pin` (base64 Ed25519 public keys)
-    are added to the state's pinned keys; the head is recorded only if every step passed."""
+    are added to the state's pinned keys; `gateway` asks for the gateway's own quote. The
+    head (and an attested key) is recorded only if every step passed."""
     state = State.load(state_file)
     state.pin(pin)
     owned = client is None
     http = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=30)
     try:
         signed = _load_receipt(http, receipt, api_key)
-        evidence = fetch_evidence(http, signed, state)
+        evidence = fetch_evidence(http, signed, state, gateway)
     finally:
         if owned:
             http.close()
@@ -369,6 +466,8 @@ def verify(
         log_id = evidence.tree_head["tree_head"].get("log_id")
         if log_id is not None:
             state.heads[log_id] = evidence.tree_head
+        if evidence.attested_key is not None:
+            state.pin([evidence.attested_key])
         state.save(state_file)
     return report
 

@@ -17,6 +17,7 @@ from teegate.receipts._merkle import (
 from teegate.receipts._receipt import RECEIPT_VERSION, Served, receipt_body, verdict_entry
 from teegate.receipts._service import (
     MAX_LEAVES_PAGE,
+    Quoter,
     ReceiptService,
     TransparencyLog,
     new_receipt_id,
@@ -40,6 +41,7 @@ __all__ = [
     "RECEIPT_VERSION",
     "TREE_HEAD_CONTEXT",
     "LogEntry",
+    "Quoter",
     "ReceiptService",
     "ReceiptStore",
     "Served",

@@ -19,13 +19,13 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
 
-from teegate.attestation import Verdict
-from teegate.errors import InvalidRequest, NotFound
+from teegate.attestation import REPORT_DATA_RULE, TsmReport, Verdict, gateway_report_data
+from teegate.errors import InvalidRequest, NotAvailable, NotFound
 from teegate.receipts._merkle import consistency_proof, inclusion_proof, leaf_hash, root
 from teegate.receipts._receipt import Served, receipt_body, verdict_entry
 from teegate.receipts._signing import (
@@ -155,6 +155,12 @@ class TransparencyLog:
         return requested
 
 
+class Quoter(Protocol):
+    """The gateway's own TEE (met by `attestation.ConfigfsTsm`; blocking)."""
+
+    def report(self, report_data: bytes) -> TsmReport: ...
+
+
 class ReceiptService:
     """Signs and stores a receipt for every answer; reads them back for their owner."""
 
@@ -163,11 +169,13 @@ class ReceiptService:
         store: ReceiptStore,
         *,
         account_secret: bytes,
+        quoter: Quoter | None = None,
         clock: Callable[[], int] = wall_ms,
         batch_window_s: float = BATCH_WINDOW_S,
     ) -> None:
         self._store = store
         self._account_secret = account_secret
+        self._quoter = quoter
         self._clock = clock
         self._batch_window_s = batch_window_s
         self.log = TransparencyLog(store, clock=clock)
@@ -319,6 +327,25 @@ class ReceiptService:
         while self._issuing:
             await asyncio.wait(list(self._issuing))
         await self.flush()
+
+    async def gateway_evidence(self, nonce: bytes) -> dict[str, Any]:
+        """The gateway's TDX quote binding its current receipt key and `nonce`: what
+        lets a client trust the key without pinning it."""
+        if self._quoter is None:
+            raise NotAvailable("This gateway has no TEE to attest itself with.")
+        key = self.key
+        report = await asyncio.to_thread(
+            self._quoter.report, gateway_report_data(key.public, nonce)
+        )
+        return {
+            "object": "attestation.gateway",
+            "tee": "tdx",
+            "provider": report.provider,
+            "nonce": nonce.hex(),
+            "quote": b64(report.quote),
+            "report_data_rule": REPORT_DATA_RULE,
+            "receipt_key": {"key_id": key.id, "public_key": b64(key.public)},
+        }
 
     async def receipt_for(self, receipt_id: str, account_id: int) -> dict[str, Any]:
         """The signed receipt if it exists and belongs to `account_id` (a receipt of
