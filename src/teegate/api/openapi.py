@@ -77,6 +77,7 @@ def build_openapi() -> dict[str, Any]:
             "get": _operation("One request's tokens and cost, by its X-Request-Id (id)", "record")
         },
     }
+    paths.update(_receipt_paths())
     for path, _ in UNBUILT_PATHS:
         clean = path.replace("{rest:path}", "{rest}")
         paths[clean] = {
@@ -132,6 +133,65 @@ def build_openapi() -> dict[str, Any]:
                     },
                 }
             },
+        },
+    }
+
+
+def _query(name: str, *, required: bool) -> dict[str, Any]:
+    kind = {"type": "string"} if name == "nonce" else {"type": "integer", "minimum": 0}
+    return {"name": name, "in": "query", "required": required, "schema": kind}
+
+
+def _receipt_paths() -> dict[str, Any]:
+    """Receipts, the transparency log and the gateway's own quote (docs/verify.md)."""
+    return {
+        "/v1/receipts/{receipt_id}": {
+            "get": {
+                **_operation("The signed receipt of one completion (its owner only)", "receipt"),
+                "parameters": [
+                    {
+                        "name": "receipt_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            }
+        },
+        "/v1/transparency/sth": {
+            "get": _operation("The log's signed tree head", "signed tree head", auth=False)
+        },
+        "/v1/transparency/proof": {
+            "get": {
+                **_operation("Inclusion proof (RFC 9162) of a leaf", "audit path", auth=False),
+                "parameters": [
+                    _query("leaf", required=True),
+                    _query("tree_size", required=False),
+                ],
+            }
+        },
+        "/v1/transparency/consistency": {
+            "get": {
+                **_operation("Consistency proof between two tree sizes", "proof", auth=False),
+                "parameters": [_query("from", required=True), _query("to", required=False)],
+            }
+        },
+        "/v1/transparency/leaves": {
+            "get": {
+                **_operation("Log leaves start..end-1 (at most 1000)", "leaves", auth=False),
+                "parameters": [_query("start", required=True), _query("end", required=True)],
+            }
+        },
+        "/v1/attestation/gateway": {
+            "get": {
+                **_operation(
+                    "The gateway's TDX quote binding its receipt key and the nonce "
+                    "(503 not_available outside a TDX guest)",
+                    "quote",
+                    auth=False,
+                ),
+                "parameters": [_query("nonce", required=True)],
+            }
         },
     }
 
