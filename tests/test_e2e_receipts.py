@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from openai.types.chat import ChatCompletionMessageParam
 from typer.testing import CliRunner
 
@@ -23,6 +25,7 @@ from teegate.billing import usd_to_nano
 from teegate.cli import app as cli_app
 from teegate.devstack import SimulatedEnclave, SimulatedTsm
 from teegate.receipts import (
+    EAR_PROFILE,
     TREE_HEAD_CONTEXT,
     SigningKey,
     b64,
@@ -512,3 +515,39 @@ def test_a_quote_for_another_root_or_no_tee_fails_the_gateway_step(
     elsewhere = GatewayCheck(attested.pccs_url, SimulatedEnclave().root_ca_der)
     report = check(evidence_for(rig, receipt, State(), elsewhere), State())
     assert {"gateway_attestation", "key"} <= set(report.failed())
+
+
+def test_each_logged_verdict_is_an_ear_signed_by_the_gateway(
+    rig: Gateway, verified: tuple[Served, dict[str, Any], State]
+) -> None:
+    _, receipt, state = verified
+    body = receipt["receipt"]
+    answer = httpx.get(
+        f"{rig.url}/v1/transparency/ear", params={"leaf": body["verdict_leaf_index"]}
+    ).json()
+    (public,) = state.keys.values()
+    header = jwt.get_unverified_header(answer["ear"])
+    assert header["alg"] == "EdDSA" and header["kid"] == body["key"]["id"]
+    claims = jwt.decode(
+        answer["ear"],
+        Ed25519PublicKey.from_public_bytes(unb64(public)),
+        algorithms=["EdDSA"],
+        options={"verify_exp": False},
+    )
+    assert claims["eat_profile"] == EAR_PROFILE
+    assert claims["iat"] == body["verdict"]["verified_at"]
+    (submod,) = claims["submods"].values()
+    assert submod["ear.status"] == "affirming"
+    assert submod["ear.trustworthiness-vector"]["hardware"] == 2
+    assert submod["ear.teegate.verdict"] == body["verdict"]
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(
+            answer["ear"],
+            Ed25519PublicKey.from_public_bytes(SigningKey.generate(0).public),
+            algorithms=["EdDSA"],
+            options={"verify_exp": False},
+        )
+    key_leaf = httpx.get(
+        f"{rig.url}/v1/transparency/ear", params={"leaf": body["key"]["leaf_index"]}
+    )
+    assert key_leaf.status_code == 400 and key_leaf.json()["error"]["param"] == "leaf"

@@ -40,6 +40,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/transparency/proof", receipts.inclusion_proof, methods=["GET"]),
         Route("/v1/transparency/consistency", receipts.consistency_proof, methods=["GET"]),
         Route("/v1/transparency/leaves", receipts.leaves, methods=["GET"]),
+        Route("/v1/transparency/ear", receipts.attestation_result, methods=["GET"]),
         Route("/v1/attestation/gateway", attestation.gateway_attestation, methods=["GET"]),
     ]
     table += [

@@ -182,6 +182,16 @@ def _receipt_paths() -> dict[str, Any]:
                 "parameters": [_query("start", required=True), _query("end", required=True)],
             }
         },
+        "/v1/transparency/ear": {
+            "get": {
+                **_operation(
+                    "A logged verdict as an IETF RATS EAR JWT signed by the gateway",
+                    "EAR JWT",
+                    auth=False,
+                ),
+                "parameters": [_query("leaf", required=True)],
+            }
+        },
         "/v1/attestation/gateway": {
             "get": {
                 **_operation(

@@ -1,5 +1,6 @@
 """GET /v1/receipts/{id} (the owning account only) and the transparency log:
-/v1/transparency/sth, /proof, /consistency, /leaves (public: anyone may audit)."""
+/v1/transparency/sth, /proof, /consistency, /leaves, and each logged verdict as an
+EAR JWT at /v1/transparency/ear (public: anyone may audit)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ async def consistency_proof(request: Request) -> Response:
     first = _required(request, "from")
     proof = await gateway(request).receipts.log.consistency(first, _optional(request, "to"))
     return json_response(proof)
+
+
+async def attestation_result(request: Request) -> Response:
+    """A logged verdict as an IETF RATS EAR JWT (public, as the log is)."""
+    leaf = _required(request, "leaf")
+    return json_response(await gateway(request).receipts.log.attestation_result(leaf))
 
 
 async def leaves(request: Request) -> Response:

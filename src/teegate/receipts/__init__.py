@@ -4,6 +4,7 @@ it cost, and the transparency log of the verdicts and keys they rely on.
 No web framework and no SQL here: storage is reached through `ReceiptStore`.
 """
 
+from teegate.receipts._ear import EAR_PROFILE, ear_claims, ear_jwt
 from teegate.receipts._merkle import (
     EMPTY_ROOT,
     consistency_proof,
@@ -35,6 +36,7 @@ from teegate.receipts._signing import (
 from teegate.receipts._store import LogEntry, ReceiptStore, StoredKey, StoredReceipt
 
 __all__ = [
+    "EAR_PROFILE",
     "EMPTY_ROOT",
     "MAX_LEAVES_PAGE",
     "RECEIPT_CONTEXT",
@@ -52,6 +54,8 @@ __all__ = [
     "b64",
     "canonical",
     "consistency_proof",
+    "ear_claims",
+    "ear_jwt",
     "inclusion_proof",
     "key_id",
     "leaf_hash",

@@ -26,6 +26,7 @@ import structlog
 
 from teegate.attestation import REPORT_DATA_RULE, TsmReport, Verdict, gateway_report_data
 from teegate.errors import InvalidRequest, NotAvailable, NotFound
+from teegate.receipts._ear import ear_jwt
 from teegate.receipts._merkle import consistency_proof, inclusion_proof, leaf_hash, root
 from teegate.receipts._receipt import Served, receipt_body, verdict_entry
 from teegate.receipts._signing import (
@@ -141,6 +142,24 @@ class TransparencyLog:
                 {"index": start + i, "data": b64(data), "entry": orjson.loads(data)}
                 for i, data in enumerate(datas)
             ],
+        }
+
+    async def attestation_result(self, leaf: int) -> dict[str, Any]:
+        """The verdict at `leaf` as an EAR JWT signed now by the receipt key."""
+        size = await self.sync()
+        if not 0 <= leaf < size:
+            raise InvalidRequest(
+                f"leaf must be an index below the tree size {size}; got {leaf}.", param="leaf"
+            )
+        (data,) = await self._store.leaves(leaf, leaf + 1)
+        entry = orjson.loads(data)
+        if entry.get("type") != "verdict" or self._key is None:
+            raise InvalidRequest(f"leaf {leaf} is not a verdict.", param="leaf")
+        return {
+            "object": "attestation.ear",
+            "leaf_index": leaf,
+            "verdict_id": entry["id"],
+            "ear": ear_jwt(entry, self._key),
         }
 
     async def _size(self, requested: int | None, param: str) -> int:
