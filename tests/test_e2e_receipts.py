@@ -36,7 +36,7 @@ from teegate.receipts import (
 )
 from teegate.verify import (
     Evidence,
-    GatewayCheck,
+    QuoteCheck,
     Report,
     State,
     check,
@@ -89,9 +89,9 @@ def rig(
 
 
 @pytest.fixture
-def attested(attestation_services: Devstack, enclave: SimulatedEnclave) -> GatewayCheck:
+def attested(attestation_services: Devstack, enclave: SimulatedEnclave) -> QuoteCheck:
     """Check the gateway's quote as a client would, against the test PKI's root."""
-    return GatewayCheck(attestation_services.url, enclave.root_ca_der)
+    return QuoteCheck(attestation_services.url, enclave.root_ca_der)
 
 
 def complete(gateway: Gateway, *, stream: bool = False) -> Served:
@@ -153,7 +153,7 @@ def evidence_for(
     gateway: Gateway,
     receipt: dict[str, Any],
     state: State,
-    attested: GatewayCheck | None = None,
+    attested: QuoteCheck | None = None,
 ) -> Evidence:
     with httpx.Client(base_url=gateway.url) as client:
         return fetch_evidence(client, receipt, state, attested)
@@ -209,6 +209,7 @@ def test_a_receipt_from_a_real_completion_verifies(
         "key_inclusion": "passed",
         "consistency": "skipped",  # the first head this client has seen
         "gateway_attestation": "skipped",  # the key was pinned instead
+        "upstream_quote": "skipped",
     }
     again = verify(served.receipt_id, base_url=rig.url, api_key=rig.key, state_file=state)
     assert again.ok and outcomes(again)["consistency"] == "passed"
@@ -469,7 +470,7 @@ def test_receipts_and_the_log_survive_a_restart_and_agree_across_replicas(
 
 
 def test_the_gateway_quote_binds_its_receipt_key_so_nothing_need_be_pinned(
-    rig: Gateway, attested: GatewayCheck, tmp_path: Path
+    rig: Gateway, attested: QuoteCheck, tmp_path: Path
 ) -> None:
     served = complete(rig, stream=True)
     receipt_of(rig, served.receipt_id)
@@ -492,7 +493,7 @@ def test_the_gateway_quote_binds_its_receipt_key_so_nothing_need_be_pinned(
 
 
 def test_a_receipt_key_the_gateway_quote_does_not_bind_is_refused(
-    rig: Gateway, attested: GatewayCheck
+    rig: Gateway, attested: QuoteCheck
 ) -> None:
     served = complete(rig)
     receipt = receipt_of(rig, served.receipt_id)
@@ -508,11 +509,11 @@ def test_a_receipt_key_the_gateway_quote_does_not_bind_is_refused(
 
 
 def test_a_quote_for_another_root_or_no_tee_fails_the_gateway_step(
-    rig: Gateway, attested: GatewayCheck, tmp_path: Path
+    rig: Gateway, attested: QuoteCheck, tmp_path: Path
 ) -> None:
     served = complete(rig)
     receipt = receipt_of(rig, served.receipt_id)
-    elsewhere = GatewayCheck(attested.pccs_url, SimulatedEnclave().root_ca_der)
+    elsewhere = QuoteCheck(attested.pccs_url, SimulatedEnclave().root_ca_der)
     report = check(evidence_for(rig, receipt, State(), elsewhere), State())
     assert {"gateway_attestation", "key"} <= set(report.failed())
 
@@ -551,3 +552,26 @@ def test_each_logged_verdict_is_an_ear_signed_by_the_gateway(
         f"{rig.url}/v1/transparency/ear", params={"leaf": body["key"]["leaf_index"]}
     )
     assert key_leaf.status_code == 400 and key_leaf.json()["error"]["param"] == "leaf"
+
+
+def test_the_upstream_quote_behind_the_verdict_is_re_verified(
+    rig: Gateway, attested: QuoteCheck, tmp_path: Path
+) -> None:
+    served = complete(rig)
+    receipt = receipt_of(rig, served.receipt_id)
+    report = verify(
+        served.receipt_id,
+        base_url=rig.url,
+        api_key=rig.key,
+        state_file=tmp_path / "state.json",
+        gateway=attested,
+        upstream=attested,
+    )
+    assert report.ok, report.to_json()
+    assert outcomes(report)["upstream_quote"] == "passed"
+    renamed = copy.deepcopy(receipt)  # a receipt naming another quote than the one served
+    renamed["receipt"]["verdict"]["quote_sha256"] = "00" * 32
+    with httpx.Client(base_url=rig.url) as client:
+        evidence = fetch_evidence(client, renamed, State(), upstream=attested, api_key=rig.key)
+    assert evidence.upstream is not None and evidence.upstream.outcome == "failed"
+    assert "not the one the receipt names" in evidence.upstream.detail

@@ -934,7 +934,7 @@ def dev(
     """
     from teegate import servers
     from teegate.app import create_app
-    from teegate.devstack import DevstackConfig, SimulatedEnclave, devstack_servers
+    from teegate.devstack import DevstackConfig, SimulatedEnclave, SimulatedTsm, devstack_servers
     from teegate.settings_file import settings_toml
 
     ports = {"--devstack-port": devstack_port, "--services-port": services_port, "--port": port}
@@ -956,13 +956,14 @@ def dev(
     token = _with_store(settings, lambda store: _prepare_demo(store, settings), migrate=True)
     gateway = servers.server(create_app(settings), host="127.0.0.1", port=port)
     base_url = f"http://127.0.0.1:{port}/v1"
-    servers.run_servers(
-        upstream,
-        services,
-        gateway,
-        sockets=sockets,
-        alongside=lambda: _announce_when_ready(base_url, token, settings_file),
-    )
+    with SimulatedTsm(settings.tsm_report_dir, enclave.pki):  # the gateway attests itself too
+        servers.run_servers(
+            upstream,
+            services,
+            gateway,
+            sockets=sockets,
+            alongside=lambda: _announce_when_ready(base_url, token, settings_file),
+        )
 
 
 def _dev_overrides(
@@ -988,6 +989,7 @@ def _dev_overrides(
         "key_hash_secret_file": _demo_secret(data_dir),
         "upstreams": (upstream,),
         "attestation": attestation,
+        "tsm_report_dir": data_dir / "tsm",  # served by devstack.SimulatedTsm
     }
 
 
@@ -1152,6 +1154,13 @@ def verify(
             help="Check the gateway's own TDX quote binds its receipt key (then no --key).",
         ),
     ] = False,
+    recheck_upstream: Annotated[
+        bool,
+        typer.Option(
+            "--recheck-upstream",
+            help="Re-verify the upstream's quote behind the receipt's verdict (while current).",
+        ),
+    ] = False,
     pccs_url: Annotated[
         str, typer.Option("--pccs-url", help="Where quote collateral comes from.")
     ] = "https://api.trustedservices.intel.com",
@@ -1167,10 +1176,11 @@ def verify(
     step passed."""
     import httpx
 
-    from teegate.verify import GatewayCheck
+    from teegate.verify import QuoteCheck
     from teegate.verify import verify as run_verify
 
     target: str | Path = receipt if receipt.startswith("rcpt_") else Path(receipt)
+    quotes = QuoteCheck(pccs_url, root_ca.read_bytes() if root_ca else None)
     try:
         report = run_verify(
             target,
@@ -1180,11 +1190,8 @@ def verify(
             pin=key or (),
             request=request.read_bytes() if request else None,
             response=response.read_bytes() if response else None,
-            gateway=(
-                GatewayCheck(pccs_url, root_ca.read_bytes() if root_ca else None)
-                if attest_gateway
-                else None
-            ),
+            gateway=quotes if attest_gateway else None,
+            upstream=quotes if recheck_upstream else None,
         )
     except httpx.HTTPError as exc:
         _fail(f"could not fetch from {gateway}: {_first_line(exc)}")

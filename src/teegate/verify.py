@@ -15,9 +15,13 @@ gateway, or a file) it checks, step by step:
 7. `consistency`: the head is an append-only extension of the last head this client
    saw of this log (kept in a small state file): a log that rewrote or forked its
    history fails here.
-8. `gateway_attestation` (asked for with `GatewayCheck`): the gateway's own TDX quote,
-   for a fresh nonce, verified with dcap-qvl, binds its receipt key; a key bound so
-   passes step 2 without being pinned (and is pinned from then on).
+8. `gateway_attestation` (asked for with `gateway=QuoteCheck(...)`): the gateway's
+   own TDX quote, for a fresh nonce, verified with dcap-qvl, binds its receipt key; a
+   key bound so passes step 2 without being pinned (and is pinned from then on).
+9. `upstream_quote` (asked for with `upstream=QuoteCheck(...)`): the quote behind the
+   receipt's verdict, as `GET /v1/attestation/report` serves it while that verdict is
+   current, hashes to the receipt's `quote_sha256`, binds the verdict's TLS key, and
+   verifies with dcap-qvl here.
 
 Every step must pass for `Report.ok`; steps with nothing to check are `skipped`.
 """
@@ -59,7 +63,7 @@ from teegate.receipts import (
 __all__ = [
     "INTEL_PCS",
     "Evidence",
-    "GatewayCheck",
+    "QuoteCheck",
     "Report",
     "State",
     "Step",
@@ -73,9 +77,9 @@ INTEL_PCS = "https://api.trustedservices.intel.com"
 
 
 @dataclass(frozen=True, slots=True)
-class GatewayCheck:
-    """How to check the gateway's own quote: collateral from `pccs_url`, chained to
-    Intel's root (or, for the dev stack and tests only, to `root_ca_der`)."""
+class QuoteCheck:
+    """How to check a TDX quote: collateral from `pccs_url`, chained to Intel's root
+    (or, for the dev stack and tests only, to `root_ca_der`)."""
 
     pccs_url: str = INTEL_PCS
     root_ca_der: bytes | None = None
@@ -127,6 +131,8 @@ class Evidence:
     """The gateway's own quote, checked (None: not asked)."""
     attested_key: str | None = None
     """The receipt key (base64) that quote binds, if it passed."""
+    upstream: Step | None = None
+    """The upstream's quote, re-verified here (None: not asked)."""
 
 
 @dataclass(slots=True)
@@ -208,6 +214,9 @@ def check(
     steps.append(
         evidence.gateway
         or Step("gateway_attestation", "skipped", "not asked for (--attest-gateway)")
+    )
+    steps.append(
+        evidence.upstream or Step("upstream_quote", "skipped", "not asked for (--recheck-upstream)")
     )
     return Report(body.get("id") if isinstance(body.get("id"), str) else None, tuple(steps))
 
@@ -354,7 +363,10 @@ def fetch_evidence(
     client: httpx.Client,
     receipt: dict[str, Any],
     state: State,
-    gateway: GatewayCheck | None = None,
+    gateway: QuoteCheck | None = None,
+    *,
+    upstream: QuoteCheck | None = None,
+    api_key: str | None = None,
 ) -> Evidence:
     """Ask the gateway's transparency log for everything `check` reads (and, if
     `gateway` says how, for its own quote, checked here: it needs a fresh nonce)."""
@@ -376,10 +388,67 @@ def fetch_evidence(
             evidence.consistency = list(proof["proof"])
     if gateway is not None:
         evidence.gateway, evidence.attested_key = _attest_gateway(client, gateway)
+    if upstream is not None:
+        evidence.upstream = _recheck_upstream(client, body, upstream, api_key)
     return evidence
 
 
-def _attest_gateway(client: httpx.Client, how: GatewayCheck) -> tuple[Step, str | None]:
+def _recheck_upstream(
+    client: httpx.Client, body: Mapping[str, Any], how: QuoteCheck, api_key: str | None
+) -> Step:
+    verdict = _object(body.get("verdict"))
+    served = _served_evidence(client, body, verdict, api_key)
+    if isinstance(served, Step):
+        return served
+    quote = unb64(str(served["quote"]))
+    expected = bytes.fromhex(str(served.get("expected_report_data")))
+    spki = verdict.get("tls_spki_sha256")
+    if hashlib.sha256(quote).hexdigest() != verdict.get("quote_sha256"):
+        return Step("upstream_quote", "failed", "the quote served is not the one the receipt names")
+    if spki is not None and expected[:32].hex() != spki:
+        return Step("upstream_quote", "failed", "the quote does not bind the verdict's TLS key")
+    try:
+        result = asyncio.run(_verify_quote(quote, expected, how))
+    except AttestationFailed as failure:
+        return Step("upstream_quote", "failed", f"{failure.check}: {failure.reason}")
+    return Step(
+        "upstream_quote",
+        "passed",
+        f"the upstream's TDX quote ({result.tcb_status}) verifies and binds its TLS key",
+    )
+
+
+def _served_evidence(
+    client: httpx.Client,
+    body: Mapping[str, Any],
+    verdict: Mapping[str, Any],
+    api_key: str | None,
+) -> dict[str, Any] | Step:
+    """The evidence `GET /v1/attestation/report` serves for the receipt's verdict."""
+    if not verdict:
+        return Step("upstream_quote", "failed", "the receipt names no verdict to re-check")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = client.get(
+        "/v1/attestation/report", params={"model": str(body.get("model"))}, headers=headers
+    )
+    if response.status_code != 200:
+        return Step("upstream_quote", "failed", _error_message(response))
+    served = [
+        _object(v.get("evidence"))
+        for upstream in response.json().get("upstreams", [])
+        for v in upstream.get("verdicts", [])
+        if v.get("id") == verdict.get("id")
+    ]
+    if not served or not served[0].get("quote"):
+        return Step(
+            "upstream_quote",
+            "failed",
+            f"verdict {verdict.get('id')} is no longer current: its quote is not served now",
+        )
+    return served[0]
+
+
+def _attest_gateway(client: httpx.Client, how: QuoteCheck) -> tuple[Step, str | None]:
     nonce = secrets.token_bytes(32)
     response = client.get("/v1/attestation/gateway", params={"nonce": nonce.hex()})
     if response.status_code != 200:
@@ -402,7 +471,7 @@ def _attest_gateway(client: httpx.Client, how: GatewayCheck) -> tuple[Step, str 
     return Step("gateway_attestation", "passed", detail), public
 
 
-async def _verify_quote(quote: bytes, expected: bytes, how: GatewayCheck) -> Any:
+async def _verify_quote(quote: bytes, expected: bytes, how: QuoteCheck) -> Any:
     now = int(time.time())
     collateral = await PccsCollateralProvider(how.pccs_url).collateral_for(quote, now)
     return verify_tdx_quote(
@@ -444,12 +513,14 @@ def verify(
     pin: Iterable[str] = (),
     request: bytes | None = None,
     response: bytes | None = None,
-    gateway: GatewayCheck | None = None,
+    gateway: QuoteCheck | None = None,
+    upstream: QuoteCheck | None = None,
     client: httpx.Client | None = None,
 ) -> Report:
     """Verify a receipt (its id, a file holding it, or the object) against the gateway
     at `base_url` (the address before `/v1`). Keys in `pin` (base64 Ed25519 public keys)
-    are added to the state's pinned keys; `gateway` asks for the gateway's own quote. The
+    are added to the state's pinned keys; `gateway` asks for the gateway's own quote,
+    `upstream` re-verifies the upstream's (`api_key` reads its report). The
     head (and an attested key) is recorded only if every step passed."""
     state = State.load(state_file)
     state.pin(pin)
@@ -457,7 +528,7 @@ def verify(
     http = client or httpx.Client(base_url=base_url.rstrip("/"), timeout=30)
     try:
         signed = _load_receipt(http, receipt, api_key)
-        evidence = fetch_evidence(http, signed, state, gateway)
+        evidence = fetch_evidence(http, signed, state, gateway, upstream=upstream, api_key=api_key)
     finally:
         if owned:
             http.close()
