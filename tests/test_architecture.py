@@ -41,6 +41,7 @@ DOMAIN_MODULES = [
     "teegate.chat",
     "teegate.embeddings",
     "teegate.ratelimit",  # minus its Redis edge, teegate.ratelimit.redis
+    "teegate.receipts",
 ]
 WEB_FRAMEWORKS = ("aiohttp", "fastapi", "httptools", "starlette", "uvicorn")
 STORAGE_DRIVERS = ("aiosqlite", "asyncpg", "redis", "sqlalchemy", "sqlite3")

@@ -35,6 +35,9 @@ TABLES = {
     "ledger_entries",
     "holds",
     "usage_records",
+    "transparency_leaves",
+    "receipts",
+    "receipt_keys",
     "alembic_version",
 }
 

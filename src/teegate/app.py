@@ -21,6 +21,7 @@ from teegate.api import (
     routes,
 )
 from teegate.assurance import UpstreamAssurance
+from teegate.attestation import ConfigfsTsm
 from teegate.auth import Authenticator
 from teegate.billing import Billing
 from teegate.catalog import Catalog
@@ -34,7 +35,8 @@ from teegate.metrics import Metrics
 from teegate.ratelimit import LocalRateLimiter, RateLimiter
 from teegate.ratelimit.redis import RedisRateLimiter
 from teegate.readiness import Check, Readiness
-from teegate.store import AccountStore, Ledger, create_engine, is_current, ping
+from teegate.receipts import ReceiptService
+from teegate.store import AccountStore, Ledger, ReceiptLog, create_engine, is_current, ping
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -88,6 +90,11 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         authenticator = Authenticator(
             AccountStore(engine), prefix=settings.key_prefix, secret=_key_secret(settings)
         )
+        receipts = ReceiptService(
+            ReceiptLog(engine),
+            account_secret=_key_secret(settings),
+            quoter=ConfigfsTsm(settings.tsm_report_dir),
+        )
         gw = Gateway(
             settings=settings,
             authenticator=authenticator,
@@ -102,6 +109,7 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
                 catalog, assurance, live.clients, meter=billing.meter, limiter=limiter
             ),
             metrics=metrics,
+            receipts=receipts,
             readiness=Readiness(
                 {
                     "database": _database_check(engine),
@@ -113,14 +121,21 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         )
         async with ledger.running():
             await billing.reaper.reap_once()  # holds a crash left behind, before serving
+            await receipts.start()
+            if live.attestation is not None:  # every verdict a request may rely on is logged
+                live.attestation.attestor.cache.watch(receipts.note_verdict)
             _freeze_startup_objects()
             async with (
                 _background(live.sync.run()),
                 _background(billing.reaper.run()),
                 _background(billing.meter.run()),
                 _background(authenticator.run()),
+                _background(receipts.run()),
             ):
-                yield gw
+                try:
+                    yield gw
+                finally:
+                    await receipts.drain()  # the receipts of the last answers are kept
     finally:
         await stack.aclose()
         await engine.dispose()

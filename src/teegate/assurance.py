@@ -127,6 +127,7 @@ class UpstreamAssurance:
                 tcb_status=verdict.tcb_status,
                 gpu=bool(verdict.gpus),
                 measurements=verdict.measurements,
+                verdict=verdict,
             )
         return AttestationStatus(
             passed=True,
@@ -138,6 +139,7 @@ class UpstreamAssurance:
             tcb_status=verdict.tcb_status,
             gpu=bool(verdict.gpus),
             measurements=verdict.measurements,
+            verdict=verdict,
         )
 
     def _chute_keys(self, upstream: str) -> list[str]:

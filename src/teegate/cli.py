@@ -934,7 +934,7 @@ def dev(
     """
     from teegate import servers
     from teegate.app import create_app
-    from teegate.devstack import DevstackConfig, SimulatedEnclave, devstack_servers
+    from teegate.devstack import DevstackConfig, SimulatedEnclave, SimulatedTsm, devstack_servers
     from teegate.settings_file import settings_toml
 
     ports = {"--devstack-port": devstack_port, "--services-port": services_port, "--port": port}
@@ -958,13 +958,14 @@ def dev(
         create_app(settings), host="127.0.0.1", port=port, http_limits=settings.http
     )
     base_url = f"http://127.0.0.1:{port}/v1"
-    servers.run_servers(
-        upstream,
-        services,
-        gateway,
-        sockets=sockets,
-        alongside=lambda: _announce_when_ready(base_url, token, settings_file),
-    )
+    with SimulatedTsm(settings.tsm_report_dir, enclave.pki):  # the gateway attests itself too
+        servers.run_servers(
+            upstream,
+            services,
+            gateway,
+            sockets=sockets,
+            alongside=lambda: _announce_when_ready(base_url, token, settings_file),
+        )
 
 
 def _dev_overrides(
@@ -990,6 +991,7 @@ def _dev_overrides(
         "key_hash_secret_file": _demo_secret(data_dir),
         "upstreams": (upstream,),
         "attestation": attestation,
+        "tsm_report_dir": data_dir / "tsm",  # served by devstack.SimulatedTsm
     }
 
 
@@ -1073,3 +1075,137 @@ def _print_demo(base_url: str, token: str, settings_file: Path) -> None:
         ' "messages": [{"role": "user", "content": "Hello!"}]}\'',
         flush=True,
     )
+
+
+receipts_app = typer.Typer(help="The receipt keys of this gateway.", no_args_is_help=True)
+app.add_typer(receipts_app, name="receipts")
+
+
+@receipts_app.command("keys")
+def receipts_keys(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Every receipt key's public half, newest last: what clients pin (`teegate verify --key`)."""
+    from teegate.receipts import SigningKey, b64
+    from teegate.store import ReceiptLog
+
+    async def run(store: AccountStore) -> list[dict[str, Any]]:
+        keys = await ReceiptLog(store.engine).signing_keys()
+        signing = [SigningKey.from_raw(k.private_key, k.created_ms) for k in keys]
+        return [
+            {"key_id": k.id, "public_key": b64(k.public), "created_ms": k.created_ms}
+            for k in signing
+        ]
+
+    keys = _with_store(_settings(config), run)
+    if as_json:
+        print(json.dumps(keys, indent=2))
+        return
+    for key in keys:
+        out.print(f"{key['key_id']}  {key['public_key']}")
+
+
+@receipts_app.command("rotate-key")
+def receipts_rotate_key(config: ConfigOption = None) -> None:
+    """Add a new receipt key. Gateways sign with it once restarted; receipts signed by
+    older keys still verify (each key stays in the transparency log)."""
+    from teegate.receipts import SigningKey, StoredKey, b64
+    from teegate.store import ReceiptLog
+
+    key = SigningKey.generate(wall_ms())
+
+    async def run(store: AccountStore) -> None:
+        await ReceiptLog(store.engine).add_signing_key(StoredKey(key.raw(), key.created_ms))
+
+    _with_store(_settings(config), run)
+    out.print(f"new receipt key {key.id}  {b64(key.public)}")
+
+
+@app.command("verify")
+def verify(
+    receipt: Annotated[
+        str,
+        typer.Argument(help="A receipt id (rcpt_...) or a file holding the signed receipt."),
+    ],
+    gateway: Annotated[
+        str, typer.Option("--gateway", help="The gateway's address (before /v1).")
+    ] = "http://127.0.0.1:8080",
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="Your key: needed to fetch a receipt by id.")
+    ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option("--key", help="A receipt key to trust (base64 Ed25519 public key); repeat."),
+    ] = None,
+    request: Annotated[
+        Path | None, typer.Option("--request", help="The exact request body you sent.")
+    ] = None,
+    response: Annotated[
+        Path | None, typer.Option("--response", help="The exact response bytes you received.")
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Pinned keys and the last tree head seen of each log "
+            "[default: ~/.teegate/verify-state.json].",
+        ),
+    ] = None,
+    attest_gateway: Annotated[
+        bool,
+        typer.Option(
+            "--attest-gateway",
+            help="Check the gateway's own TDX quote binds its receipt key (then no --key).",
+        ),
+    ] = False,
+    recheck_upstream: Annotated[
+        bool,
+        typer.Option(
+            "--recheck-upstream",
+            help="Re-verify the upstream's quote behind the receipt's verdict (while current).",
+        ),
+    ] = False,
+    pccs_url: Annotated[
+        str, typer.Option("--pccs-url", help="Where quote collateral comes from.")
+    ] = "https://api.trustedservices.intel.com",
+    root_ca: Annotated[
+        Path | None,
+        typer.Option("--root-ca", help="A dev root CA (DER) instead of Intel's: tests only."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a receipt step by step: signature, key, request and response hashes, the
+    tree head, the verdict's and key's inclusion in the log, consistency with the last
+    head seen, and with --attest-gateway the gateway's own quote. Exit 0 only if every
+    step passed."""
+    import httpx
+
+    from teegate.verify import QuoteCheck
+    from teegate.verify import verify as run_verify
+
+    target: str | Path = receipt if receipt.startswith("rcpt_") else Path(receipt)
+    quotes = QuoteCheck(pccs_url, root_ca.read_bytes() if root_ca else None)
+    try:
+        report = run_verify(
+            target,
+            base_url=gateway,
+            api_key=api_key,
+            state_file=state or Path.home() / ".teegate" / "verify-state.json",
+            pin=key or (),
+            request=request.read_bytes() if request else None,
+            response=response.read_bytes() if response else None,
+            gateway=quotes if attest_gateway else None,
+            upstream=quotes if recheck_upstream else None,
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"could not fetch from {gateway}: {_first_line(exc)}")
+    except (OSError, ValueError) as exc:
+        _fail(f"could not read the receipt: {_first_line(exc)}")
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        marks = {"passed": "[green]ok[/green]  ", "failed": "[red]FAIL[/red]", "skipped": "skip"}
+        out.print(f"receipt {report.receipt_id}")
+        for step in report.steps:
+            out.print(f"  {marks[step.outcome]} {step.name}: {escape(step.detail)}")
+        out.print("[green]verified[/green]" if report.ok else "[red]NOT verified[/red]")
+    if not report.ok:
+        raise typer.Exit(1)

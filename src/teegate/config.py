@@ -194,6 +194,9 @@ class Settings(BaseSettings):
     database_statement_timeout_s: float = Field(default=15.0, gt=0)
     database_connect_timeout_s: float = Field(default=5.0, gt=0)
     http: HttpLimits = HttpLimits()
+    # Where the gateway asks the TDX module for its own quote (Linux configfs-tsm), for
+    # GET /v1/attestation/gateway; absent outside a TDX guest (the endpoint says so).
+    tsm_report_dir: Path = Path("/sys/kernel/config/tsm/report")
 
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from teegate.apikeys import Principal
-from teegate.billing import Hold, HoldRequest, LedgerMeter, Outcome
+from teegate.billing import Hold, HoldRequest, LedgerMeter, Outcome, Settlement
 from teegate.catalog import AttestationStatus, Catalog, CatalogModel
 from teegate.chat import Answer, ChatRequest, ChatService, parse_chat_request
 from teegate.config import RequestDefaults
@@ -111,13 +111,14 @@ class RecordingMeter:
         self.placed.append(request)
         return await self.ledger.place(request)
 
-    async def settle(self, hold: Hold, outcome: Outcome) -> None:
+    async def settle(self, hold: Hold, outcome: Outcome) -> Settlement | None:
         self.outcomes.append(outcome)
         if self.fail_settle:
             raise ServiceUnavailable("the ledger is down")
         await asyncio.sleep(self.settle_delay_s)
-        await self.ledger.settle(hold, outcome)
+        settlement = await self.ledger.settle(hold, outcome)
         self.events.append(("settled", outcome.status))
+        return settlement
 
     def watch(self, hold: Hold, outcome: Outcome) -> None:
         self.ledger.watch(hold, outcome)

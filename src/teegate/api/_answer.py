@@ -54,6 +54,9 @@ class AnswerResponse:
             *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self._headers.items()),
             (b"x-tee-attestation", self._answer.admitted.attestation.header.encode("latin-1")),
         ]
+        receipt_id = self._answer.receipt_id
+        if receipt_id is not None:
+            headers.append((b"x-tee-receipt", receipt_id.encode("latin-1")))
         if length is None:  # the watch runs once this task next waits: on the start or later
             self._watch = DisconnectWatch(self._receive)
             self._watch.start()

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from teegate.api import attestation, chat, embeddings, health, keys, models, unavailable, usage
+from teegate.api import (
+    attestation,
+    chat,
+    embeddings,
+    health,
+    keys,
+    models,
+    receipts,
+    unavailable,
+    usage,
+)
 from teegate.api.openapi import openapi_json
 
 
@@ -23,6 +33,13 @@ def routes() -> list[BaseRoute]:
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/v1/receipts/{receipt_id}", receipts.get_receipt, methods=["GET"]),
+        Route("/v1/transparency/sth", receipts.tree_head, methods=["GET"]),
+        Route("/v1/transparency/proof", receipts.inclusion_proof, methods=["GET"]),
+        Route("/v1/transparency/consistency", receipts.consistency_proof, methods=["GET"]),
+        Route("/v1/transparency/leaves", receipts.leaves, methods=["GET"]),
+        Route("/v1/transparency/ear", receipts.attestation_result, methods=["GET"]),
+        Route("/v1/attestation/gateway", attestation.gateway_attestation, methods=["GET"]),
     ]
     table += [
         Route(

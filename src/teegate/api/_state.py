@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.requests import Request
 
@@ -18,6 +18,7 @@ from teegate.errors import RateLimitExceeded
 from teegate.metrics import Metrics
 from teegate.ratelimit import RateLimiter
 from teegate.readiness import Readiness
+from teegate.receipts import ReceiptService
 
 WATCH_AFTER_S = 0.05
 """How long an upstream call runs before a watch listens for its client leaving."""
@@ -41,6 +42,7 @@ class Gateway:
     readiness: Readiness
     billing: Billing
     embeddings: EmbeddingsService
+    receipts: ReceiptService
     late_watches: LateWatches = field(default_factory=lambda: LateWatches(WATCH_AFTER_S))
 
 
@@ -66,3 +68,9 @@ async def authorize(request: Request) -> Principal:
             retry_after_s=decision.retry_after_s,
         )
     return principal
+
+
+def receipt_policy(principal: Principal) -> dict[str, Any] | None:
+    """The key's attestation policy as a receipt states it (None: the gateway's own)."""
+    floor = principal.policy.attestation if principal.policy is not None else None
+    return floor.to_json() if floor is not None else None

@@ -1,4 +1,5 @@
-"""GET /v1/attestation/report: the evidence behind a model's current verdict."""
+"""GET /v1/attestation/report: the evidence behind a model's current verdict; and
+GET /v1/attestation/gateway: the gateway's own quote, binding its receipt key."""
 
 from __future__ import annotations
 
@@ -81,3 +82,15 @@ def _nonce(value: str | None) -> bytes | None:
             code="invalid_value",
         )
     return bytes.fromhex(value)
+
+
+async def gateway_attestation(request: Request) -> Response:
+    """Public, like the transparency log: anyone may check which key the gateway signs with."""
+    nonce = _nonce(request.query_params.get("nonce"))
+    if nonce is None:
+        raise InvalidRequest(
+            "Missing required parameter: 'nonce' (64 hexadecimal characters).",
+            param="nonce",
+            code="missing_required_parameter",
+        )
+    return json_response(await gateway(request).receipts.gateway_evidence(nonce))

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from teegate.api._answer import AnswerResponse
 from teegate.api._body import idempotency_of, read_json_body
 from teegate.api._disconnect import unless_client_leaves
-from teegate.api._state import authorize, gateway
+from teegate.api._state import authorize, gateway, receipt_policy
 from teegate.chat import parse_chat_request
 
 
@@ -27,4 +27,5 @@ async def create_chat_completion(request: Request) -> AnswerResponse:
             idempotency_of(request, raw),
         ),
     )
+    answer.witness(gw.receipts, raw, receipt_policy(principal))
     return AnswerResponse(answer, request.state.ratelimit_headers)

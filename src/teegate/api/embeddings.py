@@ -8,7 +8,7 @@ from starlette.requests import Request
 from teegate.api._answer import AnswerResponse
 from teegate.api._body import idempotency_of, read_json_body
 from teegate.api._disconnect import unless_client_leaves
-from teegate.api._state import authorize, gateway
+from teegate.api._state import authorize, gateway, receipt_policy
 from teegate.api.unavailable import closed
 from teegate.embeddings import parse_embeddings_request
 
@@ -31,4 +31,5 @@ async def create_embeddings(request: Request) -> AnswerResponse:
             idempotency_of(request, raw),
         ),
     )
+    answer.witness(gw.receipts, raw, receipt_policy(principal))
     return AnswerResponse(answer, request.state.ratelimit_headers)

@@ -327,6 +327,7 @@ def build_openapi() -> dict[str, Any]:
         "not ready: which check failed",
         _object({"ready": {"type": "boolean"}, "checks": _OPEN}),
     )
+    paths.update(_receipt_paths())
     for path, _ in UNBUILT_PATHS:
         clean = openapi_path(path)
         parameters = [_path("rest")] if "{rest}" in clean else None
@@ -375,6 +376,81 @@ def build_openapi() -> dict[str, Any]:
 def openapi_path(route_path: str) -> str:
     """A Starlette route path as OpenAPI writes it: `{name:path}` becomes `{name}`."""
     return route_path.replace(":path}", "}")
+
+
+_INDEX = {"type": "integer", "minimum": 0}
+
+
+def _receipt_paths() -> dict[str, Any]:
+    """Receipts, the transparency log and the gateway's own quote (docs/verify.md)."""
+    leaf = _query("leaf", _INDEX, "a leaf index of the log", required=True)
+    return {
+        "/v1/receipts/{receipt_id}": {
+            "get": _operation(
+                "The signed receipt of one completion (its owner only)",
+                _ok("receipt", _OPEN),
+                (404,),
+                parameters=[_path("receipt_id")],
+            )
+        },
+        "/v1/transparency/sth": {
+            "get": _operation(
+                "The log's signed tree head", _ok("signed tree head", _OPEN), (503,), auth=False
+            )
+        },
+        "/v1/transparency/proof": {
+            "get": _operation(
+                "Inclusion proof (RFC 9162) of a leaf",
+                _ok("audit path", _OPEN),
+                (400, 503),
+                auth=False,
+                parameters=[leaf, _query("tree_size", _INDEX, "the tree size proved against")],
+            )
+        },
+        "/v1/transparency/consistency": {
+            "get": _operation(
+                "Consistency proof between two tree sizes",
+                _ok("proof", _OPEN),
+                (400, 503),
+                auth=False,
+                parameters=[
+                    _query("from", _INDEX, "the older tree size", required=True),
+                    _query("to", _INDEX, "the newer tree size (default: current)"),
+                ],
+            )
+        },
+        "/v1/transparency/leaves": {
+            "get": _operation(
+                "Log leaves start..end-1 (at most 1000)",
+                _ok("leaves", _OPEN),
+                (400, 503),
+                auth=False,
+                parameters=[
+                    _query("start", _INDEX, "first leaf index", required=True),
+                    _query("end", _INDEX, "one past the last leaf index", required=True),
+                ],
+            )
+        },
+        "/v1/transparency/ear": {
+            "get": _operation(
+                "A logged verdict as an IETF RATS EAR JWT signed by the gateway",
+                _ok("EAR JWT", _OPEN),
+                (400, 404, 503),
+                auth=False,
+                parameters=[leaf],
+            )
+        },
+        "/v1/attestation/gateway": {
+            "get": _operation(
+                "The gateway's TDX quote binding its receipt key and the nonce "
+                "(503 not_available outside a TDX guest)",
+                _ok("quote", _OPEN),
+                (400, 503),
+                auth=False,
+                parameters=[_query("nonce", _STRING, "64 hex digits, fresh", required=True)],
+            )
+        },
+    }
 
 
 async def openapi_json(request: Request) -> Response:

@@ -58,6 +58,12 @@ from teegate.attestation._policy import (
 )
 from teegate.attestation._quote import TDX_TEE_TYPE, TdQuote, parse_td_quote
 from teegate.attestation._tdx import TdxVerification, TrustRoot, verify_tdx_quote
+from teegate.attestation._tsm import (
+    REPORT_DATA_RULE,
+    ConfigfsTsm,
+    TsmReport,
+    gateway_report_data,
+)
 from teegate.attestation._verdict import (
     TRANSIENT_CHECKS,
     Verdict,
@@ -72,6 +78,7 @@ __all__ = [
     "FAIL_CLOSED",
     "KNOWN_TCB_STATUSES",
     "NONCE_BYTES",
+    "REPORT_DATA_RULE",
     "TDX_TEE_TYPE",
     "TRANSIENT_CHECKS",
     "AttestationMode",
@@ -81,6 +88,7 @@ __all__ = [
     "CheckLog",
     "Collateral",
     "CollateralProvider",
+    "ConfigfsTsm",
     "EvidenceAdapter",
     "EvidenceBatch",
     "EvidenceVerifier",
@@ -96,6 +104,7 @@ __all__ = [
     "TdQuote",
     "TdxVerification",
     "TrustRoot",
+    "TsmReport",
     "UpstreamAttestation",
     "Verdict",
     "VerdictCache",
@@ -105,6 +114,7 @@ __all__ = [
     "attested_tls_report_data",
     "certificate_der",
     "chutes_report_data",
+    "gateway_report_data",
     "parse_jwks",
     "parse_td_quote",
     "report_data_matches",

@@ -160,6 +160,17 @@ class VerdictCache:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._watchers: list[Callable[[Verdict], None]] = []
+
+    def watch(self, accepted: Callable[[Verdict], None]) -> None:
+        """Call `accepted` with every passing verdict the cache takes from now on, and
+        at once with those it holds: the transparency log records each verdict a
+        request may rely on. It must not raise, nor wait."""
+        self._watchers.append(accepted)
+        for entry in self._entries.values():
+            for verdict in entry.verdicts:
+                if verdict.passed:
+                    accepted(verdict)
 
     def __repr__(self) -> str:
         return f"VerdictCache(upstreams={sorted(self._entries)})"
@@ -169,6 +180,9 @@ class VerdictCache:
         passing = [v for v in verdicts if v.passed]
         best = max(passing, key=lambda v: v.expires_at_s) if passing else None
         self._entries[upstream] = _Entry(tuple(verdicts), best)
+        for watcher in self._watchers:
+            for verdict in passing:
+                watcher(verdict)
 
     def forget(self, upstream: str) -> None:
         """Drop everything about the upstream (it is no longer attested at all)."""

@@ -189,9 +189,11 @@ class LedgerMeter:
         if lease is not None:
             lease.outcome = outcome
 
-    async def settle(self, hold: Hold, outcome: Outcome) -> None:
+    async def settle(self, hold: Hold, outcome: Outcome) -> Settlement | None:
         """Resolve the hold from what was delivered; the store posts it at most once.
-        If the database is down, the settlement waits in memory and is retried."""
+        If the database is down, the settlement waits in memory and is retried.
+        The settlement posted or waiting to be (what a receipt says was charged), or
+        None if the hold was resolved before."""
         settlement = settlement_for(
             hold,
             status=outcome.status,
@@ -218,13 +220,15 @@ class LedgerMeter:
             resolved = await self._store.settle(settlement)
         except ServiceUnavailable:
             self._defer(settlement)
-            return
+            return settlement
         finally:
             self._settling.discard(finished)
             finished.set_result(None)
         self._live.pop(hold.request_id, None)
         if not resolved:  # already settled, or the reaper got there first: the first stands
             log.warning("hold_already_resolved", request_id=hold.request_id)
+            return None
+        return settlement
 
     async def run(self) -> None:
         """Renew live holds' leases and retry deferred settlements until cancelled."""

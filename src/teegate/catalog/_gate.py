@@ -22,6 +22,7 @@ from teegate.errors import (
 from teegate.invariants import InvariantViolation
 
 if TYPE_CHECKING:
+    from teegate.attestation import Verdict
     from teegate.catalog._floor import AttestationFloor
 
 
@@ -44,6 +45,8 @@ class AttestationStatus:
     tcb_status: str | None = None
     gpu: bool = False
     measurements: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The passing verdict itself, which a receipt names and the transparency log holds.
+    verdict: Verdict | None = field(default=None, repr=False, compare=False)
 
 
 class AttestationView(Protocol):

@@ -10,7 +10,7 @@ from teegate.chat._request import (
     parse_json_object,
     upstream_refusal,
 )
-from teegate.chat._seams import Idempotency, Meter, Sink, Upstream, UpstreamStream
+from teegate.chat._seams import Idempotency, Meter, Receipts, Sink, Upstream, UpstreamStream
 from teegate.chat._service import (
     ChatService,
     TokenWindowMeter,
@@ -25,6 +25,7 @@ __all__ = [
     "ChatService",
     "Idempotency",
     "Meter",
+    "Receipts",
     "Sink",
     "TokenWindowMeter",
     "Upstream",

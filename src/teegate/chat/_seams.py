@@ -1,7 +1,8 @@
 """What the chat service needs of its neighbours, as Protocols it owns: billing's
 meter, an upstream and its streams, and the web layer's side of an answer; and
 the Idempotency-Key a request carries, as the meter is given it.
-Each is satisfied by its neighbour as is; none of them is imported here."""
+Each is satisfied by its neighbour as is; none of them is imported here. (Receipts
+is met by the receipts package, whose `Served` an answer fills in.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any, Protocol
 
-from teegate.billing import Hold, HoldRequest, Outcome
+from teegate.billing import Hold, HoldRequest, Outcome, Settlement
+from teegate.receipts import Served
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +33,26 @@ class Meter(Protocol):
 
     async def place(self, request: HoldRequest) -> Hold: ...
 
-    async def settle(self, hold: Hold, outcome: Outcome) -> None: ...
+    async def settle(self, hold: Hold, outcome: Outcome) -> Settlement | None:
+        """The settlement posted, or None if the hold was already resolved (the first
+        resolution stands)."""
+        ...
 
     def watch(self, hold: Hold, outcome: Outcome) -> None:
         """Checkpoint what `outcome` delivers on the hold's lease while it runs."""
+        ...
+
+
+class Receipts(Protocol):
+    """Signs a receipt for every answer (met by `receipts.ReceiptService`)."""
+
+    def allocate(self) -> str:
+        """A receipt id, before the first byte: it goes out with the headers."""
+        ...
+
+    def issue(self, served: Served) -> None:
+        """After the answer is sent and settled: build, sign and store it, off the
+        request path. Never raises."""
         ...
 
 

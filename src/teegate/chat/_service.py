@@ -20,6 +20,7 @@ from teegate.billing import (
     HoldRequest,
     Outcome,
     Rates,
+    Settlement,
     held_completion_tokens,
     prompt_upper_bound,
     settled_tokens,
@@ -250,12 +251,13 @@ class TokenWindowMeter:
     def watch(self, hold: Hold, outcome: Outcome) -> None:
         self._meter.watch(hold, outcome)
 
-    async def settle(self, hold: Hold, outcome: Outcome) -> None:
-        await self._meter.settle(hold, outcome)
+    async def settle(self, hold: Hold, outcome: Outcome) -> Settlement | None:
+        settlement = await self._meter.settle(hold, outcome)
         prompt, completion, _ = settled_tokens(
             hold, outcome.status, outcome.usage, outcome.output_bytes
         )
         await self._correct(prompt + completion)
+        return settlement
 
     async def _correct(self, used: int) -> None:
         reserved, self._reserved = self._reserved, None

@@ -12,7 +12,8 @@ Built with a `SimulatedEnclave`, it also attests for real: it serves attested-tl
 and Chutes evidence (TDX quotes from a test DCAP PKI binding its TLS key), and
 `build_services_app(SimulatedAttestationServices(enclave))` serves the Intel PCS
 and NVIDIA NRAS stand-ins the gateway's verifier checks that evidence with
-(faults: SERVICES_FAULTS). `serve_devstack` runs both.
+(faults: SERVICES_FAULTS). `serve_devstack` runs both. `SimulatedTsm` stands in
+for Linux configfs-tsm, so a gateway outside a TDX guest can attest itself in tests.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from teegate.devstack._faults import FAULTS, SERVICES_FAULTS
 from teegate.devstack._serve import devstack_servers, serve_devstack
 from teegate.devstack._services import SimulatedAttestationServices
 from teegate.devstack._services_app import build_services_app
+from teegate.devstack._tsm import SimulatedTsm
 
 __all__ = [
     "FAULTS",
@@ -31,6 +33,7 @@ __all__ = [
     "DevstackConfig",
     "SimulatedAttestationServices",
     "SimulatedEnclave",
+    "SimulatedTsm",
     "build_app",
     "build_services_app",
     "devstack_servers",

@@ -19,6 +19,7 @@ from teegate.store._outage import (
     is_outage,
     is_retryable,
 )
+from teegate.store._receipts import ReceiptLog
 from teegate.store._schema import metadata
 from teegate.store._writers import Writer
 
@@ -31,6 +32,7 @@ __all__ = [
     "KeyOwner",
     "Ledger",
     "OutageVerdict",
+    "ReceiptLog",
     "StoreConflict",
     "StoreNotFound",
     "Writer",

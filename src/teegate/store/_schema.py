@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -150,4 +151,39 @@ usage_records = Table(
     Column("settled_ms", BigInteger, nullable=False),
     Index("ix_usage_records_account_id_started_ms", "account_id", "started_ms"),
     sqlite_with_rowid=False,
+)
+
+# The transparency log (migration 0006_receipts_log): one row per leaf, a verdict or a
+# receipt key as canonical JSON, indexed from 0 without gaps. Rows are only ever
+# inserted; an append takes the next indices under a lock (PostgreSQL: an advisory
+# lock; SQLite: its one writer), so replicas share one log.
+transparency_leaves = Table(
+    "transparency_leaves",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("entry_id", String(128), nullable=False, unique=True),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# Signed receipts: hashes and counts only (never text), read by their owner.
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("signed", LargeBinary, nullable=False),
+)
+
+# Ed25519 receipt keys, oldest first; the newest signs, older ones stay valid (each is
+# a leaf of the log), so a rotation overlaps.
+receipt_keys = Table(
+    "receipt_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("private_key", LargeBinary(32), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
 )

@@ -1,0 +1,200 @@
+"""Micro-benchmark of what a receipt costs per request, on and off the answer's path.
+
+On the path (before the answer's last byte): `Answer.witness` (a receipt id, SHA-256
+of the request bytes) and the hashing of each byte written, measured as the time a
+real `WholeAnswer` takes to reach its last write with a witness minus without one;
+and, for streams, SHA-256 of each SSE write.
+Off the path (after the answer is sent and settled): building, canonicalizing
+(RFC 8785) and signing (Ed25519) the receipt and queueing it, measured per receipt
+through `ReceiptService.issue` with an in-memory store, in CPU time.
+
+    .venv/bin/python -m bench.receipts              # ~10 s
+    .venv/bin/python -m bench.receipts --requests 2000
+
+Figures are printed, never asserted (the gate for the on-path p50 is 50 µs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Sequence
+from decimal import Decimal
+
+from teegate.attestation import Verdict, VerdictEvidence
+from teegate.billing import Hold, Outcome, Rates, Settlement, cost_nano, settlement_for
+from teegate.catalog import Admitted, AttestationStatus, parse_entry
+from teegate.chat import WholeAnswer
+from teegate.receipts import (
+    LogEntry,
+    ReceiptService,
+    Served,
+    StoredKey,
+    StoredReceipt,
+)
+
+RATES = Rates(740_000_000, 3_237_500_000)
+MODEL = parse_entry(
+    {"id": "deepseek-ai/DeepSeek-V3-0324-TEE", "pricing": {"prompt": "0.4", "completion": "1.75"},
+     "context_length": 163840, "confidential_compute": True},
+    upstream="devstack", markup=Decimal("1.85"),
+)  # fmt: skip
+VERDICT = Verdict(
+    id="verdict-bench",
+    upstream="devstack",
+    instance_id=None,
+    mode="simulated",
+    passed=True,
+    failed_check=None,
+    reason="",
+    verified_at_s=1_700_000_000,
+    expires_at_s=1_700_000_600,
+    tcb_status="UpToDate",
+    measurements={"mr_td": "00" * 48, "rtmr0": "11" * 48},
+    evidence=VerdictEvidence(nonce=b"n" * 32, report_data_rule="sha256(spki)||nonce",
+                             quote=os.urandom(5000), tls_spki_sha256=b"s" * 32),
+)  # fmt: skip
+ADMITTED = Admitted(
+    MODEL,
+    AttestationStatus(passed=True, mode="simulated", header="verdict=bench",
+                      tls_pin=b"p" * 32, channel="pinned", verdict=VERDICT),
+)  # fmt: skip
+REQUEST = b'{"model":"deepseek-ai/DeepSeek-V3-0324-TEE","messages":[' + b"x" * 1000 + b"]}"
+RESPONSE = b'{"choices":[{"message":{"content":"' + b"y" * 2000 + b'"}}]}'
+
+
+def a_hold(request_id: str) -> Hold:
+    return Hold(
+        request_id=request_id, account_id=1, key_id="key_1", model=MODEL.id, stream=False,
+        rates=RATES, prompt_tokens=300, completion_tokens=500,
+        amount_nano=cost_nano(300, 500, RATES), created_ms=0, expires_ms=60_000,
+    )  # fmt: skip
+
+
+class NoSettle:
+    """A meter whose settlement is done (None): the send path without the ledger."""
+
+    async def place(self, request: object) -> Hold:
+        raise NotImplementedError
+
+    async def settle(self, hold: Hold, outcome: Outcome) -> Settlement | None:
+        return None
+
+
+class NullSink:
+    def __init__(self) -> None:
+        self.last_write_ns = 0
+
+    async def _written(self) -> None:
+        self.last_write_ns = time.perf_counter_ns()
+
+    def start(self, length: int | None) -> Awaitable[None]:
+        return asyncio.sleep(0)
+
+    def write(self, body: bytes, more: bool) -> Awaitable[None]:
+        return self._written()
+
+    def close(self) -> None:
+        return None
+
+
+class MemoryStore:
+    """The store, minus the database: only what is signed and queued is measured."""
+
+    def __init__(self) -> None:
+        self.keys: list[StoredKey] = []
+        self.receipts: list[StoredReceipt] = []
+        self.hashes: list[bytes] = []
+
+    async def append(
+        self, entries: Sequence[LogEntry], receipts: Sequence[StoredReceipt]
+    ) -> list[int]:
+        start = len(self.hashes)
+        self.hashes += [e.leaf_hash for e in entries]
+        self.receipts += receipts
+        return list(range(start, start + len(entries)))
+
+    async def leaf_hashes(self, start: int) -> list[bytes]:
+        return self.hashes[start:]
+
+    async def leaves(self, start: int, end: int) -> list[bytes]:
+        return []
+
+    async def receipt(self, receipt_id: str) -> StoredReceipt | None:
+        return None
+
+    async def signing_keys(self) -> list[StoredKey]:
+        return self.keys
+
+    async def add_signing_key(self, key: StoredKey) -> None:
+        self.keys.append(key)
+
+
+async def to_last_byte(service: ReceiptService, witnessed: bool) -> int:
+    answer = WholeAnswer(ADMITTED, NoSettle(), a_hold("r"), RESPONSE, Outcome("ok"))
+    sink = NullSink()
+    began = time.perf_counter_ns()
+    if witnessed:
+        answer.witness(service, REQUEST)
+    await answer.send(sink)
+    return sink.last_write_ns - began
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main(requests: int) -> None:
+    service = ReceiptService(MemoryStore(), account_secret=b"bench")
+    await service.start()
+    plain: list[float] = []
+    witnessed: list[float] = []
+    for _ in range(200):  # warm up
+        await to_last_byte(service, True)
+        await to_last_byte(service, False)
+    for _ in range(requests):
+        plain.append(await to_last_byte(service, False) / 1000)
+        witnessed.append(await to_last_byte(service, True) / 1000)
+    added = statistics.median(witnessed) - statistics.median(plain)
+    print(f"whole answer ({len(REQUEST)} B request, {len(RESPONSE)} B answer), to its last byte:")
+    for label, values in (("without receipt", plain), ("with receipt   ", witnessed)):
+        p50, p99 = statistics.median(values), percentile(values, 0.99)
+        print(f"  {label} p50 {p50:6.1f} µs  p99 {p99:6.1f} µs")
+    print(f"  added on the answer's path: p50 {added:+.1f} µs (gate: <= 50 µs)")
+
+    chunk = b"data: " + b"z" * 120 + b"\n\n"
+    digest = hashlib.sha256()
+    began = time.perf_counter_ns()
+    for _ in range(requests * 10):
+        digest.update(chunk)
+    per_write = (time.perf_counter_ns() - began) / (requests * 10) / 1000
+    print(f"stream: SHA-256 of one {len(chunk)} B SSE write: {per_write:.2f} µs")
+
+    served = Served(
+        receipt_id="rcpt_bench", request_sha256=b"q" * 32, response_sha256=b"r" * 32,
+        response_bytes=len(RESPONSE), admitted=ADMITTED,
+        settlement=settlement_for(a_hold("r"), status="ok", usage=None, output_bytes=900,
+                                  now_ms=1),
+        usage=None, policy=None, finished_ms=1,
+    )  # fmt: skip
+    service.note_verdict(VERDICT)
+    await service.flush()
+    began_cpu = time.process_time()
+    for _ in range(requests):
+        service.issue(served)
+    await service.drain()
+    off_path = (time.process_time() - began_cpu) / requests * 1e6
+    print(
+        f"off the path: build + RFC 8785 + Ed25519 sign + queue: {off_path:.1f} µs CPU per receipt"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    asyncio.run(main(parser.parse_args().requests))
