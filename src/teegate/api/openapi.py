@@ -30,22 +30,49 @@ def _operation(summary: str, ok: str, *, auth: bool = True) -> dict[str, Any]:
     return operation
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "1-255 visible ASCII characters, scoped to the account: a retry with the same key "
+        "is neither held nor charged again (completions are never stored, so never replayed)"
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+def _idempotent(operation: dict[str, Any]) -> dict[str, Any]:
+    """A POST that takes an Idempotency-Key, and the answers a reused key gets."""
+    return {
+        **operation,
+        "parameters": [*operation.get("parameters", ()), IDEMPOTENCY_KEY],
+        "responses": {
+            **operation["responses"],
+            "409": _error("idempotency_key_in_use (still running) or idempotency_key_used"),
+            "422": _error("idempotency_key_reused: the key was sent with another body"),
+        },
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/chat/completions": {
-            "post": _operation(
-                "Create a confidential chat completion (OpenAI CreateChatCompletionRequest)",
-                f"chat.completion, or an SSE stream of chat.completion.chunk ({OPENAI_SPEC})",
+            "post": _idempotent(
+                _operation(
+                    "Create a confidential chat completion (OpenAI CreateChatCompletionRequest)",
+                    f"chat.completion, or an SSE stream of chat.completion.chunk ({OPENAI_SPEC})",
+                )
             )
         },
         "/v1/embeddings": {
-            "post": {
-                **_operation(
+            "post": _idempotent(
+                _operation(
                     "Create confidential embeddings (OpenAI CreateEmbeddingRequest); "
                     "503 not_available while no attested embedding model is offered",
                     f"CreateEmbeddingResponse ({OPENAI_SPEC})",
-                ),
-            }
+                )
+            )
         },
         "/v1/models": {"get": _operation("List models the gate accepts now", "list of models")},
         "/v1/models/{model_id}": {
