@@ -382,6 +382,8 @@ async def test_a_settlement_the_database_refused_is_retried_at_the_real_usage() 
     assert [e["event"] for e in logs] == ["settle_deferred"]
     assert billing.meter.pending_settlements == 1 and store.settled == []
     assert await billing.meter.retry_once() == 0  # still down
+    clock.now_ms += 120_000  # an outage longer than the lease: no renewal was written
+    assert await billing.reaper.reap_once() == 0  # this process still has it
     store.down = False
     clock.now_ms += billing.meter.renew_ms
     await billing.meter.renew_once()  # the lease still runs while it waits

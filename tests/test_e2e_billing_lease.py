@@ -77,6 +77,17 @@ def test_a_stream_longer_than_the_hold_ttl_is_settled_from_its_usage(rig: Rig) -
     assert record["total_cost"] != record["held"]
 
 
+def test_the_lease_and_cap_metrics_are_published(rig: Rig) -> None:
+    metrics = httpx.get(f"{rig.gateway.url}/metrics").text
+    for name in (
+        "teegate_settlements_capped_total",
+        "teegate_holds_live",
+        "teegate_settlements_deferred",
+    ):
+        assert f"# TYPE {name} " in metrics
+    assert "teegate_settlements_deferred 0.0" in metrics
+
+
 def test_a_retry_with_the_same_idempotency_key_is_not_charged_twice(rig: Rig) -> None:
     client = rig.gateway.client()
     before = books(rig.url, "acme")

@@ -116,6 +116,10 @@ class LedgerMeter:
     def live_holds(self) -> int:
         return len(self._live)
 
+    def is_live(self, request_id: str) -> bool:
+        """This process runs the request, or holds its settlement for a retry."""
+        return request_id in self._live
+
     @property
     def pending_settlements(self) -> int:
         """Settlements waiting for the database to take them (a gauge for operators)."""
