@@ -223,6 +223,9 @@ class LedgerMeter:
         except ServiceUnavailable:
             self._defer(settlement)
             return
+        except BaseException:  # not an outage: the lease lapses, and the reaper settles it
+            self._live.pop(hold.request_id, None)
+            raise
         finally:
             self._settling.discard(finished)
             finished.set_result(None)
@@ -257,6 +260,9 @@ class LedgerMeter:
                 resolved = await self._store.settle(settlement)
             except ServiceUnavailable:
                 break
+            except Exception as exc:  # not an outage: retrying cannot help; the reaper will
+                resolved = False
+                log.error("settle_retry_failed", request_id=request_id, error=type(exc).__name__)
             del self._pending[request_id]
             self._live.pop(request_id, None)
             done += 1
