@@ -26,6 +26,7 @@ from teegate.billing import (
     LedgerStore,
     Outcome,
     Rates,
+    Settlement,
     Usage,
     cost_nano,
     expired_settlement,
@@ -39,6 +40,7 @@ from teegate.errors import (
     IdempotencyConflict,
     IdempotencyKeyReused,
     InsufficientBalance,
+    InvariantViolation,
     ServiceUnavailable,
 )
 from tests.support.ledger import MODEL, FakeStore
@@ -382,6 +384,8 @@ async def test_a_settlement_the_database_refused_is_retried_at_the_real_usage() 
     assert [e["event"] for e in logs] == ["settle_deferred"]
     assert billing.meter.pending_settlements == 1 and store.settled == []
     assert await billing.meter.retry_once() == 0  # still down
+    clock.now_ms += 120_000  # an outage longer than the lease: no renewal was written
+    assert await billing.reaper.reap_once() == 0  # this process still has it
     store.down = False
     clock.now_ms += billing.meter.renew_ms
     await billing.meter.renew_once()  # the lease still runs while it waits
@@ -481,3 +485,18 @@ async def test_a_capped_settlement_is_logged_and_counted() -> None:
     [event] = [e for e in logs if e["event"] == "settlement_capped"]
     assert event["cost_nano"] > event["held_nano"] == hold.amount_nano
     assert capped == [MODEL.id]
+
+
+async def test_a_settlement_that_fails_for_another_reason_lets_its_lease_lapse() -> None:
+    """Only an outage is retried; any other failure stops the renewals, so the reaper
+    settles the hold instead of its lease being renewed for ever."""
+
+    class Refusing(FakeStore):
+        async def settle(self, settlement: Settlement) -> bool:
+            raise InvariantViolation("a bug")
+
+    meter = LedgerMeter(Refusing(10**9), hold_ttl_s=60)
+    hold = await meter.place(a_hold_request())
+    with pytest.raises(InvariantViolation):
+        await meter.settle(hold, Outcome("ok", Usage(1, 1)))
+    assert not meter.is_live(hold.request_id) and await meter.renew_once() == 0

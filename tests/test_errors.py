@@ -426,3 +426,11 @@ def test_one_builder_for_both_envelopes() -> None:
         }
     }
     validate(upstream_style, "ErrorResponse")
+
+
+def test_the_openapi_publishes_the_idempotency_key_and_its_answers() -> None:
+    paths = build_openapi()["paths"]
+    for path in ("/v1/chat/completions", "/v1/embeddings"):
+        post = paths[path]["post"]
+        assert [p["name"] for p in post["parameters"]] == ["Idempotency-Key"]
+        assert {"409", "422"} <= post["responses"].keys()

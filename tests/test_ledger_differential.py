@@ -51,6 +51,7 @@ from teegate.billing import (
     Placement,
     Rates,
     Reaper,
+    Renewal,
     Settlement,
     UsageQuery,
     expired_settlement,
@@ -94,7 +95,8 @@ hold_specs = st.lists(
 
 TABLES = {
     "accounts": "SELECT id, name, balance_nano, held_nano FROM accounts",
-    "holds": "SELECT id, account_id, amount_nano, state, resolved_ms FROM holds",
+    "holds": "SELECT id, account_id, amount_nano, state, resolved_ms, expires_ms, output_bytes,"
+    " idempotency_key FROM holds",
     "entries": "SELECT account_id, kind, amount_nano, reference, memo FROM ledger_entries",
     "usage": "SELECT request_id, account_id, key_id, model, stream, prompt_tokens,"
     " completion_tokens, cost_nano, held_nano, settled_by, status, capped, started_ms,"
@@ -110,7 +112,7 @@ class Books:
     """Everything an implementation keeps: each table's rows, sorted (see `TABLES`)."""
 
     accounts: tuple[tuple[Any, ...], ...]  # id, name, balance, held
-    holds: tuple[tuple[Any, ...], ...]  # id, account, amount, state, resolved
+    holds: tuple[tuple[Any, ...], ...]  # id, account, amount, state, resolved, lease, key
     entries: tuple[tuple[Any, ...], ...]  # account, kind, amount, reference, memo
     usage: tuple[tuple[Any, ...], ...]  # request, account, ..., cost (7), ...
     budgets: tuple[tuple[Any, ...], ...]  # account, key, period, limit, start, spent, held
@@ -212,7 +214,16 @@ class Reference:
                 (a.id, a.name, a.balance_nano, a.held_nano) for a in memory.accounts.values()
             ),
             holds=(
-                (r.hold.request_id, r.hold.account_id, r.hold.amount_nano, r.state, r.resolved_ms)
+                (
+                    r.hold.request_id,
+                    r.hold.account_id,
+                    r.hold.amount_nano,
+                    r.state,
+                    r.resolved_ms,
+                    r.hold.expires_ms,
+                    r.hold.output_bytes,
+                    r.hold.idempotency_key,
+                )
                 for r in memory.hold_rows.values()
             ),
             entries=(
@@ -493,6 +504,37 @@ class LedgerMachine(RuleBasedStateMachine):
         assert placement.placed == (edge <= 0 or amount == 0)
         if placement.placed:
             self.known.append(hold)
+
+    @rule(
+        account=accounts,
+        keys=st.lists(st.tuples(st.sampled_from("ab"), st.sampled_from("xy")), max_size=3),
+    )
+    def place_keyed(self, account: int, keys: list[tuple[str, str]]) -> None:
+        """Holds with Idempotency-Keys (and bodies) from a small set, sent at once:
+        a key the account used before, not voided, is refused with that hold named."""
+        holds = [
+            replace(hold, idempotency_key=key * 64, fingerprint=body * 64)
+            for hold, (key, body) in zip(
+                self.new_holds([(account, 10, 10, 60_000)] * len(keys)), keys, strict=True
+            )
+        ]
+        for hold, placement in zip(holds, self.place(holds), strict=True):
+            if placement.placed:
+                self.known.append(hold)
+
+    @precondition(lambda self: self.known)
+    @rule(data=st.data(), ttl_ms=st.sampled_from([500, 60_000]))
+    def renew(self, data: st.DataObject, ttl_ms: int) -> None:
+        """A replica renews the leases of some holds (resolved ones too: a renewal that
+        raced the settlement), each with its output so far."""
+        holds = data.draw(st.lists(st.sampled_from(self.known), min_size=1, max_size=4))
+        renewals = [Renewal(h.request_id, data.draw(st.integers(0, 400))) for h in holds]
+        renewals = list({r.request_id: r for r in renewals}.values())
+
+        async def renew(implementation: Implementation) -> None:
+            await implementation.ledger.renew_holds(renewals, self.now, self.now + ttl_ms)
+
+        self.harness.run(renew)
 
     @precondition(lambda self: self.known)
     @rule(data=st.data())

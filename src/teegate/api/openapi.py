@@ -204,30 +204,59 @@ REPORT = _object(
 NONCE = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "1-255 visible ASCII characters, scoped to the account: a retry with the same key "
+        "is neither held nor charged again (completions are never stored, so never replayed)"
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+def _idempotent(operation: dict[str, Any]) -> dict[str, Any]:
+    """A POST that takes an Idempotency-Key, and the answers a reused key gets."""
+    return {
+        **operation,
+        "parameters": [*operation.get("parameters", ()), IDEMPOTENCY_KEY],
+        "responses": {
+            **operation["responses"],
+            "409": _error("idempotency_key_in_use (still running) or idempotency_key_used"),
+            "422": _error("idempotency_key_reused: the key was sent with another body"),
+        },
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/chat/completions": {
-            "post": _operation(
-                "Create a confidential chat completion",
-                {
-                    "description": "chat.completion, or (stream: true) an SSE stream of "
-                    f"chat.completion.chunk events ending in [DONE] ({OPENAI_SPEC})",
-                    "content": {
-                        **_json(CHAT_COMPLETION),
-                        "text/event-stream": {"schema": _STRING},
+            "post": _idempotent(
+                _operation(
+                    "Create a confidential chat completion",
+                    {
+                        "description": "chat.completion, or (stream: true) an SSE stream of "
+                        f"chat.completion.chunk events ending in [DONE] ({OPENAI_SPEC})",
+                        "content": {
+                            **_json(CHAT_COMPLETION),
+                            "text/event-stream": {"schema": _STRING},
+                        },
                     },
-                },
-                (*RELAY, 499),
-                body=CHAT_REQUEST,
+                    (*RELAY, 499),
+                    body=CHAT_REQUEST,
+                )
             )
         },
         "/v1/embeddings": {
-            "post": _operation(
-                "Create confidential embeddings; 503 not_available while no attested "
-                "embedding model is offered",
-                _ok(f"CreateEmbeddingResponse ({OPENAI_SPEC})", LIST),
-                (*RELAY, 499),
-                body=EMBEDDINGS_REQUEST,
+            "post": _idempotent(
+                _operation(
+                    "Create confidential embeddings; 503 not_available while no attested "
+                    "embedding model is offered",
+                    _ok(f"CreateEmbeddingResponse ({OPENAI_SPEC})", LIST),
+                    (*RELAY, 499),
+                    body=EMBEDDINGS_REQUEST,
+                )
             )
         },
         "/v1/models": {

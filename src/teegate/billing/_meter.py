@@ -116,6 +116,10 @@ class LedgerMeter:
     def live_holds(self) -> int:
         return len(self._live)
 
+    def is_live(self, request_id: str) -> bool:
+        """This process runs the request, or holds its settlement for a retry."""
+        return request_id in self._live
+
     @property
     def pending_settlements(self) -> int:
         """Settlements waiting for the database to take them (a gauge for operators)."""
@@ -221,6 +225,9 @@ class LedgerMeter:
         except ServiceUnavailable:
             self._defer(settlement)
             return settlement
+        except BaseException:  # not an outage: the lease lapses, and the reaper settles it
+            self._live.pop(hold.request_id, None)
+            raise
         finally:
             self._settling.discard(finished)
             finished.set_result(None)
@@ -257,6 +264,9 @@ class LedgerMeter:
                 resolved = await self._store.settle(settlement)
             except ServiceUnavailable:
                 break
+            except Exception as exc:  # not an outage: retrying cannot help; the reaper will
+                resolved = False
+                log.error("settle_retry_failed", request_id=request_id, error=type(exc).__name__)
             del self._pending[request_id]
             self._live.pop(request_id, None)
             done += 1

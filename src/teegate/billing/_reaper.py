@@ -13,6 +13,7 @@ stranded holds at once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
@@ -37,8 +38,13 @@ class Reaper:
         hold_ttl_s: float,
         interval_s: float,
         clock: Clock = wall_ms,
+        running_here: Callable[[str], bool] = lambda request_id: False,
     ) -> None:
+        """`running_here` says whether this process still runs a request: its hold is
+        not reaped even if its lease lapsed in the database (an outage longer than the
+        lease, during which the renewals could not be written)."""
         self._store = store
+        self._running_here = running_here
         self._ttl_ms = seconds_to_ms(hold_ttl_s)
         self._interval_s = interval_s
         self._clock = clock
@@ -48,7 +54,8 @@ class Reaper:
         reaped = 0
         for _ in range(MAX_ROUNDS):
             now = self._clock()
-            holds = await self._store.expired_holds(now, self._ttl_ms, REAP_BATCH)
+            found = await self._store.expired_holds(now, self._ttl_ms, REAP_BATCH)
+            holds = [hold for hold in found if not self._running_here(hold.request_id)]
             results = await asyncio.gather(
                 *(self._store.settle(expired_settlement(hold, now)) for hold in holds)
             )
@@ -62,7 +69,7 @@ class Reaper:
                         output_bytes=hold.output_bytes,
                     )
             reaped += sum(results)
-            if len(holds) < REAP_BATCH:
+            if len(found) < REAP_BATCH or not holds:
                 break
         return reaped
 

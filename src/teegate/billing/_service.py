@@ -35,7 +35,11 @@ class Billing:
         self._store = store
         self.meter = LedgerMeter(store, hold_ttl_s=hold_ttl_s, clock=clock, on_capped=on_capped)
         self.reaper = Reaper(
-            store, hold_ttl_s=hold_ttl_s, interval_s=reaper_interval_s, clock=clock
+            store,
+            hold_ttl_s=hold_ttl_s,
+            interval_s=reaper_interval_s,
+            clock=clock,
+            running_here=self.meter.is_live,
         )
 
     async def balance(self, account_id: int) -> Balance:
