@@ -305,6 +305,59 @@ async def test_concurrent_requests_for_an_unknown_key_share_one_query(
     assert lookup.calls == 1
 
 
+async def test_a_flood_of_unknown_keys_costs_one_query_at_a_time(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    """Each of 2,000 random keys once cost a query and a pooled connection of its own."""
+    lookup.add(KEY)
+    flood = [apikeys.generate_key(PREFIX) for _ in range(2000)]
+    results = await asyncio.gather(
+        authenticator.authenticate(f"Bearer {KEY}"),
+        *(authenticator.authenticate(f"Bearer {token}") for token in flood),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], Principal)
+    assert all(isinstance(r, InvalidApiKey) for r in results[1:])
+    assert lookup.calls == 1
+    assert len(lookup.asked[0]) == 2001
+
+
+async def test_keys_asked_for_during_a_lookup_wait_for_the_next_one(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    lookup.add(KEY)
+    first = asyncio.ensure_future(authenticator.authenticate(f"Bearer {KEY}"))
+    await asyncio.sleep(0)  # the first lookup is under way
+    later = [apikeys.generate_key(PREFIX) for _ in range(50)]
+    results = await asyncio.gather(
+        *(authenticator.authenticate(f"Bearer {token}") for token in later),
+        return_exceptions=True,
+    )
+    assert (await first).key_id == "key_1"
+    assert all(isinstance(r, InvalidApiKey) for r in results)
+    assert [len(batch) for batch in lookup.asked] == [1, 50]
+
+
+async def test_a_flood_of_unknown_keys_does_not_evict_keys_in_use(
+    authenticator: Authenticator,
+    lookup: FakeLookup,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(auth, "KEY_CACHE_MAX_ENTRIES", 10)
+    lookup.add(KEY)
+    await authenticator.authenticate(f"Bearer {KEY}")
+    for _ in range(5):
+        flood = [apikeys.generate_key(PREFIX) for _ in range(5)]
+        await asyncio.gather(
+            *(authenticator.authenticate(f"Bearer {t}") for t in flood), return_exceptions=True
+        )
+    calls = lookup.calls
+    assert (await authenticator.authenticate(f"Bearer {KEY}")).key_id == "key_1"
+    assert lookup.calls == calls  # still cached
+    assert len(authenticator._cache) <= 10
+
+
 async def test_a_failed_lookup_fails_every_waiter_and_is_not_cached(
     authenticator: Authenticator, lookup: FakeLookup, clock: Clock
 ) -> None:

@@ -186,6 +186,7 @@ class TcpProxy:
         self._target = (target_host, target_port)
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._stalled = False
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -200,6 +201,9 @@ class TcpProxy:
         asyncio.run_coroutine_threadsafe(self._start(self.port), self._loop).result(5)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        if self._stalled:
+            return  # accepted, and never answered
         up_reader, up_writer = await asyncio.open_connection(*self._target)
         self._writers |= {writer, up_writer}
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
@@ -212,6 +216,17 @@ class TcpProxy:
                 writer.transport.abort()
 
         asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
+
+    def stall(self) -> None:
+        """A network partition: connections stay open but carry nothing, and new ones
+        are accepted and never answered (nothing is refused, unlike `cut`)."""
+
+        async def stall() -> None:
+            self._stalled = True
+            for writer in self._writers:
+                writer.transport.pause_reading()
+
+        asyncio.run_coroutine_threadsafe(stall(), self._loop).result(5)
 
     def close(self) -> None:
         self.cut()
