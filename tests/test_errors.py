@@ -20,9 +20,11 @@ from teegate.errors import (
     CatalogEntryError,
     ClientClosedRequest,
     ConfigError,
+    Conflict,
     DomainError,
     InsufficientBalance,
     InternalError,
+    InvalidAdminToken,
     InvalidApiKey,
     InvalidRequest,
     InvariantViolation,
@@ -83,6 +85,13 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
     ),
     (InvalidApiKey, InvalidApiKey("nope"), 401, "authentication_error", "invalid_api_key"),
     (
+        InvalidAdminToken,
+        InvalidAdminToken("nope"),
+        401,
+        "authentication_error",
+        "invalid_admin_token",
+    ),
+    (
         InsufficientBalance,
         InsufficientBalance("poor"),
         402,
@@ -112,6 +121,7 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
         "invalid_request_error",
         "method_not_allowed",
     ),
+    (Conflict, Conflict("taken"), 409, "invalid_request_error", "conflict"),
     (
         RateLimitExceeded,
         RateLimitExceeded("slow down", retry_after_s=7),

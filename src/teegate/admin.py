@@ -8,13 +8,11 @@ never floats; a created or rotated key's secret appears in that one answer only.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from teegate import apikeys, auth
-from teegate.apikeys import KeyPolicy
+from teegate.apikeys import KEEP, KeyChange, KeyPolicy
 from teegate.billing import (
     BUDGET_PERIODS,
     Balance,
@@ -26,31 +24,9 @@ from teegate.billing import (
     nano_to_usd,
     wall_ms,
 )
-from teegate.catalog import AttestationFloor
 from teegate.config import Settings
 from teegate.errors import ConfigError, PolicyError
 from teegate.store import Account, AccountStore, ApiKey
-
-
-class Keep(enum.Enum):
-    """A part of a key left as it is by an update (None, by contrast, drops it)."""
-
-    KEEP = "keep"
-
-
-KEEP = Keep.KEEP
-
-
-@dataclass(frozen=True, slots=True)
-class KeyChange:
-    """What an update changes of a key: each part given replaces that part; the
-    attestation floor is replaced whole. `rpm` None means the gateway's default."""
-
-    rpm: int | Keep | None = KEEP
-    models: tuple[str, ...] | Keep | None = KEEP
-    attestation: AttestationFloor | Keep | None = KEEP
-    tpm: int | Keep | None = KEEP
-    budgets: Mapping[str, int | None] | None = None
 
 
 async def _nothing_under_way() -> None:
@@ -159,12 +135,7 @@ class Admin:
 
     async def update_key(self, key_id: str, change: KeyChange) -> dict[str, Any]:
         key = await self._store.get_key(key_id)
-        old = apikeys.load_policy(key.policy) or KeyPolicy()
-        policy = KeyPolicy(
-            old.models if change.models is KEEP else change.models,
-            old.attestation if change.attestation is KEEP else change.attestation,
-            old.tpm if change.tpm is KEEP else change.tpm,
-        )
+        policy = change.applied_to(apikeys.load_policy(key.policy) or KeyPolicy())
         auth.check_policy(policy, self._settings)
         budgets = change.budgets or {}
         _check_periods(budgets)

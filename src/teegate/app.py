@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from teegate.admin import Admin
 from teegate.api import (
     Gateway,
     RequestContextMiddleware,
@@ -78,8 +79,9 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         stack.push_async_callback(limiter.aclose)
         metrics.ratelimit_degraded.set_function(lambda: float(limiter.degraded))
         metrics.catalog_models.set_function(lambda: float(len(catalog.servable_ids())))
+        accounts = AccountStore(engine)
         authenticator = Authenticator(
-            AccountStore(engine), prefix=settings.key_prefix, secret=_key_secret(settings)
+            accounts, prefix=settings.key_prefix, secret=_key_secret(settings)
         )
         gw = Gateway(
             settings=settings,
@@ -103,6 +105,7 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
                     "attestation": _attestation_check(settings, assurance),
                 }
             ),
+            admin=Admin(accounts, ledger, settings, settled=billing.meter.settled),
         )
         async with ledger.running():
             await billing.reaper.reap_once()  # holds a crash left behind, before serving

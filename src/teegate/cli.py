@@ -27,8 +27,8 @@ from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 
 from teegate import apikeys, auth
-from teegate.admin import KEEP, Admin, KeyChange
-from teegate.apikeys import KeyPolicy
+from teegate.admin import Admin
+from teegate.apikeys import KEEP, KeyChange, KeyPolicy
 from teegate.attestation import MeasurementAllowList
 from teegate.billing import (
     BUDGET_PERIODS,
@@ -531,6 +531,17 @@ def keys_rotate(key_id: KeyIdArgument, config: ConfigOption = None) -> None:
     print(key["key"])
 
 
+@app.command("admin-token")
+def admin_token() -> None:
+    """Make an admin token for /admin/v1, /metrics and /readyz's report: the token is
+    printed once, then the setting that keeps only its SHA-256."""
+    token = apikeys.generate_admin_token()
+    out.print("The admin token is shown only now (send it as 'Authorization: Bearer <token>'):")
+    print(token)
+    out.print("Put its hash in the settings (or TEEGATE_ADMIN_TOKEN_SHA256):")
+    print(f'admin_token_sha256 = "{apikeys.token_sha256(token)}"', flush=True)
+
+
 @app.command("usage")
 def usage(
     account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
@@ -886,7 +897,10 @@ def dev(
         services_port=services_port,
         tls_dir=data_dir / "devstack-tls",
     )
-    settings = _load_settings(config, _dev_overrides(data_dir, port, devstack_port, services_port))
+    admin_token = _demo_admin_token(data_dir)
+    overrides = _dev_overrides(data_dir, port, devstack_port, services_port)
+    overrides["admin_token_sha256"] = apikeys.token_sha256(admin_token)
+    settings = _load_settings(config, overrides)
     settings_file = data_dir / "teegate.toml"
     _write_private(settings_file, settings_toml(settings))
     token = _with_store(settings, lambda store: _prepare_demo(store, settings), migrate=True)
@@ -897,7 +911,7 @@ def dev(
         services,
         gateway,
         sockets=sockets,
-        alongside=lambda: _announce_when_ready(base_url, token, settings_file),
+        alongside=lambda: _announce_when_ready(base_url, token, settings_file, admin_token),
     )
 
 
@@ -940,6 +954,20 @@ def _demo_secret(data_dir: Path) -> Path:
     return path
 
 
+def _demo_admin_token(data_dir: Path) -> str:
+    """The demo's admin token (for /admin/v1, /metrics and /readyz's report), made on the
+    first run only and kept owner-only beside the key hash secret."""
+    path = data_dir / "admin-token"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    token = apikeys.generate_admin_token()
+    with os.fdopen(fd, "w") as file:
+        file.write(token)
+    return token
+
+
 def _write_private(path: Path, text: str) -> None:
     """Owner-only, as the settings may name a database with its password."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -964,13 +992,16 @@ async def _prepare_demo(store: AccountStore, settings: Settings) -> str:
     return token
 
 
-async def _announce_when_ready(base_url: str, token: str, settings_file: Path) -> None:
+async def _announce_when_ready(
+    base_url: str, token: str, settings_file: Path, admin_token: str
+) -> None:
     """The key and the curl line once /readyz says so: whoever reads them may call at once."""
     import aiohttp
 
     readyz = base_url.removesuffix("/v1") + "/readyz"
     told_why = False
-    async with aiohttp.ClientSession() as session:
+    operator = {"Authorization": f"Bearer {admin_token}"}  # /readyz says why to operators
+    async with aiohttp.ClientSession(headers=operator) as session:
         while True:
             try:
                 async with session.get(readyz) as response:
@@ -1000,6 +1031,8 @@ def _print_demo(base_url: str, token: str, settings_file: Path) -> None:
     out.print(f"  base URL : {base_url}")
     out.print(f"  settings : {settings}")
     out.print(f"  API key  : {token}  (demo account, shown once)")
+    admin_file = settings_file.parent / "admin-token"
+    out.print(f"  admin API: {base_url.removesuffix('/v1')}/admin/v1 (token in {admin_file})")
     out.print("  try it   :")
     print(
         f"curl {base_url}/chat/completions -H 'Authorization: Bearer {token}' "

@@ -158,6 +158,16 @@ class Settings(BaseSettings):
     # at its held amount by the reaper, which runs at start-up and every interval.
     hold_ttl_s: float = Field(default=3600.0, gt=0)
     reaper_interval_s: float = Field(default=30.0, gt=0)
+    # Operators: the admin API (/admin/v1), /metrics and /readyz's per-check report take
+    # `Authorization: Bearer <admin token>`; only its SHA-256 (hex) is kept here
+    # (`teegate admin-token` makes a token and prints both once). Unset, /admin/v1
+    # answers 404. A scrape-only token may open /metrics and /readyz's report as well.
+    admin_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    metrics_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # OpenTelemetry traces, off unless an OTLP/HTTP endpoint is set (e.g.
+    # http://collector:4318/v1/traces): spans carry ids, models, statuses and counts only.
+    otel_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    otel_service_name: str = Field(default="teegate", min_length=1)
 
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:

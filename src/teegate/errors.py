@@ -7,12 +7,14 @@
     │   │   ├── UnsupportedCapability 400 unsupported_capability (tools, formats, media parts)
     │   │   └── ModelNotConfidential  400 model_not_confidential
     │   ├── InvalidApiKey             401 invalid_api_key
+    │   ├── InvalidAdminToken         401 invalid_admin_token (/admin/v1, operator endpoints)
     │   ├── InsufficientBalance       402 insufficient_balance
     │   ├── BudgetExceeded            402 budget_exceeded (a key's or account's spend budget)
     │   ├── ModelNotAllowed           403 model_not_allowed (outside the key's allow-list)
     │   ├── NotFound                  404 not_found (routes, generations)
     │   │   └── ModelNotFound         404 model_not_found
     │   ├── MethodNotAllowed          405 method_not_allowed
+    │   ├── Conflict                  409 conflict (an account name the admin API reuses)
     │   ├── RateLimitExceeded         429 rate_limit_exceeded (+ Retry-After)
     │   ├── ClientClosedRequest       499 client_closed_request (logged, never received)
     │   ├── InternalError             500 internal_error
@@ -149,6 +151,15 @@ class InvalidApiKey(TeegateError):
     code = "invalid_api_key"
 
 
+class InvalidAdminToken(TeegateError):
+    """The admin API and the operator endpoints take the admin token only: an API key,
+    like no token at all, is refused."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_admin_token"
+
+
 class InsufficientBalance(TeegateError):
     status = 402
     type = "insufficient_quota"
@@ -191,6 +202,12 @@ class MethodNotAllowed(TeegateError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class Conflict(TeegateError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class RateLimitExceeded(TeegateError):

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from teegate.api import attestation, chat, embeddings, health, keys, models, unavailable, usage
+from teegate.api import (
+    admin,
+    attestation,
+    chat,
+    embeddings,
+    health,
+    keys,
+    models,
+    unavailable,
+    usage,
+)
 from teegate.api.openapi import openapi_json
 
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -26,6 +36,7 @@ def routes() -> list[BaseRoute]:
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
+    table += admin.routes()
     table += [
         Route(path, unavailable.Unbuilt(modality).not_available, methods=ANY_METHOD)
         for path, modality in unavailable.UNBUILT_PATHS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
 
@@ -18,6 +18,9 @@ from teegate.errors import RateLimitExceeded
 from teegate.metrics import Metrics
 from teegate.ratelimit import RateLimiter
 from teegate.readiness import Readiness
+
+if TYPE_CHECKING:
+    from teegate.api.admin import AdminOps
 
 WATCH_AFTER_S = 0.05
 """How long an upstream call runs before a watch listens for its client leaving."""
@@ -42,6 +45,8 @@ class Gateway:
     billing: Billing
     embeddings: EmbeddingsService
     late_watches: LateWatches = field(default_factory=lambda: LateWatches(WATCH_AFTER_S))
+    admin: AdminOps | None = None
+    """The admin service behind /admin/v1 (None: the admin API is off)."""
 
 
 def gateway(request: Request) -> Gateway:
