@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from teegate import apikeys
 from teegate.billing import usd_to_nano
@@ -29,7 +30,7 @@ from tests.support.gateway import (
 )
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
-HELLO = [{"role": "user", "content": "Hello!"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello!"}]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

@@ -74,11 +74,13 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
             ledger,
             hold_ttl_s=settings.hold_ttl_s,
             reaper_interval_s=settings.reaper_interval_s,
+            observer=metrics,
         )
         limiter = _rate_limiter(settings)
         stack.push_async_callback(limiter.aclose)
         metrics.ratelimit_degraded.set_function(lambda: float(limiter.degraded))
         metrics.catalog_models.set_function(lambda: float(len(catalog.servable_ids())))
+        metrics.watch_verdicts([u.name for u in settings.upstreams], assurance.upstream_status)
         accounts = AccountStore(engine)
         authenticator = Authenticator(
             accounts, prefix=settings.key_prefix, secret=_key_secret(settings)

@@ -215,9 +215,11 @@ class RateLimitExceeded(TeegateError):
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
+    def __init__(self, message: str, *, retry_after_s: int, limit: str = "requests") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.limit = limit
+        """Which limit refused: "requests" (per minute) or "tokens" (per minute)."""
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}

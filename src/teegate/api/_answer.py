@@ -9,13 +9,15 @@ keep it generating) until a timeout. Here a watch cancels the relay at once.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Mapping
 
 from starlette.types import Receive, Scope, Send
 
 from teegate.api._disconnect import DisconnectWatch
-from teegate.api._middleware import BODY_SEND
+from teegate.api._middleware import BODY_SEND, METRICS, STARTED
 from teegate.chat import Answer
+from teegate.metrics import Metrics
 
 JSON_HEADERS = ((b"content-type", b"application/json"),)
 SSE_HEADERS = (
@@ -28,17 +30,30 @@ SSE_HEADERS = (
 class AnswerResponse:
     """The ASGI side of `Answer.send`: it is the answer's Sink, for one request."""
 
-    __slots__ = ("_answer", "_headers", "_receive", "_send", "_send_body", "_watch")
+    __slots__ = (
+        "_answer",
+        "_headers",
+        "_metrics",
+        "_receive",
+        "_send",
+        "_send_body",
+        "_started",
+        "_watch",
+    )
 
     def __init__(self, answer: Answer, headers: Mapping[str, str]) -> None:
         self._answer = answer
         self._headers = headers
         self._watch: DisconnectWatch | None = None
+        self._started: float | None = None
+        self._metrics: Metrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._send = send
         self._send_body: Send = scope.get(BODY_SEND, send)
         self._receive = receive
+        self._started = scope.get(STARTED)
+        self._metrics = scope.get(METRICS)
         try:
             await self._answer.send(self)
         except asyncio.CancelledError:
@@ -62,6 +77,10 @@ class AnswerResponse:
         return self._send({"type": "http.response.start", "status": 200, "headers": headers})
 
     def write(self, body: bytes, more: bool) -> Awaitable[None]:
+        if self._started is not None and self._metrics is not None:  # the first write only
+            first_token_s = time.perf_counter() - self._started
+            self._metrics.observe_first_token(self._answer.admitted.model.id, first_token_s)
+            self._started = None
         return self._send_body({"type": "http.response.body", "body": body, "more_body": more})
 
     def close(self) -> None:

@@ -26,6 +26,13 @@ own, Starlette's exception handling) look only at the response start; a stream
 sends its chunks here, past them, since each wrapper is a call per chunk."""
 
 
+STARTED = "teegate.started"
+"""Scope key of the request's arrival (perf_counter): an answer's time to first token
+counts from it."""
+METRICS = "teegate.metrics"
+"""Scope key of the gateway's Metrics, for the answer's first-token time."""
+
+
 class RequestIds:
     """Unique request ids without a syscall per request.
 
@@ -58,7 +65,8 @@ class RequestContextMiddleware:
         request_id = self.request_ids.next()
         scope.setdefault("state", {})["request_id"] = request_id
         scope[BODY_SEND] = send
-        started = time.perf_counter()
+        started = scope[STARTED] = time.perf_counter()
+        scope[METRICS] = self.metrics
         answered = 0.0
         status = 500
         header = (b"x-request-id", request_id.encode())
@@ -75,8 +83,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             route = _route_label(scope)
-            self.metrics.count_request(route, status)
             ended = time.perf_counter()
+            self.metrics.count_request(route, status, ended - started)
             to_answer_s = (answered or ended) - started
             if status >= 400 or to_answer_s >= self.slow_request_s:
                 log.info(

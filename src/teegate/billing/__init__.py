@@ -21,7 +21,7 @@ from teegate.billing._estimate import (
     hold_amount_nano,
     prompt_upper_bound,
 )
-from teegate.billing._meter import HoldRequest, LedgerMeter, wall_ms
+from teegate.billing._meter import HoldRequest, LedgerMeter, SettlementObserver, wall_ms
 from teegate.billing._money import (
     NANO_PER_USD,
     TOKENS_PER_PRICE_UNIT,
@@ -88,6 +88,7 @@ __all__ = [
     "Reaper",
     "SettledBy",
     "Settlement",
+    "SettlementObserver",
     "Status",
     "Usage",
     "UsageQuery",

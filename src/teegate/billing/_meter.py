@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -22,7 +22,7 @@ from teegate.billing._estimate import (
 from teegate.billing._money import nano_to_usd
 from teegate.billing._outcome import Outcome
 from teegate.billing._pricing import Rates
-from teegate.billing._records import BudgetUse, Hold, LedgerStore, Placement
+from teegate.billing._records import BudgetUse, Hold, LedgerStore, Placement, Settlement
 from teegate.billing._settle import settlement_for, void_settlement
 from teegate.errors import BudgetExceeded, InsufficientBalance
 from teegate.invariants import invariant
@@ -62,11 +62,32 @@ class HoldRequest:
     budgeted: bool = False
 
 
+class SettlementObserver(Protocol):
+    """Told of each hold the meter places and each settlement it posts (an operator's
+    counters: open holds, tokens, revenue). Called on the request path: it must be
+    quick and must not raise."""
+
+    def placed(self, hold: Hold) -> None: ...
+
+    def settled(self, settlement: Settlement, resolved: bool) -> None:
+        """`resolved`: this settlement resolved the hold (False: it was already
+        resolved, or the store failed and the reaper will)."""
+        ...
+
+
 class LedgerMeter:
     """Holds a conservative estimate per request, then settles the actual cost."""
 
-    def __init__(self, store: LedgerStore, *, hold_ttl_s: float, clock: Clock = wall_ms) -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        hold_ttl_s: float,
+        clock: Clock = wall_ms,
+        observer: SettlementObserver | None = None,
+    ) -> None:
         self._store = store
+        self._observer = observer
         self._ttl_ms = seconds_to_ms(hold_ttl_s)
         self._clock = clock
         self._voiding: set[asyncio.Task[None]] = set()
@@ -94,6 +115,8 @@ class LedgerMeter:
                 f"but {nano_to_usd(max(placement.available_nano, 0))} USD is available. "
                 f"Add credit or {_LOWER[generates]}."
             )
+        if self._observer is not None:
+            self._observer.placed(hold)
         return hold
 
     def now_ms(self) -> int:
@@ -140,11 +163,14 @@ class LedgerMeter:
             )
         finished = asyncio.get_running_loop().create_future()
         self._settling.add(finished)
+        resolved = False
         try:
             resolved = await self._store.settle(settlement)
         finally:
             self._settling.discard(finished)
             finished.set_result(None)
+            if self._observer is not None:
+                self._observer.settled(settlement, resolved)
         if not resolved:  # already settled, or the reaper got there first: the first stands
             log.warning("hold_already_resolved", request_id=hold.request_id)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from teegate.billing._meter import Clock, LedgerMeter, wall_ms
+from teegate.billing._meter import Clock, LedgerMeter, SettlementObserver, wall_ms
 from teegate.billing._reaper import Reaper
 from teegate.billing._records import Balance, BudgetUse, LedgerStore, UsageQuery, UsageRecord
 
@@ -20,9 +20,10 @@ class Billing:
         hold_ttl_s: float,
         reaper_interval_s: float,
         clock: Clock = wall_ms,
+        observer: SettlementObserver | None = None,
     ) -> None:
         self._store = store
-        self.meter = LedgerMeter(store, hold_ttl_s=hold_ttl_s, clock=clock)
+        self.meter = LedgerMeter(store, hold_ttl_s=hold_ttl_s, clock=clock, observer=observer)
         self.reaper = Reaper(
             store, hold_ttl_s=hold_ttl_s, interval_s=reaper_interval_s, clock=clock
         )

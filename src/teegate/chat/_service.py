@@ -124,6 +124,7 @@ async def reserve_tokens(
             f"may use up to {tokens} tokens and {decision.remaining} remain in this "
             f"minute. Send less, or retry after {decision.retry_after_s} seconds.",
             retry_after_s=decision.retry_after_s,
+            limit="tokens",
         )
     return TokenWindowMeter(meter, limiter, key_id, tokens, decision.window_start)
 
