@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from teegate.admin import Admin
 from teegate.api import (
     Gateway,
+    KeyAuthenticator,
     RequestContextMiddleware,
     on_http_exception,
     on_teegate_error,
@@ -26,7 +27,7 @@ from teegate.assurance import UpstreamAssurance
 from teegate.auth import Authenticator
 from teegate.billing import Billing
 from teegate.catalog import Catalog
-from teegate.chat import ChatService
+from teegate.chat import NO_TRACE, ChatService, Meter, Trace
 from teegate.config import Settings, load_settings
 from teegate.embeddings import EmbeddingsService
 from teegate.errors import ConfigError, TeegateError
@@ -37,20 +38,32 @@ from teegate.ratelimit import LocalRateLimiter, RateLimiter
 from teegate.ratelimit.redis import RedisRateLimiter
 from teegate.readiness import Check, Readiness
 from teegate.store import AccountStore, Ledger, create_engine, is_current, ping
+from teegate.tracing import TracedUpstream, Tracing, tracing_from_settings
+from teegate.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None) -> Starlette:
+    """`span_exporter` (a test's in-memory one) turns tracing on without a collector."""
     metrics = Metrics()
+    tracing = tracing_from_settings(settings, span_exporter)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _running_gateway(settings, metrics) as gw:
-            app.state.gateway = gw
-            yield
+        try:
+            async with _running_gateway(settings, metrics, tracing) as gw:
+                app.state.gateway = gw
+                yield
+        finally:
+            if tracing is not None:
+                tracing.shutdown()
 
+    tracer = tracing.tracer if tracing is not None else None
     return Starlette(
         routes=routes(),
-        middleware=[Middleware(RequestContextMiddleware, metrics=metrics)],
+        middleware=[Middleware(RequestContextMiddleware, metrics=metrics, tracer=tracer)],
         exception_handlers={
             TeegateError: on_teegate_error,
             HTTPException: on_http_exception,
@@ -61,7 +74,9 @@ def create_app(settings: Settings) -> Starlette:
 
 
 @contextlib.asynccontextmanager
-async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterator[Gateway]:
+async def _running_gateway(
+    settings: Settings, metrics: Metrics, tracing: Tracing | None
+) -> AsyncIterator[Gateway]:
     engine = create_engine(settings.resolved_database_url)
     stack = contextlib.AsyncExitStack()
     try:
@@ -85,18 +100,27 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         authenticator = Authenticator(
             accounts, prefix=settings.key_prefix, secret=_key_secret(settings)
         )
+        if tracing is None:
+            gw_authenticator: KeyAuthenticator = authenticator
+            clients: Mapping[str, UpstreamClient | TracedUpstream] = live.clients
+            meter: Meter = billing.meter
+            trace: Trace = NO_TRACE
+        else:  # the same parts, each step in its span
+            gw_authenticator = tracing.authenticator(authenticator)
+            clients = tracing.upstreams(live.clients)
+            meter, trace = tracing.meter(billing.meter), tracing
         gw = Gateway(
             settings=settings,
-            authenticator=authenticator,
+            authenticator=gw_authenticator,
             limiter=limiter,
             catalog=catalog,
             attestation=assurance,
             chat=ChatService(
-                catalog, assurance, live.clients, meter=billing.meter, limiter=limiter
+                catalog, assurance, clients, meter=meter, limiter=limiter, trace=trace
             ),
             billing=billing,
             embeddings=EmbeddingsService(
-                catalog, assurance, live.clients, meter=billing.meter, limiter=limiter
+                catalog, assurance, clients, meter=meter, limiter=limiter, trace=trace
             ),
             metrics=metrics,
             readiness=Readiness(

@@ -7,6 +7,7 @@ import secrets
 import time
 
 import structlog
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from teegate.metrics import Metrics
@@ -31,6 +32,10 @@ STARTED = "teegate.started"
 counts from it."""
 METRICS = "teegate.metrics"
 """Scope key of the gateway's Metrics, for the answer's first-token time."""
+TRACER = "teegate.tracer"
+"""Scope key of the OpenTelemetry tracer while tracing is on (the answer's relay span)."""
+STATUS = "teegate.status"
+"""Scope key of the status the request was answered with, once it has been."""
 
 
 class RequestIds:
@@ -51,17 +56,46 @@ class RequestIds:
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, slow_request_s: float = SLOW_REQUEST_S
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        slow_request_s: float = SLOW_REQUEST_S,
+        tracer: Tracer | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.slow_request_s = slow_request_s
         self.request_ids = RequestIds()
+        self.tracer = tracer
+        """None while tracing is off: then a request makes no span at all."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.tracer is None:
+            await self._serve(scope, receive, send)
+            return
+        scope[TRACER] = self.tracer
+        with self.tracer.start_as_current_span(
+            scope["method"],
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"]},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                await self._serve(scope, receive, send)
+            finally:
+                route, status = _route_label(scope), scope.get(STATUS, 500)
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                span.set_attribute("teegate.request_id", scope["state"]["request_id"])
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR, str(status)))
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = self.request_ids.next()
         scope.setdefault("state", {})["request_id"] = request_id
         scope[BODY_SEND] = send
@@ -82,6 +116,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            scope[STATUS] = status
             route = _route_label(scope)
             ended = time.perf_counter()
             self.metrics.count_request(route, status, ended - started)

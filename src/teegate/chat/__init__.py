@@ -9,7 +9,7 @@ from teegate.chat._request import (
     parse_chat_request,
     parse_json_object,
 )
-from teegate.chat._seams import Meter, Sink, Upstream, UpstreamStream
+from teegate.chat._seams import NO_TRACE, Meter, NoTrace, Sink, Trace, Upstream, UpstreamStream
 from teegate.chat._service import (
     ChatService,
     TokenWindowMeter,
@@ -19,12 +19,15 @@ from teegate.chat._service import (
 )
 
 __all__ = [
+    "NO_TRACE",
     "Answer",
     "ChatRequest",
     "ChatService",
     "Meter",
+    "NoTrace",
     "Sink",
     "TokenWindowMeter",
+    "Trace",
     "Upstream",
     "UpstreamStream",
     "WholeAnswer",

@@ -27,7 +27,7 @@ from teegate.billing import (
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
 from teegate.chat._answer import Answer, StreamedAnswer, WholeAnswer, settle
 from teegate.chat._request import ChatRequest, check_against_model
-from teegate.chat._seams import Meter, Upstream
+from teegate.chat._seams import NO_TRACE, Meter, Trace, Upstream
 from teegate.errors import ModelNotConfidential, RateLimitExceeded, UpstreamKeyChanged
 from teegate.ratelimit import RateLimiter
 
@@ -41,8 +41,10 @@ class ChatService:
         meter: Meter,
         *,
         limiter: RateLimiter,
+        trace: Trace = NO_TRACE,
     ) -> None:
         self._catalog = catalog
+        self._trace = trace
         self._attestation = attestation
         self._upstreams = upstreams
         self._meter = meter
@@ -74,7 +76,8 @@ class ChatService:
 
         A key with a token limit gets its `x-ratelimit-*-tokens` added to `headers`
         (those the request answers with, whatever the answer)."""
-        admitted = self.admit(request, principal.policy)
+        with self._trace.step("gate", request.model):
+            admitted = self.admit(request, principal.policy)
         hold_request = _hold_request(request_id, principal, admitted, request)
         meter = self._meter
         if principal.policy is not None and principal.policy.tpm is not None:
