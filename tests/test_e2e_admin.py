@@ -18,8 +18,11 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from starlette.routing import Route
 
 from teegate import apikeys
+from teegate.api.admin import routes as admin_routes
+from teegate.api.openapi import build_openapi
 from teegate.billing import usd_to_nano
 from tests.support.gateway import (
     ADMIN_TOKEN,
@@ -222,3 +225,18 @@ def test_without_an_admin_token_the_admin_api_does_not_exist(no_admin: Gateway) 
     assert httpx.get(f"{no_admin.url}/metrics", headers=scrape).status_code == 200
     why = httpx.get(f"{no_admin.url}/readyz", headers=scrape).json()["checks"]
     assert set(why.values()) == {"ok"}
+
+
+def test_every_admin_route_is_in_the_published_openapi() -> None:
+    published = build_openapi()
+    documented = {(path, method) for path, ops in published["paths"].items() for method in ops}
+    served = {
+        (route.path, method.lower())
+        for route in admin_routes()
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    assert served <= documented
+    for path, method in served:
+        assert published["paths"][path][method]["security"] == [{"adminToken": []}]

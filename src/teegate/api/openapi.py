@@ -63,7 +63,12 @@ def build_openapi() -> dict[str, Any]:
         },
         "/healthz": {"get": _operation("Liveness", "alive", auth=False)},
         "/readyz": {"get": _operation("Readiness of each dependency", "ready", auth=False)},
-        "/metrics": {"get": _operation("Prometheus metrics", "metrics", auth=False)},
+        "/metrics": {
+            "get": {
+                **_operation("Prometheus metrics (admin or metrics token)", "metrics"),
+                "security": [{"adminToken": []}],
+            }
+        },
         "/v1/balance": {
             "get": _operation("The caller's balance, holds and available credit", "USD strings")
         },
@@ -77,6 +82,7 @@ def build_openapi() -> dict[str, Any]:
             "get": _operation("One request's tokens and cost, by its X-Request-Id (id)", "record")
         },
     }
+    paths.update(_admin_paths())
     for path, _ in UNBUILT_PATHS:
         clean = path.replace("{rest:path}", "{rest}")
         paths[clean] = {
@@ -112,7 +118,14 @@ def build_openapi() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The admin token (admin_token_sha256); API keys are refused",
+                },
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -134,6 +147,37 @@ def build_openapi() -> dict[str, Any]:
             },
         },
     }
+
+
+ADMIN_OPERATIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("/accounts", "post", "Create an account ({name, credit_usd?}); 201", "the account"),
+    ("/accounts", "get", "List accounts with their balances", "list of accounts"),
+    ("/accounts/{name}", "get", "One account: balance, held, available, budgets", "account"),
+    ("/accounts/{name}/credit", "post", "Add credit ({usd, memo?}, a decimal string)", "account"),
+    ("/accounts/{name}/budgets", "put", "Set or drop the account's budgets", "account"),
+    ("/keys", "post", "Create a key; its secret is in `key`, this once; 201", "the key"),
+    ("/keys", "get", "List keys (?account=), hints only", "list of keys"),
+    ("/keys/{key_id}", "get", "One key with its budgets", "key"),
+    ("/keys/{key_id}", "patch", "Change a key's limits, policy or budgets", "key"),
+    ("/keys/{key_id}/revoke", "post", "Revoke a key", "key"),
+    ("/keys/{key_id}/rotate", "post", "Replace a key (new secret in `key`); 201", "new key"),
+    ("/usage", "get", "Usage records (?account=&since=&limit=), newest first", "list"),
+)
+
+
+def _admin_paths() -> dict[str, Any]:
+    """`/admin/v1`: the admin token only; 404 everywhere while none is configured."""
+    paths: dict[str, Any] = {}
+    for path, method, summary, ok in ADMIN_OPERATIONS:
+        operation = {**_operation(summary, ok), "security": [{"adminToken": []}]}
+        names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+        if names:
+            operation["parameters"] = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in names
+            ]
+        paths.setdefault(f"/admin/v1{path}", {})[method] = operation
+    return paths
 
 
 async def openapi_json(request: Request) -> Response:
