@@ -477,8 +477,17 @@ async def test_a_key_whose_request_was_voided_may_be_retried() -> None:
 
 async def test_a_capped_settlement_is_logged_and_counted() -> None:
     capped: list[str] = []
+
+    class Observer:
+        def placed(self, hold: Hold) -> None:
+            pass
+
+        def settled(self, settlement: Settlement, resolved: bool) -> None:
+            if settlement.capped:
+                capped.append(settlement.hold.model)
+
     store = FakeStore(10**9)
-    meter = LedgerMeter(store, hold_ttl_s=60, on_capped=lambda s: capped.append(s.hold.model))
+    meter = LedgerMeter(store, hold_ttl_s=60, observer=Observer())
     hold = await meter.place(a_hold_request(max_tokens=4))
     with capture_logs() as logs:
         await meter.settle(hold, Outcome("ok", Usage(50_000, 4)))

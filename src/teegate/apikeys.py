@@ -8,13 +8,14 @@ usable key, and without the server's secret not even a guessable one.
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import hmac
 import re
 import secrets
 import string
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,35 @@ class KeyPolicy:
     def dumps(self) -> str | None:
         """The stored form; None for an empty policy (stored as NULL)."""
         return None if self.empty else orjson.dumps(self.to_json()).decode()
+
+
+class Keep(enum.Enum):
+    """A part of a key left as it is by an update (None, by contrast, drops it)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """What an update changes of a key: each part given replaces that part; the
+    attestation floor is replaced whole. `rpm` None means the gateway's default."""
+
+    rpm: int | Keep | None = KEEP
+    models: tuple[str, ...] | Keep | None = KEEP
+    attestation: AttestationFloor | Keep | None = KEEP
+    tpm: int | Keep | None = KEEP
+    budgets: Mapping[str, int | None] | None = None
+    """Spend budgets by period: an amount sets one, None drops it; others stay."""
+
+    def applied_to(self, old: KeyPolicy) -> KeyPolicy:
+        return KeyPolicy(
+            old.models if isinstance(self.models, Keep) else self.models,
+            old.attestation if isinstance(self.attestation, Keep) else self.attestation,
+            old.tpm if isinstance(self.tpm, Keep) else self.tpm,
+        )
 
 
 def model_patterns(patterns: Iterable[str]) -> tuple[str, ...]:
@@ -172,6 +202,34 @@ def hash_key(token: str, secret: bytes) -> str:
 
 def same_hash(a: str, b: str) -> bool:
     return hmac.compare_digest(a, b)
+
+
+ADMIN_TOKEN_PREFIX = "tgadm_"  # noqa: S105 (a prefix, not a secret)
+"""Admin tokens look unlike API keys, so neither is mistaken for the other in a config
+or a log; each door checks its own kind only (an admin token is no API key anywhere)."""
+
+
+def generate_admin_token() -> str:
+    return ADMIN_TOKEN_PREFIX + "".join(secrets.choice(BASE62) for _ in range(SECRET_CHARS))
+
+
+def token_sha256(token: str) -> str:
+    """What settings keep of an admin token: 256 random bits need no salt or stretching."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_matches(authorization: str | None, accepted: Iterable[str | None]) -> bool:
+    """Whether `Authorization: Bearer <token>` carries a token whose SHA-256 is one of
+    `accepted` (None entries are unset tokens), compared in constant time against each."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    presented = token_sha256(token.strip())
+    matched = False
+    for expected in accepted:
+        if expected is not None:
+            matched |= hmac.compare_digest(presented, expected)
+    return matched
 
 
 def key_hint(token: str, prefix: str) -> str:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from teegate.admin import Admin
 from teegate.api import (
     Gateway,
+    KeyAuthenticator,
     RequestContextMiddleware,
     on_http_exception,
     on_teegate_error,
@@ -25,7 +27,7 @@ from teegate.attestation import ConfigfsTsm
 from teegate.auth import Authenticator
 from teegate.billing import Billing
 from teegate.catalog import Catalog
-from teegate.chat import ChatService
+from teegate.chat import NO_TRACE, ChatService, Meter, Trace
 from teegate.config import Settings, load_settings
 from teegate.embeddings import EmbeddingsService
 from teegate.errors import ConfigError, TeegateError
@@ -37,20 +39,32 @@ from teegate.ratelimit.redis import RedisRateLimiter
 from teegate.readiness import Check, Readiness
 from teegate.receipts import ReceiptService
 from teegate.store import AccountStore, Ledger, ReceiptLog, create_engine, is_current, ping
+from teegate.tracing import TracedUpstream, Tracing, tracing_from_settings
+from teegate.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None) -> Starlette:
+    """`span_exporter` (a test's in-memory one) turns tracing on without a collector."""
     metrics = Metrics()
+    tracing = tracing_from_settings(settings, span_exporter)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _running_gateway(settings, metrics) as gw:
-            app.state.gateway = gw
-            yield
+        try:
+            async with _running_gateway(settings, metrics, tracing) as gw:
+                app.state.gateway = gw
+                yield
+        finally:
+            if tracing is not None:
+                tracing.shutdown()
 
+    tracer = tracing.tracer if tracing is not None else None
     return Starlette(
         routes=routes(),
-        middleware=[Middleware(RequestContextMiddleware, metrics=metrics)],
+        middleware=[Middleware(RequestContextMiddleware, metrics=metrics, tracer=tracer)],
         exception_handlers={
             TeegateError: on_teegate_error,
             HTTPException: on_http_exception,
@@ -60,7 +74,9 @@ def create_app(settings: Settings) -> Starlette:
 
 
 @contextlib.asynccontextmanager
-async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterator[Gateway]:
+async def _running_gateway(
+    settings: Settings, metrics: Metrics, tracing: Tracing | None
+) -> AsyncIterator[Gateway]:
     engine = create_engine(
         settings.resolved_database_url,
         pool_size=settings.database_pool_size,
@@ -79,7 +95,7 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
             ledger,
             hold_ttl_s=settings.hold_ttl_s,
             reaper_interval_s=settings.reaper_interval_s,
-            on_capped=lambda settlement: metrics.count_capped(settlement.hold.model),
+            observer=metrics,
         )
         metrics.holds_live.set_function(lambda: float(billing.meter.live_holds))
         metrics.settlements_deferred.set_function(lambda: float(billing.meter.pending_settlements))
@@ -87,26 +103,37 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
         stack.push_async_callback(limiter.aclose)
         metrics.ratelimit_degraded.set_function(lambda: float(limiter.degraded))
         metrics.catalog_models.set_function(lambda: float(len(catalog.servable_ids())))
+        metrics.watch_verdicts([u.name for u in settings.upstreams], assurance.upstream_status)
+        accounts = AccountStore(engine)
         authenticator = Authenticator(
-            AccountStore(engine), prefix=settings.key_prefix, secret=_key_secret(settings)
+            accounts, prefix=settings.key_prefix, secret=_key_secret(settings)
         )
         receipts = ReceiptService(
             ReceiptLog(engine),
             account_secret=_key_secret(settings),
             quoter=ConfigfsTsm(settings.tsm_report_dir),
         )
+        if tracing is None:
+            gw_authenticator: KeyAuthenticator = authenticator
+            clients: Mapping[str, UpstreamClient | TracedUpstream] = live.clients
+            meter: Meter = billing.meter
+            trace: Trace = NO_TRACE
+        else:  # the same parts, each step in its span
+            gw_authenticator = tracing.authenticator(authenticator)
+            clients = tracing.upstreams(live.clients)
+            meter, trace = tracing.meter(billing.meter), tracing
         gw = Gateway(
             settings=settings,
-            authenticator=authenticator,
+            authenticator=gw_authenticator,
             limiter=limiter,
             catalog=catalog,
             attestation=assurance,
             chat=ChatService(
-                catalog, assurance, live.clients, meter=billing.meter, limiter=limiter
+                catalog, assurance, clients, meter=meter, limiter=limiter, trace=trace
             ),
             billing=billing,
             embeddings=EmbeddingsService(
-                catalog, assurance, live.clients, meter=billing.meter, limiter=limiter
+                catalog, assurance, clients, meter=meter, limiter=limiter, trace=trace
             ),
             metrics=metrics,
             receipts=receipts,
@@ -118,6 +145,7 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
                     "attestation": _attestation_check(settings, assurance),
                 }
             ),
+            admin=Admin(accounts, ledger, settings, settled=billing.meter.settled),
         )
         async with ledger.running():
             await billing.reaper.reap_once()  # holds a crash left behind, before serving

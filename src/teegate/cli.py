@@ -27,13 +27,12 @@ from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 
 from teegate import apikeys, auth
-from teegate.apikeys import KeyPolicy
+from teegate.admin import Admin
+from teegate.apikeys import KEEP, KeyChange, KeyPolicy
 from teegate.attestation import MeasurementAllowList
 from teegate.billing import (
     BUDGET_PERIODS,
-    BudgetUse,
     MoneyError,
-    describe_budget,
     nano_to_usd,
     usd_to_nano,
     wall_ms,
@@ -51,7 +50,6 @@ from teegate.errors import ConfigError, PolicyError
 from teegate.logs import configure_logging
 from teegate.store import (
     AccountStore,
-    ApiKey,
     Ledger,
     StoreConflict,
     StoreNotFound,
@@ -189,6 +187,11 @@ def _key_secret(settings: Settings) -> bytes:
     return settings.key_hash_secret.get_secret_value().encode()
 
 
+def _with_admin(settings: Settings, action: Callable[[Admin], Awaitable[T]]) -> T:
+    """The operator's operations through the one service the admin API calls too."""
+    return _with_store(settings, lambda store: action(Admin(store, Ledger(store.engine), settings)))
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply schema migrations (safe to run from several replicas at once)."""
@@ -222,12 +225,10 @@ def accounts_create(
     """Create an account, optionally with some credit."""
     settings = _settings(config)
 
-    async def run(store: AccountStore) -> None:
-        await store.create_account(name)
-        if credit_usd is not None:
-            await store.credit(name, usd_to_nano(credit_usd), memo="initial credit")
+    async def run(admin: Admin) -> None:
+        await admin.create_account(name, usd_to_nano(credit_usd) if credit_usd else None)
 
-    _with_store(settings, run)
+    _with_admin(settings, run)
     out.print(f"created account '{name}'")
 
 
@@ -235,20 +236,17 @@ def accounts_create(
 def accounts_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Every account with its balance."""
     settings = _settings(config)
-    rows = _with_store(settings, lambda store: store.list_accounts())
+    rows = _with_admin(settings, lambda admin: admin.list_accounts())
     if as_json:
         print(
             json.dumps(
-                [
-                    {"id": a.id, "name": a.name, "balance_usd": nano_to_usd(a.balance_nano)}
-                    for a in rows
-                ]
+                [{"id": a["id"], "name": a["name"], "balance_usd": a["balance"]} for a in rows]
             )
         )
         return
     table = Table("id", Column("name", overflow="fold"), "balance (USD)")
     for a in rows:
-        table.add_row(str(a.id), a.name, nano_to_usd(a.balance_nano))
+        table.add_row(str(a["id"]), a["name"], a["balance"])
     out.print(table)
 
 
@@ -267,11 +265,7 @@ def accounts_budget(
 ) -> None:
     """Set or drop the account's own spend budgets (beside each key's)."""
     settings = _settings(config)
-
-    async def run(store: AccountStore) -> None:
-        await _set_budgets(store, name, None, _budgets(budget_usd))
-
-    _with_store(settings, run)
+    _with_admin(settings, lambda admin: admin.set_budgets(name, _budgets(budget_usd)))
     out.print(f"'{name}' budgets set")
 
 
@@ -283,8 +277,8 @@ def accounts_credit(
 ) -> None:
     """Add credit to an account and print its balance."""
     settings = _settings(config)
-    account = _with_store(settings, lambda store: store.credit(name, usd_to_nano(usd)))
-    out.print(f"'{name}' balance: {nano_to_usd(account.balance_nano)} USD")
+    account = _with_admin(settings, lambda admin: admin.credit(name, usd_to_nano(usd)))
+    out.print(f"'{name}' balance: {account['balance']} USD")
 
 
 ModelsOption = Annotated[
@@ -358,24 +352,17 @@ def _floor(
     )
 
 
-def _budgets(values: list[str] | None) -> list[tuple[str, int | None]]:
+def _budgets(values: list[str] | None) -> dict[str, int | None]:
     """PERIOD=USD pairs, each checked: the period is a known one, the amount exact."""
-    budgets: list[tuple[str, int | None]] = []
+    budgets: dict[str, int | None] = {}
     for value in values or []:
         period, _, amount = value.partition("=")
         if period not in BUDGET_PERIODS or not amount:
             raise PolicyError(
                 f"--budget-usd {value!r}: expected day=USD, month=USD or lifetime=USD"
             )
-        budgets.append((period, None if amount == "none" else usd_to_nano(amount)))
+        budgets[period] = None if amount == "none" else usd_to_nano(amount)
     return budgets
-
-
-async def _set_budgets(
-    store: AccountStore, account: str, key_id: str | None, budgets: list[tuple[str, int | None]]
-) -> None:
-    for period, limit_nano in budgets:
-        await store.set_budget(account, key_id, period, limit_nano)
 
 
 def _models(models: list[str] | None) -> tuple[str, ...] | None:
@@ -401,28 +388,17 @@ def keys_create(
 ) -> None:
     """Create an API key; its secret is printed once, on the last line."""
     settings = _settings(config)
+    _key_secret(settings)
 
-    async def run(store: AccountStore) -> tuple[str, ApiKey]:
-        policy = KeyPolicy(
-            _models(models), _floor(tcb, require_gpu, upstream, measurements, max_verdict_age), tpm
-        )
-        auth.check_policy(policy, settings)
+    async def run(admin: Admin) -> dict[str, Any]:
+        floor = _floor(tcb, require_gpu, upstream, measurements, max_verdict_age)
+        policy = KeyPolicy(_models(models), floor, tpm)
         budgets = _budgets(budget_usd)
-        token, key = await auth.issue_key(
-            store,
-            account=account,
-            prefix=settings.key_prefix,
-            secret=_key_secret(settings),
-            name=name,
-            rpm=rpm,
-            policy=policy,
-        )
-        await _set_budgets(store, account, key.id, budgets)
-        return token, key
+        return await admin.create_key(account, name=name, rpm=rpm, policy=policy, budgets=budgets)
 
-    token, key = _with_store(settings, run)
-    out.print(f"key {key.id} for '{account}'. The secret is shown only now:")
-    print(token)
+    key = _with_admin(settings, run)
+    out.print(f"key {key['id']} for '{account}'. The secret is shown only now:")
+    print(key["key"])
 
 
 @keys_app.command("update")
@@ -454,26 +430,20 @@ def keys_update(
     (the attestation options together replace the key's attestation policy)."""
     settings = _settings(config)
 
-    async def run(store: AccountStore) -> tuple[ApiKey, list[BudgetUse]]:
-        key = await store.get_key(key_id)
-        old = apikeys.load_policy(key.policy) or KeyPolicy()
+    async def run(admin: Admin) -> dict[str, Any]:
         floor = _floor(tcb, require_gpu, upstream, measurements, max_verdict_age)
-        policy = KeyPolicy(
-            None if all_models else (_models(models) or old.models),
-            None if no_attestation_policy else (floor or old.attestation),
-            None if no_tpm else (tpm or old.tpm),
+        change = KeyChange(
+            rpm=KEEP if rpm is None else rpm,
+            models=None if all_models else (_models(models) or KEEP),
+            attestation=None if no_attestation_policy else (floor or KEEP),
+            tpm=None if no_tpm else (tpm or KEEP),
+            budgets=_budgets(budget_usd),
         )
-        auth.check_policy(policy, settings)
-        budgets = _budgets(budget_usd)
-        key = await store.update_key(
-            key_id, rpm=rpm if rpm is not None else key.rpm, policy=policy.dumps()
-        )
-        await _set_budgets(store, key.account_name, key.id, budgets)
-        return key, await _budget_uses(store, key)
+        return await admin.update_key(key_id, change)
 
-    key, budgets = _with_store(settings, run)
-    out.print(f"updated {key.id}")
-    _print_key(key, budgets, settings, as_json=False)
+    key = _with_admin(settings, run)
+    out.print(f"updated {key['id']}")
+    _print_key(key, settings, as_json=False)
 
 
 @keys_app.command("show")
@@ -482,35 +452,11 @@ def keys_show(
 ) -> None:
     """One key: its account, limit, status and policy (never the secret)."""
     settings = _settings(config)
-
-    async def run(store: AccountStore) -> tuple[ApiKey, list[BudgetUse]]:
-        key = await store.get_key(key_id)
-        return key, await _budget_uses(store, key)
-
-    key, budgets = _with_store(settings, run)
-    _print_key(key, budgets, settings, as_json=as_json)
+    key = _with_admin(settings, lambda admin: admin.get_key(key_id))
+    _print_key(key, settings, as_json=as_json)
 
 
-async def _budget_uses(store: AccountStore, key: ApiKey) -> list[BudgetUse]:
-    """The key's budgets and its account's, as they stand now."""
-    return await Ledger(store.engine).budgets(key.account_id, key.id, wall_ms())
-
-
-def _key_json(key: ApiKey) -> dict[str, Any]:
-    policy = apikeys.load_policy(key.policy) or KeyPolicy()
-    return {
-        "id": key.id,
-        "account": key.account_name,
-        "name": key.name,
-        "hint": key.hint,
-        "rpm": key.rpm,
-        "active": key.active,
-        "policy": policy.to_json(),
-    }
-
-
-def _print_key(key: ApiKey, budgets: list[BudgetUse], settings: Settings, *, as_json: bool) -> None:
-    described = _key_json(key) | {"budgets": [describe_budget(b) for b in budgets]}
+def _print_key(described: dict[str, Any], settings: Settings, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(described))
         return
@@ -518,13 +464,13 @@ def _print_key(key: ApiKey, budgets: list[BudgetUse], settings: Settings, *, as_
     floor = policy["attestation"]
     table = Table("field", Column("value", overflow="fold"), show_header=False)
     for label, value in [
-        ("id", key.id),
-        ("account", key.account_name),
-        ("name", key.name),
-        ("key", key.hint),
-        ("rpm", str(key.rpm or settings.default_rpm)),
+        ("id", described["id"]),
+        ("account", described["account"]),
+        ("name", described["name"]),
+        ("key", described["hint"]),
+        ("rpm", str(described["rpm"] or settings.default_rpm)),
         ("tpm", str(policy["tpm"]) if policy["tpm"] else "none"),
-        ("status", "active" if key.active else "revoked"),
+        ("status", "active" if described["active"] else "revoked"),
         ("models", ", ".join(policy["models"]) if policy["models"] else "all"),
         ("attestation", json.dumps(floor) if floor else "the gateway's"),
         *(
@@ -549,19 +495,21 @@ def keys_list(
 ) -> None:
     """Keys with their account, label, hint, limit and status (never the secret)."""
     settings = _settings(config)
-    keys = _with_store(settings, lambda store: store.list_keys(account))
+    keys = _with_admin(settings, lambda admin: admin.list_keys(account))
     if as_json:
-        print(json.dumps([_key_json(k) for k in keys]))
+        print(json.dumps(keys))
         return
-    table = Table(_id_column("id", [k.id for k in keys]), "account", "name", "key", "rpm", "status")
+    table = Table(
+        _id_column("id", [k["id"] for k in keys]), "account", "name", "key", "rpm", "status"
+    )
     for k in keys:
         table.add_row(
-            k.id,
-            k.account_name,
-            k.name,
-            k.hint,
-            str(k.rpm or settings.default_rpm),
-            "active" if k.active else "revoked",
+            k["id"],
+            k["account"],
+            k["name"],
+            k["hint"],
+            str(k["rpm"] or settings.default_rpm),
+            "active" if k["active"] else "revoked",
         )
     out.print(table)
 
@@ -570,7 +518,7 @@ def keys_list(
 def keys_revoke(key_id: KeyIdArgument, config: ConfigOption = None) -> None:
     """Revoke a key: it is refused from the next request on."""
     settings = _settings(config)
-    _with_store(settings, lambda store: store.revoke_key(key_id))
+    _with_admin(settings, lambda admin: admin.revoke_key(key_id))
     out.print(f"revoked {key_id}")
 
 
@@ -578,14 +526,21 @@ def keys_revoke(key_id: KeyIdArgument, config: ConfigOption = None) -> None:
 def keys_rotate(key_id: KeyIdArgument, config: ConfigOption = None) -> None:
     """Issue a replacement key and revoke the old one."""
     settings = _settings(config)
-    token, key = _with_store(
-        settings,
-        lambda store: auth.rotate_key(
-            store, key_id, prefix=settings.key_prefix, secret=_key_secret(settings)
-        ),
-    )
-    out.print(f"{key_id} revoked; new key {key.id}. The secret is shown only now:")
+    _key_secret(settings)
+    key = _with_admin(settings, lambda admin: admin.rotate_key(key_id))
+    out.print(f"{key_id} revoked; new key {key['id']}. The secret is shown only now:")
+    print(key["key"])
+
+
+@app.command("admin-token")
+def admin_token() -> None:
+    """Make an admin token for /admin/v1, /metrics and /readyz's report: the token is
+    printed once, then the setting that keeps only its SHA-256."""
+    token = apikeys.generate_admin_token()
+    out.print("The admin token is shown only now (send it as 'Authorization: Bearer <token>'):")
     print(token)
+    out.print("Put its hash in the settings (or TEEGATE_ADMIN_TOKEN_SHA256):")
+    print(f'admin_token_sha256 = "{apikeys.token_sha256(token)}"', flush=True)
 
 
 @app.command("usage")
@@ -599,42 +554,35 @@ def usage(
     as_json: JsonOption = False,
 ) -> None:
     """Metered usage and charges: one record per request, newest first."""
-    from teegate.billing import UsageQuery, parse_since
-    from teegate.store import Ledger
+    from teegate.billing import parse_since
 
     settings = _settings(config)
     try:
         since_ms = parse_since(since) if since else None
     except ValueError as exc:
         _fail(f"--since: {exc}", status=2)
-    query = UsageQuery(limit=limit, account_name=account, since_ms=since_ms)
-
-    async def run(store: AccountStore) -> Any:
-        if account is not None:
-            await store.get_account(account)  # an unknown name is an error, not an empty list
-        return await Ledger(store.engine).usage(query)
-
-    _print_usage(_with_store(settings, run), as_json)
+    records = _with_admin(
+        settings, lambda admin: admin.usage(account=account, since_ms=since_ms, limit=limit)
+    )
+    _print_usage(records, as_json)
 
 
-def _print_usage(records: Any, as_json: bool) -> None:
-    from teegate.billing import describe_generation
-
+def _print_usage(records: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        print(json.dumps([{"account": r.account, **describe_generation(r)} for r in records]))
+        print(json.dumps(records))
         return
     table = Table(
-        _id_column("request", [r.request_id for r in records]), "account", "model", "prompt",
+        _id_column("request", [r["id"] for r in records]), "account", "model", "prompt",
         "completion", "cost (USD)", "settled by", "status", "started (UTC)",
     )  # fmt: skip
     for r in records:
-        row = describe_generation(r)
         table.add_row(
-            r.request_id, r.account, r.model, str(r.prompt_tokens), str(r.completion_tokens),
-            row["total_cost"], r.settled_by, r.status, row["created_at"],
+            r["id"], r["account"], r["model"], str(r["tokens_prompt"]),
+            str(r["tokens_completion"]), r["total_cost"], r["settled_by"], r["status"],
+            r["created_at"],
         )  # fmt: skip
     out.print(table)
-    total = nano_to_usd(sum(r.cost_nano for r in records))
+    total = nano_to_usd(sum(usd_to_nano(r["total_cost"]) for r in records))
     out.print(f"{len(records)} requests, {total} USD")
 
 
@@ -950,7 +898,10 @@ def dev(
         services_port=services_port,
         tls_dir=data_dir / "devstack-tls",
     )
-    settings = _load_settings(config, _dev_overrides(data_dir, port, devstack_port, services_port))
+    admin_token = _demo_admin_token(data_dir)
+    overrides = _dev_overrides(data_dir, port, devstack_port, services_port)
+    overrides["admin_token_sha256"] = apikeys.token_sha256(admin_token)
+    settings = _load_settings(config, overrides)
     settings_file = data_dir / "teegate.toml"
     _write_private(settings_file, settings_toml(settings))
     token = _with_store(settings, lambda store: _prepare_demo(store, settings), migrate=True)
@@ -964,7 +915,7 @@ def dev(
             services,
             gateway,
             sockets=sockets,
-            alongside=lambda: _announce_when_ready(base_url, token, settings_file),
+            alongside=lambda: _announce_when_ready(base_url, token, settings_file, admin_token),
         )
 
 
@@ -1008,6 +959,20 @@ def _demo_secret(data_dir: Path) -> Path:
     return path
 
 
+def _demo_admin_token(data_dir: Path) -> str:
+    """The demo's admin token (for /admin/v1, /metrics and /readyz's report), made on the
+    first run only and kept owner-only beside the key hash secret."""
+    path = data_dir / "admin-token"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    token = apikeys.generate_admin_token()
+    with os.fdopen(fd, "w") as file:
+        file.write(token)
+    return token
+
+
 def _write_private(path: Path, text: str) -> None:
     """Owner-only, as the settings may name a database with its password."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -1032,13 +997,16 @@ async def _prepare_demo(store: AccountStore, settings: Settings) -> str:
     return token
 
 
-async def _announce_when_ready(base_url: str, token: str, settings_file: Path) -> None:
+async def _announce_when_ready(
+    base_url: str, token: str, settings_file: Path, admin_token: str
+) -> None:
     """The key and the curl line once /readyz says so: whoever reads them may call at once."""
     import aiohttp
 
     readyz = base_url.removesuffix("/v1") + "/readyz"
     told_why = False
-    async with aiohttp.ClientSession() as session:
+    operator = {"Authorization": f"Bearer {admin_token}"}  # /readyz says why to operators
+    async with aiohttp.ClientSession(headers=operator) as session:
         while True:
             try:
                 async with session.get(readyz) as response:
@@ -1068,6 +1036,8 @@ def _print_demo(base_url: str, token: str, settings_file: Path) -> None:
     out.print(f"  base URL : {base_url}")
     out.print(f"  settings : {settings}")
     out.print(f"  API key  : {token}  (demo account, shown once)")
+    admin_file = settings_file.parent / "admin-token"
+    out.print(f"  admin API: {base_url.removesuffix('/v1')}/admin/v1 (token in {admin_file})")
     out.print("  try it   :")
     print(
         f"curl {base_url}/chat/completions -H 'Authorization: Bearer {token}' "

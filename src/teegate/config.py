@@ -197,6 +197,16 @@ class Settings(BaseSettings):
     # Where the gateway asks the TDX module for its own quote (Linux configfs-tsm), for
     # GET /v1/attestation/gateway; absent outside a TDX guest (the endpoint says so).
     tsm_report_dir: Path = Path("/sys/kernel/config/tsm/report")
+    # Operators: the admin API (/admin/v1), /metrics and /readyz's per-check report take
+    # `Authorization: Bearer <admin token>`; only its SHA-256 (hex) is kept here
+    # (`teegate admin-token` makes a token and prints both once). Unset, /admin/v1
+    # answers 404. A scrape-only token may open /metrics and /readyz's report as well.
+    admin_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    metrics_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # OpenTelemetry traces, off unless an OTLP/HTTP endpoint is set (e.g.
+    # http://collector:4318/v1/traces): spans carry ids, models, statuses and counts only.
+    otel_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    otel_service_name: str = Field(default="teegate", min_length=1)
 
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:

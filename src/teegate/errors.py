@@ -12,6 +12,7 @@
     │   │   │                         (its 400/422), with its reason if it repeats no prompt
     │   │   └── ModelNotConfidential  400 model_not_confidential
     │   ├── InvalidApiKey             401 invalid_api_key
+    │   ├── InvalidAdminToken         401 invalid_admin_token (/admin/v1, operator endpoints)
     │   ├── InsufficientBalance       402 insufficient_balance
     │   ├── BudgetExceeded            402 budget_exceeded (a key's or account's spend budget)
     │   ├── ModelNotAllowed           403 model_not_allowed (outside the key's allow-list)
@@ -21,6 +22,7 @@
     │   ├── IdempotencyConflict       409 idempotency_key_in_use (its first request runs),
     │   │                             idempotency_key_used (it has finished)
     │   ├── IdempotencyKeyReused      422 idempotency_key_reused (with another body)
+    │   ├── Conflict                  409 conflict (an account name the admin API reuses)
     │   ├── RateLimitExceeded         429 rate_limit_exceeded (+ Retry-After)
     │   ├── ClientClosedRequest       499 client_closed_request (logged, never received)
     │   ├── InternalError             500 internal_error
@@ -194,6 +196,15 @@ class InvalidApiKey(TeegateError):
     code = "invalid_api_key"
 
 
+class InvalidAdminToken(TeegateError):
+    """The admin API and the operator endpoints take the admin token only: an API key,
+    like no token at all, is refused."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_admin_token"
+
+
 class InsufficientBalance(TeegateError):
     status = 402
     type = "insufficient_quota"
@@ -261,14 +272,22 @@ class IdempotencyKeyReused(TeegateError):
     code = "idempotency_key_reused"
 
 
+class Conflict(TeegateError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
 class RateLimitExceeded(TeegateError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
+    def __init__(self, message: str, *, retry_after_s: int, limit: str = "requests") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.limit = limit
+        """Which limit refused: "requests" (per minute) or "tokens" (per minute)."""
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}

@@ -18,7 +18,7 @@ import httpx
 import openai
 from starlette.types import ASGIApp
 
-from teegate import auth
+from teegate import apikeys, auth
 from teegate.app import create_app
 from teegate.config import AttestationSettings, Settings, UpstreamSettings, load_settings
 from teegate.devstack import SimulatedAttestationServices, SimulatedEnclave
@@ -28,6 +28,8 @@ from tests.support.servers import ServerThread, serving
 T = TypeVar("T")
 
 KEY_SECRET = "test-key-hash-secret"
+ADMIN_TOKEN = "tgadm_test-admin-token"
+"""The operators' token of every test gateway (its SHA-256 is in `gateway_settings`)."""
 EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B-TEE"
 """The devstack's confidential embedding model (served with `DevstackConfig(embeddings=True)`)."""
 
@@ -148,6 +150,7 @@ def gateway_settings(
         "environment": "development",
         "data_dir": data_dir,
         "key_hash_secret": KEY_SECRET,
+        "admin_token_sha256": apikeys.token_sha256(ADMIN_TOKEN),
         "catalog_refresh_s": 0.3,
         "timeouts": {"connect_s": 2, "read_s": 2, "catalog_s": 2},
         "upstreams": (UpstreamSettings(name="devstack", base_url=upstream_url, attestation=mode),),

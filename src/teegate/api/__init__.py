@@ -5,12 +5,13 @@ from teegate.api._disconnect import DisconnectWatch, LateWatches
 from teegate.api._errors import on_http_exception, on_teegate_error
 from teegate.api._middleware import RequestContextMiddleware, RequestIds
 from teegate.api._routes import routes
-from teegate.api._state import Gateway
+from teegate.api._state import Gateway, KeyAuthenticator
 
 __all__ = [
     "AnswerResponse",
     "DisconnectWatch",
     "Gateway",
+    "KeyAuthenticator",
     "LateWatches",
     "RequestContextMiddleware",
     "RequestIds",

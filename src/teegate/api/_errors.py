@@ -8,13 +8,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from teegate.api._responses import error_response
-from teegate.errors import InternalError, MethodNotAllowed, NotFound, TeegateError
+from teegate.api._state import gateway
+from teegate.errors import (
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    RateLimitExceeded,
+    TeegateError,
+)
 
 log = structlog.get_logger("teegate.errors")
 
 
 async def on_teegate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TeegateError)
+    if isinstance(exc, RateLimitExceeded):
+        gateway(request).metrics.count_refusal(exc.limit)
     return error_response(request, exc)
 
 

@@ -7,6 +7,7 @@ import secrets
 import time
 
 import structlog
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +29,17 @@ own, Starlette's exception handling) look only at the response start; a stream
 sends its chunks here, past them, since each wrapper is a call per chunk."""
 
 
+STARTED = "teegate.started"
+"""Scope key of the request's arrival (perf_counter): an answer's time to first token
+counts from it."""
+METRICS = "teegate.metrics"
+"""Scope key of the gateway's Metrics, for the answer's first-token time."""
+TRACER = "teegate.tracer"
+"""Scope key of the OpenTelemetry tracer while tracing is on (the answer's relay span)."""
+STATUS = "teegate.status"
+"""Scope key of the status the request was answered with, once it has been."""
+
+
 class RequestIds:
     """Unique request ids without a syscall per request.
 
@@ -46,21 +58,51 @@ class RequestIds:
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, slow_request_s: float = SLOW_REQUEST_S
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        slow_request_s: float = SLOW_REQUEST_S,
+        tracer: Tracer | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.slow_request_s = slow_request_s
         self.request_ids = RequestIds()
+        self.tracer = tracer
+        """None while tracing is off: then a request makes no span at all."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.tracer is None:
+            await self._serve(scope, receive, send)
+            return
+        scope[TRACER] = self.tracer
+        with self.tracer.start_as_current_span(
+            scope["method"],
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"]},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                await self._serve(scope, receive, send)
+            finally:
+                route, status = _route_label(scope), scope.get(STATUS, 500)
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                span.set_attribute("teegate.request_id", scope["state"]["request_id"])
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR, str(status)))
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = self.request_ids.next()
         scope.setdefault("state", {})["request_id"] = request_id
         scope[BODY_SEND] = send
-        started = time.perf_counter()
+        started = scope[STARTED] = time.perf_counter()
+        scope[METRICS] = self.metrics
         answered = 0.0
         status = 500
         header = (b"x-request-id", request_id.encode())
@@ -85,9 +127,10 @@ class RequestContextMiddleware:
                 response = await on_unexpected(Request(scope), exc)
                 await response(scope, receive, send_with_id)
         finally:
+            scope[STATUS] = status
             route = _route_label(scope)
-            self.metrics.count_request(route, status)
             ended = time.perf_counter()
+            self.metrics.count_request(route, status, ended - started)
             to_answer_s = (answered or ended) - started
             if status >= 400 or to_answer_s >= self.slow_request_s:
                 log.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 
 from teegate.api import (
+    admin,
     attestation,
     chat,
     embeddings,
@@ -41,6 +42,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/transparency/ear", receipts.attestation_result, methods=["GET"]),
         Route("/v1/attestation/gateway", attestation.gateway_attestation, methods=["GET"]),
     ]
+    table += admin.routes()
     table += [
         Route(
             path,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
@@ -19,6 +19,9 @@ from teegate.metrics import Metrics
 from teegate.ratelimit import RateLimiter
 from teegate.readiness import Readiness
 from teegate.receipts import ReceiptService
+
+if TYPE_CHECKING:
+    from teegate.api.admin import AdminOps
 
 WATCH_AFTER_S = 0.05
 """How long an upstream call runs before a watch listens for its client leaving."""
@@ -44,6 +47,8 @@ class Gateway:
     embeddings: EmbeddingsService
     receipts: ReceiptService
     late_watches: LateWatches = field(default_factory=lambda: LateWatches(WATCH_AFTER_S))
+    admin: AdminOps | None = None
+    """The admin service behind /admin/v1 (None: the admin API is off)."""
 
 
 def gateway(request: Request) -> Gateway:

@@ -339,12 +339,15 @@ def build_openapi() -> dict[str, Any]:
             }
         },
         "/metrics": {
-            "get": _operation(
-                "Prometheus metrics",
-                {"description": "text exposition format", "content": {"text/plain": {}}},
-                (),
-                auth=False,
-            )
+            "get": {
+                **_operation(
+                    "Prometheus metrics (admin or metrics token)",
+                    {"description": "text exposition format", "content": {"text/plain": {}}},
+                    (401,),
+                    auth=False,
+                ),
+                "security": [{"adminToken": []}],
+            }
         },
         "/openapi.json": {
             "get": _operation(
@@ -357,6 +360,7 @@ def build_openapi() -> dict[str, Any]:
         _object({"ready": {"type": "boolean"}, "checks": _OPEN}),
     )
     paths.update(_receipt_paths())
+    paths.update(_admin_paths())
     for path, _ in UNBUILT_PATHS:
         clean = openapi_path(path)
         parameters = [_path("rest")] if "{rest}" in clean else None
@@ -378,7 +382,14 @@ def build_openapi() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The admin token (admin_token_sha256); API keys are refused",
+                },
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -480,6 +491,42 @@ def _receipt_paths() -> dict[str, Any]:
             )
         },
     }
+
+
+ADMIN_OPERATIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("/accounts", "post", "Create an account ({name, credit_usd?}); 201", "the account"),
+    ("/accounts", "get", "List accounts with their balances", "list of accounts"),
+    ("/accounts/{name}", "get", "One account: balance, held, available, budgets", "account"),
+    ("/accounts/{name}/credit", "post", "Add credit ({usd, memo?}, a decimal string)", "account"),
+    ("/accounts/{name}/budgets", "put", "Set or drop the account's budgets", "account"),
+    ("/keys", "post", "Create a key; its secret is in `key`, this once; 201", "the key"),
+    ("/keys", "get", "List keys (?account=), hints only", "list of keys"),
+    ("/keys/{key_id}", "get", "One key with its budgets", "key"),
+    ("/keys/{key_id}", "patch", "Change a key's limits, policy or budgets", "key"),
+    ("/keys/{key_id}/revoke", "post", "Revoke a key", "key"),
+    ("/keys/{key_id}/rotate", "post", "Replace a key (new secret in `key`); 201", "new key"),
+    ("/usage", "get", "Usage records (?account=&since=&limit=), newest first", "list"),
+)
+
+
+def _admin_paths() -> dict[str, Any]:
+    """`/admin/v1`: the admin token only; 404 everywhere while none is configured."""
+    paths: dict[str, Any] = {}
+    for path, method, summary, ok in ADMIN_OPERATIONS:
+        names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+        operation = {
+            **_operation(
+                summary,
+                _ok(ok, _OPEN),
+                (400, 401, 404, 409),
+                auth=False,
+                parameters=[_path(name) for name in names] or None,
+                ok_status="201" if summary.endswith("; 201") else "200",
+            ),
+            "security": [{"adminToken": []}],
+        }
+        paths.setdefault(f"/admin/v1{path}", {})[method] = operation
+    return paths
 
 
 async def openapi_json(request: Request) -> Response:

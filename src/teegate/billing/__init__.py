@@ -22,7 +22,7 @@ from teegate.billing._estimate import (
     hold_amount_nano,
     prompt_upper_bound,
 )
-from teegate.billing._meter import HoldRequest, LedgerMeter, wall_ms
+from teegate.billing._meter import HoldRequest, LedgerMeter, SettlementObserver, wall_ms
 from teegate.billing._money import (
     NANO_PER_USD,
     TOKENS_PER_PRICE_UNIT,
@@ -94,6 +94,7 @@ __all__ = [
     "Renewal",
     "SettledBy",
     "Settlement",
+    "SettlementObserver",
     "Status",
     "Usage",
     "UsageQuery",

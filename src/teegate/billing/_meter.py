@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -80,6 +80,19 @@ class HoldRequest:
     fingerprint: str | None = None
 
 
+class SettlementObserver(Protocol):
+    """Told of each hold the meter places and each settlement it posts (an operator's
+    counters: open holds, tokens, revenue). Called on the request path: it must be
+    quick and must not raise."""
+
+    def placed(self, hold: Hold) -> None: ...
+
+    def settled(self, settlement: Settlement, resolved: bool) -> None:
+        """`resolved`: this settlement resolved the hold (False: it was already
+        resolved, or the store failed and the reaper will)."""
+        ...
+
+
 class LedgerMeter:
     """Holds a conservative estimate per request, then settles the actual cost.
 
@@ -97,15 +110,15 @@ class LedgerMeter:
         *,
         hold_ttl_s: float,
         clock: Clock = wall_ms,
-        on_capped: Callable[[Settlement], None] | None = None,
+        observer: SettlementObserver | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._ttl_ms = seconds_to_ms(hold_ttl_s)
         self.renew_ms = max(1, self._ttl_ms // RENEWALS_PER_LEASE)
         """How often live holds are renewed: several times per lease, so one late or
         failed renewal never lets a live hold lapse."""
         self._clock = clock
-        self._on_capped = on_capped
         self._voiding: set[asyncio.Task[None]] = set()
         self._settling: set[asyncio.Future[None]] = set()
         self._live: dict[str, _Lease] = {}
@@ -157,6 +170,8 @@ class LedgerMeter:
                 f"Add credit or {_LOWER[generates]}."
             )
         self._live[hold.request_id] = _Lease()
+        if self._observer is not None:
+            self._observer.placed(hold)
         return hold
 
     def now_ms(self) -> int:
@@ -216,26 +231,31 @@ class LedgerMeter:
                     settlement.prompt_tokens, settlement.completion_tokens, hold.rates
                 ),
             )
-            if self._on_capped is not None:
-                self._on_capped(settlement)
         finished = asyncio.get_running_loop().create_future()
         self._settling.add(finished)
         try:
             resolved = await self._store.settle(settlement)
         except ServiceUnavailable:
             self._defer(settlement)
+            self._observe(settlement, True)  # posted as it is once the database is back
             return settlement
         except BaseException:  # not an outage: the lease lapses, and the reaper settles it
             self._live.pop(hold.request_id, None)
+            self._observe(settlement, False)
             raise
         finally:
             self._settling.discard(finished)
             finished.set_result(None)
         self._live.pop(hold.request_id, None)
+        self._observe(settlement, resolved)
         if not resolved:  # already settled, or the reaper got there first: the first stands
             log.warning("hold_already_resolved", request_id=hold.request_id)
             return None
         return settlement
+
+    def _observe(self, settlement: Settlement, resolved: bool) -> None:
+        if self._observer is not None:
+            self._observer.settled(settlement, resolved)
 
     async def run(self) -> None:
         """Renew live holds' leases and retry deferred settlements until cancelled."""

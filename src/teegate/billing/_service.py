@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from teegate.billing._meter import Clock, LedgerMeter, wall_ms
+from teegate.billing._meter import Clock, LedgerMeter, SettlementObserver, wall_ms
 from teegate.billing._reaper import Reaper
 from teegate.billing._records import (
     Balance,
     BudgetUse,
     LedgerStore,
-    Settlement,
     UsageQuery,
     UsageRecord,
 )
@@ -29,11 +26,11 @@ class Billing:
         hold_ttl_s: float,
         reaper_interval_s: float,
         clock: Clock = wall_ms,
-        on_capped: Callable[[Settlement], None] | None = None,
+        observer: SettlementObserver | None = None,
     ) -> None:
-        """`on_capped` hears of every settlement capped at its hold (a metric)."""
+        """`observer` hears of every hold placed and settled, capped ones included (metrics)."""
         self._store = store
-        self.meter = LedgerMeter(store, hold_ttl_s=hold_ttl_s, clock=clock, on_capped=on_capped)
+        self.meter = LedgerMeter(store, hold_ttl_s=hold_ttl_s, clock=clock, observer=observer)
         self.reaper = Reaper(
             store,
             hold_ttl_s=hold_ttl_s,

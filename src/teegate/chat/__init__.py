@@ -10,7 +10,17 @@ from teegate.chat._request import (
     parse_json_object,
     upstream_refusal,
 )
-from teegate.chat._seams import Idempotency, Meter, Receipts, Sink, Upstream, UpstreamStream
+from teegate.chat._seams import (
+    NO_TRACE,
+    Idempotency,
+    Meter,
+    NoTrace,
+    Receipts,
+    Sink,
+    Trace,
+    Upstream,
+    UpstreamStream,
+)
 from teegate.chat._service import (
     ChatService,
     TokenWindowMeter,
@@ -20,14 +30,17 @@ from teegate.chat._service import (
 )
 
 __all__ = [
+    "NO_TRACE",
     "Answer",
     "ChatRequest",
     "ChatService",
     "Idempotency",
     "Meter",
+    "NoTrace",
     "Receipts",
     "Sink",
     "TokenWindowMeter",
+    "Trace",
     "Upstream",
     "UpstreamStream",
     "WholeAnswer",

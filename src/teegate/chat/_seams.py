@@ -1,12 +1,14 @@
 """What the chat service needs of its neighbours, as Protocols it owns: billing's
-meter, an upstream and its streams, and the web layer's side of an answer; and
-the Idempotency-Key a request carries, as the meter is given it.
-Each is satisfied by its neighbour as is; none of them is imported here. (Receipts
-is met by the receipts package, whose `Served` an answer fills in.)"""
+meter, an upstream and its streams, the web layer's side of an answer, the
+operator's traces, and the Idempotency-Key a request carries, as the meter is given
+it. Each is satisfied by its neighbour as is; none of them is imported here.
+(Receipts is met by the receipts package, whose `Served` an answer fills in.)"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any, Protocol
@@ -95,3 +97,23 @@ class Sink(Protocol):
         """The body is over, sent or not; the settlement follows, and nothing may
         cancel it (a client that leaves now must not)."""
         ...
+
+
+class Trace(Protocol):
+    """Marks a step of a request (the gate) in the operator's traces. A step names the
+    model, never content; the gateway hands one over only while tracing is on."""
+
+    def step(self, name: str, model: str) -> AbstractContextManager[object]: ...
+
+
+class NoTrace:
+    """Tracing off: a step is one shared context manager that does nothing."""
+
+    __slots__ = ()
+    _NOTHING: AbstractContextManager[object] = contextlib.nullcontext()
+
+    def step(self, name: str, model: str) -> AbstractContextManager[object]:
+        return self._NOTHING
+
+
+NO_TRACE = NoTrace()

@@ -28,7 +28,7 @@ from teegate.billing import (
 from teegate.catalog import Admitted, AttestationView, Catalog, admit
 from teegate.chat._answer import Answer, StreamedAnswer, WholeAnswer, settle
 from teegate.chat._request import ChatRequest, check_against_model, upstream_refusal
-from teegate.chat._seams import Idempotency, Meter, Upstream
+from teegate.chat._seams import NO_TRACE, Idempotency, Meter, Trace, Upstream
 from teegate.errors import (
     ModelNotConfidential,
     RateLimitExceeded,
@@ -47,8 +47,10 @@ class ChatService:
         meter: Meter,
         *,
         limiter: RateLimiter,
+        trace: Trace = NO_TRACE,
     ) -> None:
         self._catalog = catalog
+        self._trace = trace
         self._attestation = attestation
         self._upstreams = upstreams
         self._meter = meter
@@ -82,7 +84,8 @@ class ChatService:
         A key with a token limit gets its `x-ratelimit-*-tokens` added to `headers`
         (those the request answers with, whatever the answer). With `idempotency`, a
         retry of a request already held is refused (409/422) instead of held again."""
-        admitted = self.admit(request, principal.policy)
+        with self._trace.step("gate", request.model):
+            admitted = self.admit(request, principal.policy)
         hold_request = _hold_request(request_id, principal, admitted, request, idempotency)
         meter = self._meter
         if principal.policy is not None and principal.policy.tpm is not None:
@@ -132,6 +135,7 @@ async def reserve_tokens(
             f"may use up to {tokens} tokens and {decision.remaining} remain in this "
             f"minute. Send less, or retry after {decision.retry_after_s} seconds.",
             retry_after_s=decision.retry_after_s,
+            limit="tokens",
         )
     return TokenWindowMeter(meter, limiter, key_id, tokens, decision.window_start)
 

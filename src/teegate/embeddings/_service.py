@@ -14,9 +14,11 @@ from teegate.apikeys import Principal
 from teegate.billing import HoldRequest, Outcome
 from teegate.catalog import Admitted, AttestationView, Capabilities, Catalog, admit, serves
 from teegate.chat import (
+    NO_TRACE,
     Answer,
     Idempotency,
     Meter,
+    Trace,
     WholeAnswer,
     hold_request,
     reserve_tokens,
@@ -44,8 +46,10 @@ class EmbeddingsService:
         meter: Meter,
         *,
         limiter: RateLimiter,
+        trace: Trace = NO_TRACE,
     ) -> None:
         self._catalog = catalog
+        self._trace = trace
         self._attestation = attestation
         self._upstreams = upstreams
         self._meter = meter
@@ -68,14 +72,15 @@ class EmbeddingsService:
         The key's policy fences them as it fences chat: allow-list, attestation floor,
         token limit and budgets."""
         policy = principal.policy
-        if policy is None:
-            admitted = admit(self._catalog, self._attestation, request.model, NEEDS)
-        else:
-            policy.check_model(request.model)
-            admitted = admit(
-                self._catalog, self._attestation, request.model, NEEDS, policy.attestation
-            )
-        check_against_model(request, admitted.model)
+        with self._trace.step("gate", request.model):
+            if policy is None:
+                admitted = admit(self._catalog, self._attestation, request.model, NEEDS)
+            else:
+                policy.check_model(request.model)
+                admitted = admit(
+                    self._catalog, self._attestation, request.model, NEEDS, policy.attestation
+                )
+            check_against_model(request, admitted.model)
         meter = self._meter
         if policy is not None and policy.tpm is not None:
             meter = await reserve_tokens(
