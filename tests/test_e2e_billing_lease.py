@@ -16,6 +16,7 @@ from teegate.app import create_app
 from teegate.devstack import DevstackConfig, build_app
 from tests.support.billing import ENGINES, books, database_url, settled_books
 from tests.support.gateway import Gateway, gateway_settings, prepare_database
+from tests.support.metrics import metrics_text
 from tests.support.servers import serving
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
@@ -78,7 +79,7 @@ def test_a_stream_longer_than_the_hold_ttl_is_settled_from_its_usage(rig: Rig) -
 
 
 def test_the_lease_and_cap_metrics_are_published(rig: Rig) -> None:
-    metrics = httpx.get(f"{rig.gateway.url}/metrics").text
+    metrics = metrics_text(rig.gateway.url)
     for name in (
         "teegate_settlements_capped_total",
         "teegate_holds_live",

@@ -17,6 +17,7 @@ from teegate.auth import KEY_CACHE_TTL_S
 from teegate.devstack import DevstackConfig, build_app
 from tests.support.billing import ENGINES, TcpProxy, books, database_url
 from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
+from tests.support.metrics import metrics_text
 from tests.support.servers import serving
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
@@ -105,7 +106,7 @@ def test_a_settlement_refused_by_an_outage_is_retried_at_the_real_usage(
                     assert list(chunks)
                 deferred = "teegate_settlements_deferred 1.0"
                 deadline = time.monotonic() + 10
-                while deferred not in httpx.get(f"{server.url}/metrics").text:
+                while deferred not in metrics_text(server.url):
                     assert time.monotonic() < deadline, "the settlement was never deferred"
                     time.sleep(0.05)
                 time.sleep(2.5)  # longer than the lease: only its renewals keep it open

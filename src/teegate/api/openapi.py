@@ -28,8 +28,14 @@ ERRORS: dict[int, str] = {
     403: "model_not_allowed: the model is outside the key's allow-list",
     404: "model_not_found or not_found",
     405: "method_not_allowed",
+    408: "request_timeout: the body did not arrive within the configured time",
+    409: "idempotency_key_in_use / idempotency_key_used (a retry is neither held nor "
+    "charged again), or conflict (admin: the name is taken)",
     413: "request_too_large: the body is over the configured limit",
+    414: "uri_too_long: the request target is over the configured limit",
+    422: "idempotency_key_reused: the Idempotency-Key was sent with another body",
     429: "rate_limit_exceeded (Retry-After says when to retry)",
+    431: "request_header_fields_too_large: the request head is over the configured limits",
     499: "client_closed_request (logged; the client has gone)",
     500: "internal_error: a gateway bug (with X-Request-Id)",
     502: "upstream_error: the upstream failed; nothing undelivered is billed",
@@ -343,7 +349,7 @@ def build_openapi() -> dict[str, Any]:
                 **_operation(
                     "Prometheus metrics (admin or metrics token)",
                     {"description": "text exposition format", "content": {"text/plain": {}}},
-                    (401,),
+                    (401, 429),
                     auth=False,
                 ),
                 "security": [{"adminToken": []}],
