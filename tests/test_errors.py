@@ -21,6 +21,7 @@ from teegate.errors import (
     ClientClosedRequest,
     ConfigError,
     DomainError,
+    E2eeRequired,
     InsufficientBalance,
     InternalError,
     InvalidApiKey,
@@ -81,6 +82,7 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
         "invalid_request_error",
         "model_not_confidential",
     ),
+    (E2eeRequired, E2eeRequired(), 400, "invalid_request_error", "e2ee_required"),
     (InvalidApiKey, InvalidApiKey("nope"), 401, "authentication_error", "invalid_api_key"),
     (
         InsufficientBalance,
@@ -234,6 +236,7 @@ def test_model_errors_point_at_the_model_param() -> None:
         (RequestTooLarge, InvalidRequest),
         (UnsupportedCapability, InvalidRequest),
         (ModelNotConfidential, InvalidRequest),
+        (E2eeRequired, InvalidRequest),
         (ModelNotFound, NotFound),
         (InvalidRequest, TeegateError),
         (UpstreamTimeout, TeegateError),

@@ -88,7 +88,12 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
             catalog=catalog,
             attestation=assurance,
             chat=ChatService(
-                catalog, assurance, live.clients, meter=billing.meter, limiter=limiter
+                catalog,
+                assurance,
+                live.clients,
+                meter=billing.meter,
+                limiter=limiter,
+                sealed=live.clients,
             ),
             billing=billing,
             embeddings=EmbeddingsService(

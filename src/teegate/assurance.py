@@ -132,6 +132,7 @@ class UpstreamAssurance:
             tcb_status=verdict.tcb_status,
             gpu=bool(verdict.gpus),
             measurements=verdict.measurements,
+            e2ee=verdict.e2ee,
         )
 
     def _chute_keys(self, upstream: str) -> list[str]:

@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     # at its held amount by the reaper, which runs at start-up and every interval.
     hold_ttl_s: float = Field(default=3600.0, gt=0)
     reaper_interval_s: float = Field(default=30.0, gt=0)
+    # End-to-end encryption: on, a chat request that is not EHBP-encrypted to the
+    # model's attested enclave is refused (400 e2ee_required) before anything else.
+    require_e2ee: bool = False
 
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:

@@ -5,7 +5,8 @@
     │   ├── InvalidRequest            400 invalid_request_error (specific code, param)
     │   │   ├── RequestTooLarge       413 request_too_large
     │   │   ├── UnsupportedCapability 400 unsupported_capability (tools, formats, media parts)
-    │   │   └── ModelNotConfidential  400 model_not_confidential
+    │   │   ├── ModelNotConfidential  400 model_not_confidential
+    │   │   └── E2eeRequired          400 e2ee_required (the operator requires EHBP)
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── InsufficientBalance       402 insufficient_balance
     │   ├── BudgetExceeded            402 budget_exceeded (a key's or account's spend budget)
@@ -141,6 +142,17 @@ class ModelNotConfidential(InvalidRequest):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, param="model")
+
+
+class E2eeRequired(InvalidRequest):
+    code = "e2ee_required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This gateway requires end-to-end encryption: send the request encrypted "
+            "to the model's attested enclave (EHBP, the Ehbp-Encapsulated-Key header), "
+            "e.g. with teegate.client.connect."
+        )
 
 
 class InvalidApiKey(TeegateError):

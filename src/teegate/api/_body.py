@@ -14,6 +14,11 @@ async def read_json_body(request: Request, limit_bytes: int) -> bytes:
             "The request body must be JSON, sent with 'Content-Type: application/json'.",
             code="unsupported_content_type",
         )
+    return await read_body(request, limit_bytes)
+
+
+async def read_body(request: Request, limit_bytes: int) -> bytes:
+    """The body as sent (an encrypted one is not JSON to the gateway), within the limit."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
         raise _too_large(limit_bytes)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from teegate.attestation import E2eeKeys
 from teegate.catalog._catalog import Catalog
 from teegate.catalog._model import CatalogModel
 from teegate.errors import (
@@ -44,6 +45,9 @@ class AttestationStatus:
     tcb_status: str | None = None
     gpu: bool = False
     measurements: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # attested-tls with EHBP: the HPKE and usage keys the verdict's quote bound, which
+    # an encrypted request needs (None: the upstream cannot take one).
+    e2ee: E2eeKeys | None = field(default=None, repr=False)
 
 
 class AttestationView(Protocol):

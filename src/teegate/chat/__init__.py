@@ -9,7 +9,19 @@ from teegate.chat._request import (
     parse_chat_request,
     parse_json_object,
 )
-from teegate.chat._seams import Meter, Sink, Upstream, UpstreamStream
+from teegate.chat._sealed import (
+    ENCAPSULATED_KEY_HEADER,
+    MAX_OUTPUT_TOKENS_HEADER,
+    MODEL_HEADER,
+    USAGE_HEADER,
+    SealedAnswer,
+    SealedReply,
+    SealedRequest,
+    SealedUpstream,
+    is_sealed,
+    parse_sealed_request,
+)
+from teegate.chat._seams import Meter, ResponseHead, Sink, Upstream, UpstreamStream
 from teegate.chat._service import (
     ChatService,
     TokenWindowMeter,
@@ -19,10 +31,19 @@ from teegate.chat._service import (
 )
 
 __all__ = [
+    "ENCAPSULATED_KEY_HEADER",
+    "MAX_OUTPUT_TOKENS_HEADER",
+    "MODEL_HEADER",
+    "USAGE_HEADER",
     "Answer",
     "ChatRequest",
     "ChatService",
     "Meter",
+    "ResponseHead",
+    "SealedAnswer",
+    "SealedReply",
+    "SealedRequest",
+    "SealedUpstream",
     "Sink",
     "TokenWindowMeter",
     "Upstream",
@@ -30,8 +51,10 @@ __all__ = [
     "WholeAnswer",
     "check_against_model",
     "hold_request",
+    "is_sealed",
     "parse_chat_request",
     "parse_json_object",
+    "parse_sealed_request",
     "reserve_tokens",
     "upstream_failed",
 ]

@@ -43,10 +43,17 @@ class Answer(ABC):
             await self._deliver(sink)
         finally:
             sink.close()  # first: a client leaving from now on must not cancel the settlement
+            with anyio.CancelScope(shield=True):
+                await self._conclude()
             await settle_after_answer(self._meter, self._hold, self._outcome)
 
     @abstractmethod
     async def _deliver(self, sink: Sink) -> None: ...
+
+    async def _conclude(self) -> None:
+        """After the body, before the settlement: what the outcome still needs from
+        the upstream (an encrypted stream's signed usage). Must not raise."""
+        return
 
 
 class WholeAnswer(Answer):
