@@ -21,7 +21,10 @@ import pytest
 from ehbp import EHBPTransport, ServerIdentity
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import teegate.client
+from teegate.attestation import AttestationPolicy, MeasurementAllowList
 from teegate.billing import Rates, cost_nano, nano_to_usd, usd_to_nano
+from teegate.client import VerifyPolicy
 from teegate.devstack import DevstackConfig, SimulatedEnclave, build_app
 from tests.support.billing import TcpProxy, settled_books
 from tests.support.gateway import (
@@ -345,3 +348,63 @@ def test_require_e2ee_refuses_a_plain_request_and_serves_an_encrypted_one(
             model=V3, messages=[{"role": "user", "content": "echo: fine"}], max_tokens=8
         )
         assert answer.choices[0].message.content == "fine"
+
+
+# --- teegate.client: verifies the enclave itself, then encrypts with tinfoil-ehbp ----------------
+
+
+def dev_policy(rig: Rig) -> VerifyPolicy:
+    return VerifyPolicy(root_ca_der=rig.enclave.root_ca_der)
+
+
+def test_the_verifying_client_answers_whole_and_streamed(rig: Rig) -> None:
+    secret = canary()
+    client = teegate.client.connect(
+        f"{rig.gateway_url}/v1", rig.gateway.key, model=V3, policy=dev_policy(rig), max_retries=0
+    )
+    whole = client.chat.completions.create(
+        model=V3, messages=[{"role": "user", "content": f"echo: {secret}"}], max_tokens=16
+    )
+    assert whole.choices[0].message.content == secret
+    chunks = client.chat.completions.create(
+        model=V3, messages=[{"role": "user", "content": f"echo: {secret}"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == secret
+    assert_unseen(rig, secret)
+
+
+async def test_the_async_verifying_client_answers(rig: Rig) -> None:
+    secret = canary()
+    client = teegate.client.connect_async(
+        f"{rig.gateway_url}/v1", rig.gateway.key, model=V3, policy=dev_policy(rig), max_retries=0
+    )
+    whole = await client.chat.completions.create(
+        model=V3, messages=[{"role": "user", "content": f"echo: {secret}"}], max_tokens=16
+    )
+    assert whole.choices[0].message.content == secret
+    await client.close()
+    assert_unseen(rig, secret)
+
+
+def test_the_verifying_client_refuses_an_enclave_its_policy_does_not_trust(rig: Rig) -> None:
+    before = rig.enclave_wire.chat_requests
+    with pytest.raises(teegate.client.EnclaveNotVerified):  # Intel's root: not the dev one
+        teegate.client.connect(f"{rig.gateway_url}/v1", rig.gateway.key, model=V3)
+    strict = VerifyPolicy(
+        attestation=AttestationPolicy(
+            require_gpu=False, measurements=MeasurementAllowList({"mrtd": frozenset({"00" * 48})})
+        ),
+        root_ca_der=rig.enclave.root_ca_der,
+    )
+    with pytest.raises(teegate.client.EnclaveNotVerified, match="measurements"):
+        teegate.client.connect(f"{rig.gateway_url}/v1", rig.gateway.key, model=V3, policy=strict)
+    assert rig.enclave_wire.chat_requests == before
+
+
+def test_the_verifying_client_refuses_a_swapped_hpke_key(rig: Rig) -> None:
+    """The gateway's report shows a key config other than the one the quote binds."""
+    rig.devstack.set_faults("hpke-key-swap")
+    with pytest.raises(teegate.client.EnclaveNotVerified):
+        teegate.client.connect(
+            f"{rig.gateway_url}/v1", rig.gateway.key, model=V3, policy=dev_policy(rig)
+        )

@@ -200,5 +200,6 @@ async def _background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
 
 def app_from_environment() -> Starlette:
     """The factory `teegate serve` hands uvicorn, so each worker builds its own app."""
-    configure_logging(json_lines=True)
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(json_lines=True, level=settings.logging_level)
+    return create_app(settings)

@@ -941,7 +941,7 @@ def dev(
     sockets = _listen("127.0.0.1", ports)
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    enclave = SimulatedEnclave()
+    enclave = SimulatedEnclave(e2ee=True)  # EHBP keys: teegate.client encrypts end to end
     upstream, services = devstack_servers(
         DevstackConfig(embeddings=True),
         enclave=enclave,
@@ -951,6 +951,7 @@ def dev(
         tls_dir=data_dir / "devstack-tls",
     )
     settings = _load_settings(config, _dev_overrides(data_dir, port, devstack_port, services_port))
+    configure_logging(level=settings.logging_level)
     settings_file = data_dir / "teegate.toml"
     _write_private(settings_file, settings_toml(settings))
     token = _with_store(settings, lambda store: _prepare_demo(store, settings), migrate=True)

@@ -9,6 +9,7 @@ can be shared without the secret in it.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from contextvars import ContextVar
@@ -161,6 +162,12 @@ class Settings(BaseSettings):
     # End-to-end encryption: on, a chat request that is not EHBP-encrypted to the
     # model's attested enclave is refused (400 e2ee_required) before anything else.
     require_e2ee: bool = False
+    # The gateway's own log level (`teegate serve`, `teegate dev`); logs never carry content.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def logging_level(self) -> int:
+        return int(getattr(logging, self.log_level.upper()))
 
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:

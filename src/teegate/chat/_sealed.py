@@ -189,12 +189,23 @@ class SealedAnswer(Answer):
     async def _conclude(self) -> None:
         """The signed usage of a complete answer, read once the body is over (a
         stream's client leaves at its last frame: that must not cost the record)."""
-        if self._outcome.status != "ok":
-            return
-        try:
-            self._outcome.usage = await self._signed_usage()
-        except Exception as exc:  # the fallback bills it; the settlement must go on
-            log.warning("e2ee_usage_failed", request_id=self._request_id, error=type(exc).__name__)
+        outcome = self._outcome
+        if outcome.status == "ok":
+            try:
+                outcome.usage = await self._signed_usage()
+            except Exception as exc:  # the fallback bills it; the settlement must go on
+                log.warning(
+                    "e2ee_usage_failed", request_id=self._request_id, error=type(exc).__name__
+                )
+        log.debug(  # what the operator can know of an encrypted request: sizes, not content
+            "e2ee_relayed",
+            request_id=self._request_id,
+            model=self._request.model,
+            status=outcome.status,
+            ciphertext_in=len(self._request.body),
+            ciphertext_out=outcome.output_bytes,
+            signed_usage=outcome.usage is not None,
+        )
 
     async def _signed_usage(self) -> Usage | None:
         value = self._reply.usage or await self._reply.usage_after(self._request_id)
