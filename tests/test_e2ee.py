@@ -8,7 +8,10 @@ with `echo:` can be looked for in every byte the gateway handled.
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +41,7 @@ from tests.support.gateway import (
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 CEILING = 64
+TS_DIR = Path(__file__).with_name("ts")
 
 
 class WireCapture:
@@ -408,3 +412,29 @@ def test_the_verifying_client_refuses_a_swapped_hpke_key(rig: Rig) -> None:
         teegate.client.connect(
             f"{rig.gateway_url}/v1", rig.gateway.key, model=V3, policy=dev_policy(rig)
         )
+
+
+def test_npm_ehbp_does_one_encrypted_completion(rig: Rig) -> None:
+    node = shutil.which("node")
+    if node is None or not (TS_DIR / "node_modules" / "ehbp").is_dir():
+        pytest.fail("node and tests/ts/node_modules are required: run `npm ci --prefix tests/ts`")
+    secret = canary()
+    env = {
+        **os.environ,
+        "TEEGATE_BASE_URL": f"{rig.gateway_url}/v1",
+        "TEEGATE_API_KEY": rig.gateway.key,
+        "TEEGATE_HPKE_KEY_CONFIG": rig.hpke_key_config().hex(),
+        "TEEGATE_CANARY": secret,
+    }
+    result = subprocess.run(
+        [node, "--test", "e2ee.test.mjs"],
+        cwd=TS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "# pass 1" in result.stdout
+    assert_unseen(rig, secret)
