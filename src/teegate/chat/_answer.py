@@ -31,6 +31,10 @@ class Answer(ABC):
 
     __slots__ = ("_hold", "_meter", "_outcome", "admitted")
 
+    concludes = False
+    """True for an answer whose outcome needs `_conclude` after its body (a plain
+    answer does not: it pays nothing for the hook)."""
+
     def __init__(self, admitted: Admitted, meter: Meter, hold: Hold, outcome: Outcome) -> None:
         self.admitted = admitted
         self._meter = meter
@@ -43,17 +47,17 @@ class Answer(ABC):
             await self._deliver(sink)
         finally:
             sink.close()  # first: a client leaving from now on must not cancel the settlement
-            with anyio.CancelScope(shield=True):
-                await self._conclude()
+            if self.concludes:
+                with anyio.CancelScope(shield=True):
+                    await self._conclude()
             await settle_after_answer(self._meter, self._hold, self._outcome)
 
     @abstractmethod
     async def _deliver(self, sink: Sink) -> None: ...
 
-    async def _conclude(self) -> None:
+    async def _conclude(self) -> None:  # noqa: B027 - a hook, empty unless `concludes`
         """After the body, before the settlement: what the outcome still needs from
         the upstream (an encrypted stream's signed usage). Must not raise."""
-        return
 
 
 class WholeAnswer(Answer):

@@ -147,6 +147,8 @@ class SealedAnswer(Answer):
 
     __slots__ = ("_keys", "_reply", "_request", "_request_id")
 
+    concludes = True
+
     def __init__(
         self,
         admitted: Admitted,
