@@ -254,8 +254,11 @@ def test_the_charge_is_the_enclaves_signed_usage_times_the_price(rig: Rig, strea
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_forged_usage_signature_settles_by_the_byte_fallback(rig: Rig, stream: bool) -> None:
-    rig.devstack.set_faults("usage-forged")
+@pytest.mark.parametrize("fault", ["usage-forged", "no-usage"])
+def test_a_forged_or_missing_usage_settles_by_the_byte_fallback(
+    rig: Rig, stream: bool, fault: str
+) -> None:
+    rig.devstack.set_faults(fault)
     client = rig.client()
     body: dict[str, Any] = {
         "model": V3,
