@@ -86,6 +86,10 @@ class EnclaveE2ee:
             raise UnreadableRequest("the request does not decrypt under this key") from exc
         return plaintext, secret
 
+    def sealer(self, exported_secret: bytes, encapsulated_key: bytes) -> ResponseSealer:
+        """The response sealer for a request `open` returned `exported_secret` for."""
+        return ResponseSealer(exported_secret, encapsulated_key)
+
     def sign(self, record: UsageRecord) -> str:
         return record.signed(self._signer)
 

@@ -99,7 +99,7 @@ async def sealed_answer(
     forged = state.faults.is_on(USAGE_FORGED)
     signed = record.signed(Ed25519PrivateKey.generate()) if forged else e2ee.sign(record)
     reported = not state.faults.is_on(NO_USAGE)
-    sealer = ResponseSealer(secret, encapsulated_key)
+    sealer = e2ee.sealer(secret, encapsulated_key)
     headers = {RESPONSE_NONCE_HEADER: sealer.nonce.hex()}
     meta = ResponseMeta.new(chat.model)
     if chat.stream:
