@@ -37,7 +37,7 @@ from teegate.attestation import (
     e2ee_report_data,
     verify_tdx_quote,
 )
-from teegate.errors import AttestationFailed
+from teegate.errors import AttestationFailed, EnclaveNotVerified
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
@@ -54,10 +54,6 @@ DEFAULT_MAX_OUTPUT_TOKENS = 1024
 MODEL_HEADER = "X-TEE-Model"
 MAX_OUTPUT_TOKENS_HEADER = "X-TEE-Max-Output-Tokens"
 _CHAT_PATH = "/chat/completions"
-
-
-class EnclaveNotVerified(Exception):
-    """The enclave's attestation did not verify: nothing was encrypted or sent."""
 
 
 @dataclass(frozen=True)

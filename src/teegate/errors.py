@@ -28,6 +28,8 @@
         ├── AttestationFailed         a verdict: the gate answers ModelNotConfidential
         ├── CatalogEntryError         an upstream catalog entry the gate cannot read
         ├── ConfigError               a bad setting, refused at start-up
+        ├── EnclaveNotVerified        teegate.client: the enclave's attestation did not
+        │                             verify, so nothing was encrypted or sent
         ├── InvariantViolation        a bug: state the code's own rules rule out
         ├── MoneyError                a bug: a float or an inexact amount on the money path
         ├── PolicyError               a key policy malformed or looser than the gateway's
@@ -283,6 +285,10 @@ class CatalogEntryError(DomainError, ValueError):
 
 class ConfigError(DomainError):
     """A setting is invalid; the message names the field."""
+
+
+class EnclaveNotVerified(DomainError, RuntimeError):
+    """Raised by `teegate.client` to its caller, before any request is sent."""
 
 
 class InvariantViolation(DomainError, RuntimeError):
