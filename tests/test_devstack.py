@@ -186,6 +186,8 @@ def test_public_api_is_exactly_what_the_gateway_imports() -> None:
         "attest-tampered",
         "attest-down",
         "attest-no-gpu",
+        "hpke-key-swap",
+        "usage-forged",
     }
     assert expected == FAULTS
 

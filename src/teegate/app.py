@@ -129,7 +129,13 @@ async def _running_gateway(
             catalog=catalog,
             attestation=assurance,
             chat=ChatService(
-                catalog, assurance, clients, meter=meter, limiter=limiter, trace=trace
+                catalog,
+                assurance,
+                clients,
+                meter=meter,
+                limiter=limiter,
+                trace=trace,
+                sealed=live.clients,
             ),
             billing=billing,
             embeddings=EmbeddingsService(
@@ -246,5 +252,6 @@ async def _background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
 
 def app_from_environment() -> Starlette:
     """The factory `teegate serve` hands uvicorn, so each worker builds its own app."""
-    configure_logging(json_lines=True)
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(json_lines=True, level=settings.logging_level)
+    return create_app(settings)

@@ -140,6 +140,7 @@ class UpstreamAssurance:
             gpu=bool(verdict.gpus),
             measurements=verdict.measurements,
             verdict=verdict,
+            e2ee=verdict.e2ee,
         )
 
     def _chute_keys(self, upstream: str) -> list[str]:

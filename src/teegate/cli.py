@@ -889,7 +889,7 @@ def dev(
     sockets = _listen("127.0.0.1", ports)
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    enclave = SimulatedEnclave()
+    enclave = SimulatedEnclave(e2ee=True)  # EHBP keys: teegate.client encrypts end to end
     upstream, services = devstack_servers(
         DevstackConfig(embeddings=True),
         enclave=enclave,
@@ -902,6 +902,7 @@ def dev(
     overrides = _dev_overrides(data_dir, port, devstack_port, services_port)
     overrides["admin_token_sha256"] = apikeys.token_sha256(admin_token)
     settings = _load_settings(config, overrides)
+    configure_logging(level=settings.logging_level)
     settings_file = data_dir / "teegate.toml"
     _write_private(settings_file, settings_toml(settings))
     token = _with_store(settings, lambda store: _prepare_demo(store, settings), migrate=True)

@@ -9,6 +9,7 @@ can be shared without the secret in it.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from contextvars import ContextVar
@@ -207,6 +208,15 @@ class Settings(BaseSettings):
     # http://collector:4318/v1/traces): spans carry ids, models, statuses and counts only.
     otel_endpoint: str | None = Field(default=None, pattern=r"^https?://")
     otel_service_name: str = Field(default="teegate", min_length=1)
+    # End-to-end encryption: on, a chat request that is not EHBP-encrypted to the
+    # model's attested enclave is refused (400 e2ee_required) before anything else.
+    require_e2ee: bool = False
+    # The gateway's own log level (`teegate serve`, `teegate dev`); logs never carry content.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def logging_level(self) -> int:
+        return int(getattr(logging, self.log_level.upper()))
 
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:

@@ -10,7 +10,8 @@
     │   │   ├── UnsupportedCapability 400 unsupported_capability (tools, formats, media parts)
     │   │   ├── UpstreamRejected      400: the upstream refused the request as invalid
     │   │   │                         (its 400/422), with its reason if it repeats no prompt
-    │   │   └── ModelNotConfidential  400 model_not_confidential
+    │   │   ├── ModelNotConfidential  400 model_not_confidential
+    │   │   └── E2eeRequired          400 e2ee_required (the operator requires EHBP)
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── InvalidAdminToken         401 invalid_admin_token (/admin/v1, operator endpoints)
     │   ├── InsufficientBalance       402 insufficient_balance
@@ -37,6 +38,8 @@
         ├── AttestationFailed         a verdict: the gate answers ModelNotConfidential
         ├── CatalogEntryError         an upstream catalog entry the gate cannot read
         ├── ConfigError               a bad setting, refused at start-up
+        ├── EnclaveNotVerified        teegate.client: the enclave's attestation did not
+        │                             verify, so nothing was encrypted or sent
         ├── InvariantViolation        a bug: state the code's own rules rule out
         ├── MoneyError                a bug: a float or an inexact amount on the money path
         ├── PolicyError               a key policy malformed or looser than the gateway's
@@ -188,6 +191,17 @@ class UpstreamRejected(InvalidRequest):
     ) -> None:
         super().__init__(message, param=param, code=code)
         self.detail = detail
+
+
+class E2eeRequired(InvalidRequest):
+    code = "e2ee_required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This gateway requires end-to-end encryption: send the request encrypted "
+            "to the model's attested enclave (EHBP, the Ehbp-Encapsulated-Key header), "
+            "e.g. with teegate.client.connect."
+        )
 
 
 class InvalidApiKey(TeegateError):
@@ -358,6 +372,10 @@ class CatalogEntryError(DomainError, ValueError):
 
 class ConfigError(DomainError):
     """A setting is invalid; the message names the field."""
+
+
+class EnclaveNotVerified(DomainError, RuntimeError):
+    """Raised by `teegate.client` to its caller, before any request is sent."""
 
 
 class InvariantViolation(DomainError, RuntimeError):

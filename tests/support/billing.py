@@ -178,7 +178,8 @@ def settled_books(url: str, account: str, timeout_s: float = 10) -> LedgerState:
 
 class TcpProxy:
     """A loopback TCP forwarder whose `cut()` is a database outage: every connection
-    drops and new ones are refused, until `restore()`."""
+    drops and new ones are refused, until `restore()`. Every byte it forwards, either
+    way, is kept in `recorded` (a wire capture for confidentiality tests)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         import threading
@@ -187,6 +188,7 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
         self._stalled = False
+        self.recorded = bytearray()
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -206,7 +208,9 @@ class TcpProxy:
             return  # accepted, and never answered
         up_reader, up_writer = await asyncio.open_connection(*self._target)
         self._writers |= {writer, up_writer}
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(
+            _pipe(reader, up_writer, self.recorded), _pipe(up_reader, writer, self.recorded)
+        )
 
     def cut(self) -> None:
         async def cut() -> None:
@@ -234,9 +238,12 @@ class TcpProxy:
         self._thread.join(5)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, recorded: bytearray
+) -> None:
     try:
         while data := await reader.read(65536):
+            recorded += data
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):

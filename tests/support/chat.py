@@ -13,7 +13,7 @@ import orjson
 from teegate.apikeys import Principal
 from teegate.billing import Hold, HoldRequest, LedgerMeter, Outcome, Settlement
 from teegate.catalog import AttestationStatus, Catalog, CatalogModel
-from teegate.chat import Answer, ChatRequest, ChatService, parse_chat_request
+from teegate.chat import Answer, ChatRequest, ChatService, ResponseHead, parse_chat_request
 from teegate.config import RequestDefaults
 from teegate.errors import ServiceUnavailable
 from teegate.ratelimit import LocalRateLimiter
@@ -133,7 +133,7 @@ class RecordingSink:
         self.fail_at = fail_at
         self.bodies: list[bytes] = []
 
-    async def start(self, length: int | None) -> None:
+    async def start(self, length: int | None, head: ResponseHead | None = None) -> None:
         if self.fail_at == 0:
             raise OSError("the client went away")
         self.events.append(("start", length))

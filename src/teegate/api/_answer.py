@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from teegate.api._disconnect import DisconnectWatch
 from teegate.api._middleware import BODY_SEND, METRICS, STARTED, TRACER
-from teegate.chat import Answer
+from teegate.chat import Answer, ResponseHead
 from teegate.metrics import Metrics
 
 JSON_HEADERS = ((b"content-type", b"application/json"),)
@@ -72,9 +72,16 @@ class AnswerResponse:
         except OSError:
             pass  # the client went away mid-write
 
-    def start(self, length: int | None) -> Awaitable[None]:
+    def start(self, length: int | None, head: ResponseHead | None = None) -> Awaitable[None]:
+        status = 200
+        own: tuple[tuple[bytes, bytes], ...]
+        if head is None:
+            own = SSE_HEADERS if length is None else JSON_HEADERS
+        else:  # an encrypted answer: the enclave's status, content type and EHBP nonce
+            status = head.status
+            own = tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in head.headers)
         headers = [
-            *(SSE_HEADERS if length is None else JSON_HEADERS),
+            *own,
             *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self._headers.items()),
             (b"x-tee-attestation", self._answer.admitted.attestation.header.encode("latin-1")),
         ]
@@ -86,7 +93,7 @@ class AnswerResponse:
             self._watch.start()
         else:
             headers.append((b"content-length", str(length).encode()))
-        return self._send({"type": "http.response.start", "status": 200, "headers": headers})
+        return self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     def write(self, body: bytes, more: bool) -> Awaitable[None]:
         if self._started is not None and self._metrics is not None:  # the first write only

@@ -18,14 +18,20 @@ MAX_LENGTH_DIGITS = 15
 
 
 async def read_json_body(request: Request, limit_bytes: int, timeout_s: float) -> bytes:
-    """The whole body within `limit_bytes` and `timeout_s`: a client trickling its body
-    holds a connection and a task no longer than that (408)."""
+    """The whole body, which must say it is JSON, within `limit_bytes` and `timeout_s`."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "application/json":
         raise InvalidRequest(
             "The request body must be JSON, sent with 'Content-Type: application/json'.",
             code="unsupported_content_type",
         )
+    return await read_body(request, limit_bytes, timeout_s)
+
+
+async def read_body(request: Request, limit_bytes: int, timeout_s: float) -> bytes:
+    """The body as sent (an encrypted one is not JSON to the gateway), within the limit
+    and the time: a client trickling its body holds a connection and a task no longer
+    than that (408)."""
     declared = request.headers.get("content-length")
     # ASCII digits only ('²' passes isdigit, not int), and a length past any limit
     # is too large without parsing it (int refuses more than 4300 digits).

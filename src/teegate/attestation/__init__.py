@@ -35,6 +35,14 @@ from teegate.attestation._collateral import (
     PccsCollateralProvider,
     StaticCollateralProvider,
 )
+from teegate.attestation._e2ee import (
+    HPKE_KEY_CONFIG_BYTES,
+    E2eeKeys,
+    UsageRecord,
+    e2ee_report_data,
+    hpke_public_key,
+    read_signed_usage,
+)
 from teegate.attestation._evidence import (
     AttestationMode,
     EvidenceAdapter,
@@ -76,6 +84,7 @@ from teegate.attestation._verifier import EvidenceVerifier, VerifiedInstance
 __all__ = [
     "DEFAULT_ALLOWED_TCB_STATUSES",
     "FAIL_CLOSED",
+    "HPKE_KEY_CONFIG_BYTES",
     "KNOWN_TCB_STATUSES",
     "NONCE_BYTES",
     "REPORT_DATA_RULE",
@@ -89,6 +98,7 @@ __all__ = [
     "Collateral",
     "CollateralProvider",
     "ConfigfsTsm",
+    "E2eeKeys",
     "EvidenceAdapter",
     "EvidenceBatch",
     "EvidenceVerifier",
@@ -106,6 +116,7 @@ __all__ = [
     "TrustRoot",
     "TsmReport",
     "UpstreamAttestation",
+    "UsageRecord",
     "Verdict",
     "VerdictCache",
     "VerdictEvidence",
@@ -114,9 +125,12 @@ __all__ = [
     "attested_tls_report_data",
     "certificate_der",
     "chutes_report_data",
+    "e2ee_report_data",
     "gateway_report_data",
+    "hpke_public_key",
     "parse_jwks",
     "parse_td_quote",
+    "read_signed_usage",
     "report_data_matches",
     "spki_sha256",
     "verify_gpu_tokens",

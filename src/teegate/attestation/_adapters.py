@@ -7,7 +7,10 @@ This is attestation's HTTP edge (with `_http.py` and `_nras.py`): it is exported
 `teegate.attestation.http`, never loaded by `import teegate.attestation`.
 
     attested-tls       GET {base}/v1/attestation/report?nonce=<hex>; report_data =
-                       SHA-256(TLS SPKI of the connection it came over) ‖ nonce
+                       SHA-256(TLS SPKI of the connection it came over) ‖ nonce, or
+                       with EHBP keys (`e2ee` in the report) the E2EE layout of
+                       `_e2ee.py`, and the key config at /.well-known/hpke-keys must
+                       be the one bound
     chutes             GET {api}/chutes/{chute_id}/evidence?nonce=<hex>, one entry per
                        instance; report_data = SHA-256(nonce_hex + e2e pubkey b64) ‖
                        SHA-256(instance certificate SPKI)
@@ -30,6 +33,7 @@ from teegate.attestation._binding import (
     chutes_report_data,
     spki_sha256,
 )
+from teegate.attestation._e2ee import E2eeKeys, e2ee_report_data
 from teegate.attestation._evidence import AttestationMode, EvidenceBatch, InstanceEvidence
 from teegate.attestation._gpu import GpuEvidence
 from teegate.attestation._http import EvidenceHttpClient
@@ -74,18 +78,53 @@ class AttestedTlsAdapter:
         body = _object(response.body, "attestation report")
         cert = response.peer_certificate_der
         spki = spki_sha256(cert)
+        e2ee = _e2ee_keys(body.get("e2ee"))
+        if e2ee is None:
+            expected = attested_tls_report_data(spki, nonce)
+        else:
+            expected = e2ee_report_data(spki, e2ee, nonce)
+            await self._require_served(e2ee, cert)
         evidence = InstanceEvidence(
             instance_id=None,
             quote=_quote_bytes(body.get("quote")),
-            expected_report_data=attested_tls_report_data(spki, nonce),
+            expected_report_data=expected,
             gpu=_gpu_evidence(body.get("gpu_evidence"), body.get("nvidia_token")),
             tls_spki_sha256=spki,
             tls_cert_sha256=hashlib.sha256(cert).digest(),
+            e2ee=e2ee,
         )
         return EvidenceBatch(instances=(evidence,))
 
+    async def _require_served(self, e2ee: E2eeKeys, certificate: bytes) -> None:
+        """The key config the enclave serves EHBP clients (over the same TLS key) must
+        be the one its quote binds: one it swapped in would be a key no quote vouches for."""
+        served, served_by = await self._http.get_bytes(f"{self.base_url}/.well-known/hpke-keys")
+        if served_by != certificate:
+            raise AttestationFailed("tls", "the HPKE key config came from another TLS key")
+        if served != e2ee.hpke_key_config:
+            raise AttestationFailed(
+                "e2ee_key", "the HPKE key the enclave serves is not the one its quote binds"
+            )
+
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _e2ee_keys(value: object) -> E2eeKeys | None:
+    """The report's `e2ee` object (hex key config and usage key), if it has one."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise AttestationFailed("e2ee", "the report's e2ee keys are not an object")
+    config, usage = value.get("hpke_key_config"), value.get("usage_key")
+    if not (isinstance(config, str) and _HEX.fullmatch(config)):
+        raise AttestationFailed("e2ee", "hpke_key_config is not hex")
+    if not (isinstance(usage, str) and _HEX.fullmatch(usage)):
+        raise AttestationFailed("e2ee", "usage_key is not hex")
+    try:
+        return E2eeKeys(bytes.fromhex(config), bytes.fromhex(usage))
+    except ValueError as exc:
+        raise AttestationFailed("e2ee", str(exc)) from exc
 
 
 class ChutesAdapter:

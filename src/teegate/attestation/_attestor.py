@@ -40,6 +40,10 @@ _MIN_SLEEP_S = 1.0
 
 _REPORT_DATA_RULES = {
     "attested-tls": "sha256(tls_spki_der) || nonce",
+    "attested-tls+e2ee": (
+        "sha256('teegate-e2ee-v1\\0' || sha256(tls_spki_der) || sha256(hpke_key_config)"
+        " || sha256(usage_key)) || nonce"
+    ),
     "chutes": "sha256(utf8(nonce_hex + e2e_pubkey_b64)) || sha256(certificate_spki_der)",
 }
 
@@ -345,7 +349,9 @@ class _Round:
     ) -> VerdictEvidence:
         return VerdictEvidence(
             nonce=self.nonce,
-            report_data_rule=_REPORT_DATA_RULES.get(self.config.adapter.mode, ""),
+            report_data_rule=_REPORT_DATA_RULES.get(
+                self.config.adapter.mode + ("+e2ee" if evidence.e2ee else ""), ""
+            ),
             quote=evidence.quote,
             expected_report_data=evidence.expected_report_data,
             collateral=result.collateral if result else None,
@@ -353,6 +359,7 @@ class _Round:
             tls_spki_sha256=evidence.tls_spki_sha256,
             tls_cert_sha256=evidence.tls_cert_sha256,
             e2e_pubkey=evidence.e2e_pubkey,
+            e2ee=evidence.e2ee,
         )
 
 

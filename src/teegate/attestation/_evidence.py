@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from teegate.attestation._e2ee import E2eeKeys
 from teegate.attestation._gpu import GpuEvidence
 from teegate.errors import AttestationFailed
 
@@ -35,6 +36,8 @@ class InstanceEvidence:
     tls_spki_sha256: bytes | None = None
     tls_cert_sha256: bytes | None = None
     e2e_pubkey: str | None = None
+    e2ee: E2eeKeys | None = None
+    """attested-tls with EHBP: the HPKE and usage keys its quote binds with the TLS key."""
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,10 @@ class EvidenceHttpClient:
     async def post_json(self, url: str, payload: Any) -> HttpJson:
         return await self._request("POST", url, params=None, payload=payload)
 
+    async def get_bytes(self, url: str) -> tuple[bytes, bytes | None]:
+        """A body that is not JSON (an EHBP key config), and the peer's certificate."""
+        return await self._fetch("GET", url, params=None, payload=None)
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -114,6 +118,13 @@ class EvidenceHttpClient:
     async def _request(
         self, method: str, url: str, *, params: Mapping[str, str] | None, payload: Any
     ) -> HttpJson:
+        body, certificate = await self._fetch(method, url, params=params, payload=payload)
+        where = f"{method} {_redacted(url)}"
+        return HttpJson(_decode_json(body, where, self._unavailable), certificate)
+
+    async def _fetch(
+        self, method: str, url: str, *, params: Mapping[str, str] | None, payload: Any
+    ) -> tuple[bytes, bytes | None]:
         where = f"{method} {_redacted(url)}"
         recorder = _PeerCertificateRecorder() if self._record else None
         try:
@@ -133,8 +144,7 @@ class EvidenceHttpClient:
             if map_error(type(exc), UNAVAILABLE_ON) is None:  # AttestationFailed among them
                 raise
             raise AttestationFailed(self._unavailable, f"{where}: {summarize(exc)}") from exc
-        certificate = recorder.certificate_der if recorder else None
-        return HttpJson(_decode_json(body, where, self._unavailable), certificate)
+        return body, recorder.certificate_der if recorder else None
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

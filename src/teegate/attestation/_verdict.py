@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from teegate.attestation._check import Check
 from teegate.attestation._collateral import Collateral
+from teegate.attestation._e2ee import E2eeKeys
 from teegate.attestation._gpu import GpuDevice
 from teegate.errors import AttestationFailed
 
@@ -50,6 +51,7 @@ class VerdictEvidence:
     tls_spki_sha256: bytes | None = None
     tls_cert_sha256: bytes | None = None
     e2e_pubkey: str | None = None
+    e2ee: E2eeKeys | None = None
 
     def to_report(self) -> dict[str, Any]:
         def hex_or_none(value: bytes | None) -> str | None:
@@ -63,6 +65,8 @@ class VerdictEvidence:
             "tls_spki_sha256": hex_or_none(self.tls_spki_sha256),
             "tls_cert_sha256": hex_or_none(self.tls_cert_sha256),
             "e2e_pubkey": self.e2e_pubkey,
+            "hpke_key_config": hex_or_none(self.e2ee.hpke_key_config if self.e2ee else None),
+            "usage_key": hex_or_none(self.e2ee.usage_key if self.e2ee else None),
             "collateral": self.collateral.to_report() if self.collateral else None,
             "gpu_tokens": self.gpu_tokens,
         }
@@ -107,6 +111,11 @@ class Verdict:
     @property
     def tls_spki_sha256(self) -> bytes | None:
         return self.evidence.tls_spki_sha256 if self.evidence else None
+
+    @property
+    def e2ee(self) -> E2eeKeys | None:
+        """The HPKE and usage keys the quote bound, if the enclave serves EHBP."""
+        return self.evidence.e2ee if self.evidence else None
 
     def header_value(self) -> str:
         """`X-TEE-Attestation`: mode, verdict id, verified_at, TCB status."""

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from teegate.attestation import E2eeKeys
 from teegate.catalog._catalog import Catalog
 from teegate.catalog._model import CatalogModel
 from teegate.errors import (
@@ -47,6 +48,9 @@ class AttestationStatus:
     measurements: Mapping[str, str] = field(default_factory=dict, repr=False)
     # The passing verdict itself, which a receipt names and the transparency log holds.
     verdict: Verdict | None = field(default=None, repr=False, compare=False)
+    # attested-tls with EHBP: the HPKE and usage keys the verdict's quote bound, which
+    # an encrypted request needs (None: the upstream cannot take one).
+    e2ee: E2eeKeys | None = field(default=None, repr=False)
 
 
 class AttestationView(Protocol):

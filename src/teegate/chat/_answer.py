@@ -25,7 +25,7 @@ import structlog
 
 from teegate.billing import Hold, Outcome, Settlement
 from teegate.catalog import Admitted
-from teegate.chat._seams import Meter, Receipts, Sink, UpstreamStream
+from teegate.chat._seams import Meter, Receipts, ResponseHead, Sink, UpstreamStream
 from teegate.errors import InternalError, TeegateError, UpstreamError
 from teegate.receipts import Served
 
@@ -38,6 +38,10 @@ class Answer(ABC):
     """What the route delivers, whole or streamed. `send` is called once."""
 
     __slots__ = ("_hold", "_meter", "_outcome", "_witness", "admitted")
+
+    concludes = False
+    """True for an answer whose outcome needs `_conclude` after its body (a plain
+    answer does not: it pays nothing for the hook)."""
 
     def __init__(self, admitted: Admitted, meter: Meter, hold: Hold, outcome: Outcome) -> None:
         self.admitted = admitted
@@ -71,12 +75,19 @@ class Answer(ABC):
             await self._deliver(sink)
         finally:
             sink.close()  # first: a client leaving from now on must not cancel the settlement
+            if self.concludes:
+                with anyio.CancelScope(shield=True):
+                    await self._conclude()
             settlement = await settle_after_answer(self._meter, self._hold, self._outcome)
             if witness is not None and settlement is not None:
                 witness.issue(self.admitted, settlement, self._outcome)
 
     @abstractmethod
     async def _deliver(self, sink: Sink) -> None: ...
+
+    async def _conclude(self) -> None:  # noqa: B027 - a hook, empty unless `concludes`
+        """After the body, before the settlement: what the outcome still needs from
+        the upstream (an encrypted stream's signed usage). Must not raise."""
 
 
 class WholeAnswer(Answer):
@@ -243,8 +254,8 @@ class _HashingSink:
         self._sink = sink
         self._witness = witness
 
-    def start(self, length: int | None) -> Awaitable[None]:
-        return self._sink.start(length)
+    def start(self, length: int | None, head: ResponseHead | None = None) -> Awaitable[None]:
+        return self._sink.start(length, head)
 
     def write(self, body: bytes, more: bool) -> Awaitable[None]:
         self._witness.saw(body)

@@ -82,11 +82,22 @@ class Upstream(Protocol):
     async def open_stream(self, body: bytes, *, pin: bytes | None) -> UpstreamStream: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """A response head the upstream chose (an encrypted answer's: its status, its
+    EHBP nonce and content type), where the gateway's own would not do."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    length: int | None
+
+
 class Sink(Protocol):
     """Where an answer is written: the web layer adapts it to its server."""
 
-    def start(self, length: int | None) -> Awaitable[None]:
-        """Begin the response: a whole body of `length` bytes, or (None) a stream."""
+    def start(self, length: int | None, head: ResponseHead | None = None) -> Awaitable[None]:
+        """Begin the response: a whole body of `length` bytes, or (None) a stream;
+        with `head`, its status and content headers are the upstream's."""
         ...
 
     def write(self, body: bytes, more: bool) -> Awaitable[None]:

@@ -25,11 +25,13 @@ from teegate.billing import (
     prompt_upper_bound,
     settled_tokens,
 )
-from teegate.catalog import Admitted, AttestationView, Catalog, admit
+from teegate.catalog import Admitted, AttestationView, Capabilities, Catalog, admit
 from teegate.chat._answer import Answer, StreamedAnswer, WholeAnswer, settle
 from teegate.chat._request import ChatRequest, check_against_model, upstream_refusal
+from teegate.chat._sealed import MODEL_HEADER, SealedAnswer, SealedRequest, SealedUpstream
 from teegate.chat._seams import NO_TRACE, Idempotency, Meter, Trace, Upstream
 from teegate.errors import (
+    InvalidRequest,
     ModelNotConfidential,
     RateLimitExceeded,
     UpstreamKeyChanged,
@@ -48,9 +50,11 @@ class ChatService:
         *,
         limiter: RateLimiter,
         trace: Trace = NO_TRACE,
+        sealed: Mapping[str, SealedUpstream] | None = None,
     ) -> None:
         self._catalog = catalog
         self._trace = trace
+        self._sealed = sealed or {}
         self._attestation = attestation
         self._upstreams = upstreams
         self._meter = meter
@@ -112,6 +116,73 @@ class ChatService:
         except BaseException as exc:
             await upstream_failed(meter, hold, self._attestation, admitted, exc, body=request.body)
             raise
+
+    async def answer_sealed(
+        self,
+        principal: Principal,
+        request: SealedRequest,
+        request_id: str,
+        headers: MutableMapping[str, str] | None = None,
+    ) -> SealedAnswer:
+        """An encrypted request's answer, held for on its clear headers alone: the
+        same gate, allow-list, token window and hold as a plain one, then relayed
+        blind to the enclave whose quote binds the key the client encrypted to."""
+        needs = Capabilities()
+        if principal.policy is None:
+            admitted = admit(self._catalog, self._attestation, request.model, needs)
+        else:
+            principal.policy.check_model(request.model)
+            admitted = admit(
+                self._catalog, self._attestation, request.model, needs, principal.policy.attestation
+            )
+        keys = admitted.attestation.e2ee
+        client = self._sealed.get(admitted.model.upstream)
+        if keys is None or client is None:
+            raise InvalidRequest(
+                f"Model '{request.model}' is not served by an enclave that takes "
+                "end-to-end encrypted requests; send it in plain, or pick another model.",
+                param=MODEL_HEADER,
+                code="e2ee_unavailable",
+            )
+        hold_request = _sealed_hold_request(request_id, principal, admitted, request)
+        meter = self._meter
+        if principal.policy is not None and principal.policy.tpm is not None:
+            meter = await reserve_tokens(
+                self._meter,
+                self.limiter,
+                principal.key_id,
+                tokens=request.prompt_tokens + request.max_output_tokens,
+                tpm=principal.policy.tpm,
+                headers=headers,
+            )
+        hold = await meter.place(hold_request)
+        try:
+            reply = await client.open_sealed(
+                request.body,
+                request.upstream_headers(request_id),
+                pin=admitted.attestation.tls_pin,
+            )
+        except BaseException as exc:  # an enclave's refusal is relayed, never raised
+            await upstream_failed(meter, hold, self._attestation, admitted, exc, body={})
+            raise
+        return SealedAnswer(
+            admitted, meter, hold, reply, request=request, request_id=request_id, keys=keys
+        )
+
+
+def _sealed_hold_request(
+    request_id: str, principal: Principal, admitted: Admitted, request: SealedRequest
+) -> HoldRequest:
+    return hold_request(
+        request_id,
+        principal,
+        admitted,
+        {},
+        stream=False,
+        max_output_tokens=request.max_output_tokens,
+        choices=1,
+        prompt_tokens=request.prompt_tokens,
+    )
 
 
 async def reserve_tokens(

@@ -33,7 +33,11 @@ def build_app(config: DevstackConfig, *, enclave: SimulatedEnclave | None = None
     state = DevstackState.from_config(config, known_faults=known)
     routes: list[BaseRoute] = [
         Route("/v1/models", _ModelsEndpoint(state).list_models, methods=["GET"]),
-        Route("/v1/chat/completions", ChatEndpoint(state), methods=["POST"]),
+        Route(
+            "/v1/chat/completions",
+            ChatEndpoint(state, enclave.e2ee if enclave is not None else None),
+            methods=["POST"],
+        ),
         Route("/v1/embeddings", EmbeddingsEndpoint(state), methods=["POST"]),
         admin_mount(state),
     ]

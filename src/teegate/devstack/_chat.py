@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from teegate.devstack._e2ee import EnclaveE2ee
 from teegate.devstack._errors import (
     DevstackHttpError,
     json_response,
@@ -17,6 +18,7 @@ from teegate.devstack._generate import Completion, generate_completions
 from teegate.devstack._http import client_left_within, read_body, require_api_key
 from teegate.devstack._render import ResponseMeta, chunk_count, completion_body, stream_chunks
 from teegate.devstack._request import ChatRequest, parse_chat_request
+from teegate.devstack._sealed import is_sealed, sealed_answer
 from teegate.devstack._state import DevstackState
 from teegate.devstack._stream import StreamPlan, sse_response
 
@@ -34,8 +36,11 @@ class ChatEndpoint:
     and drops only when the stream is over or its client has gone.
     """
 
-    def __init__(self, state: DevstackState) -> None:
+    def __init__(self, state: DevstackState, e2ee: EnclaveE2ee | None = None) -> None:
+        """With `e2ee` (an enclave that serves EHBP) an encrypted request is answered
+        encrypted; without, it is read as a plain one (and fails as unreadable JSON)."""
         self._state = state
+        self._e2ee = e2ee
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stats = self._state.stats
@@ -55,6 +60,8 @@ class ChatEndpoint:
             raise simulated_server_error()
         if state.faults.is_on(HANG):
             return await hang(request)
+        if self._e2ee is not None and is_sealed(request):
+            return await sealed_answer(state, self._e2ee, request, raw)
         chat = parse_chat_request(raw)
         if state.catalog.find(chat.model) is None:
             raise model_not_found(chat.model)

@@ -23,6 +23,8 @@ import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from teegate.attestation import E2eeKeys, e2ee_report_data, spki_sha256
+from teegate.devstack._e2ee import EnclaveE2ee
 from teegate.devstack._faults import (
     ATTEST_DEBUG,
     ATTEST_NO_GPU,
@@ -78,7 +80,11 @@ class SimulatedEnclave:
     `ssl_context_factory`; tell the gateway's verifier about `root_ca_der`.
     """
 
-    def __init__(self, *, pki: TdxTestPki | None = None, mr_td: bytes = DEFAULT_MR_TD) -> None:
+    def __init__(
+        self, *, pki: TdxTestPki | None = None, mr_td: bytes = DEFAULT_MR_TD, e2ee: bool = False
+    ) -> None:
+        """With `e2ee`, it also holds EHBP keys (HPKE and usage signing), and its quotes
+        bind them with the TLS key (the E2EE report_data layout)."""
         if len(mr_td) != 48:
             raise ValueError("mr_td must be 48 bytes")
         self.pki = pki or TdxTestPki()
@@ -89,6 +95,7 @@ class SimulatedEnclave:
         self._first_nonce: bytes | None = None
         self._faults: FaultState | None = None
         self._swap_context: ssl.SSLContext | None = None
+        self.e2ee = EnclaveE2ee() if e2ee else None
 
     def __repr__(self) -> str:
         return f"SimulatedEnclave(tls_cert_sha256={self.tls_cert_sha256.hex()[:16]}…, {self.pki!r})"
@@ -151,12 +158,28 @@ class SimulatedEnclave:
         """attested-tls: a quote binding SHA-256(TLS SPKI) ‖ nonce, plus raw GPU evidence."""
         how = self._answer(nonce)
         bound = self._foreign_cert_pem if how.unbound else self._cert_pem
-        body = attested_tls_report(self.pki, how.nonce, bound, mr_td=how.mr_td, debug=how.debug)
+        if self.e2ee is not None:
+            body = self._e2ee_report(how, bound, self.e2ee.keys)
+        else:
+            body = attested_tls_report(self.pki, how.nonce, bound, mr_td=how.mr_td, debug=how.debug)
         if how.tampered:
             body["quote"] = _flip_bit(bytes.fromhex(body["quote"])).hex()
         if how.gpu:
             body["gpu_evidence"] = {"arch": _GPU_ARCH, "evidence_list": fake_gpu_evidence(1)}
         return body
+
+    def _e2ee_report(self, how: _Answer, bound: bytes, keys: E2eeKeys) -> dict[str, Any]:
+        """attested-tls with EHBP: the quote binds the TLS key and both E2EE keys."""
+        report_data = e2ee_report_data(spki_sha256(bound), keys, how.nonce)
+        quote = self.pki.quote(report_data, mr_td=how.mr_td, debug=how.debug)
+        return {
+            "nonce": how.nonce.hex(),
+            "quote": quote.hex(),
+            "e2ee": {
+                "hpke_key_config": keys.hpke_key_config.hex(),
+                "usage_key": keys.usage_key.hex(),
+            },
+        }
 
     def chutes_evidence(self, nonce: bytes) -> dict[str, Any]:
         """Chutes' `GET /chutes/{id}/evidence`: one entry per instance."""

@@ -29,6 +29,9 @@ ATTEST_WRONG_MRTD = "attest-wrong-mrtd"
 ATTEST_TAMPERED = "attest-tampered"
 ATTEST_DOWN = "attest-down"
 ATTEST_NO_GPU = "attest-no-gpu"
+# The enclave's end-to-end encryption (an enclave built with e2ee=True).
+HPKE_KEY_SWAP = "hpke-key-swap"  # serve and decrypt with an HPKE key no quote binds
+USAGE_FORGED = "usage-forged"  # sign usage records with a key no quote binds
 
 ENCLAVE_FAULTS: frozenset[str] = frozenset(
     {
@@ -40,6 +43,8 @@ ENCLAVE_FAULTS: frozenset[str] = frozenset(
         ATTEST_TAMPERED,
         ATTEST_DOWN,
         ATTEST_NO_GPU,
+        HPKE_KEY_SWAP,
+        USAGE_FORGED,
     }
 )
 """Faults of the enclave's evidence; refused by an app built without an enclave."""

@@ -9,6 +9,7 @@ body or as stream chunks.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +27,11 @@ REASONING_TOKENS = 6
 
 JSON_PIECE_CHARS = 4
 """Characters per streamed piece of JSON, unless the token budget forces longer ones."""
+
+ECHO_PREFIX = "echo:"
+"""A last user message starting with this is answered with the rest of its text,
+verbatim (a piece per word), so a test can follow a canary through the gateway."""
+_ECHO_PIECE = re.compile(r"\s*\S+\s*")
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,9 @@ def _answer(
     if request.output != "text":
         schema = request.output_schema or JSON_OBJECT_SCHEMA
         pieces, finish = _json_pieces(schema, rng, budget), "stop"
+    elif (echoed := _echo(request.messages)) is not None:
+        pieces = echoed[:budget]
+        finish = "length" if len(echoed) > budget else "stop"
     else:
         truncated = request.max_tokens is not None and request.max_tokens < cap_tokens
         pieces, finish = _words(rng, budget), "length" if truncated else "stop"
@@ -130,6 +139,18 @@ def _answer(
         return Completion(thinking, pieces, (), finish, prompt)
     shown, unseen = cut
     return Completion(thinking, shown, (), "stop", prompt, unseen)
+
+
+def _echo(messages: list[dict[str, Any]]) -> tuple[str, ...] | None:
+    """The pieces of an `echo:` prompt's text (the last message, if a user's string)."""
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return None
+    content = last.get("content")
+    if not isinstance(content, str) or not content.startswith(ECHO_PREFIX):
+        return None
+    text = content.removeprefix(ECHO_PREFIX).removeprefix(" ")
+    return tuple(_ECHO_PIECE.findall(text)) or None
 
 
 def _cut_at_stop(

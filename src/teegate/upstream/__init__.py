@@ -5,6 +5,7 @@ from teegate.upstream._client import (
     REQUEST_ERRORS,
     STREAM_ERRORS,
     Listing,
+    SealedRelay,
     UpstreamClient,
     UpstreamStream,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "Listing",
     "SSEDecoder",
     "SSEError",
+    "SealedRelay",
     "UpstreamClient",
     "UpstreamStream",
 ]

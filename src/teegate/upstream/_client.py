@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 import yarl
 
+from teegate.chat import USAGE_HEADER, ResponseHead
 from teegate.config import Timeouts, UpstreamSettings
 from teegate.errors import (
     SSEError,
@@ -162,6 +163,86 @@ class _IdleDeadline:
 
     def cancel(self) -> None:
         self._timer.cancel()
+
+
+SEALED_RESPONSE_HEADERS = frozenset({"content-type", "ehbp-response-nonce", "cache-control"})
+"""What an EHBP client needs of the enclave's response head: the response nonce its
+decryption keys derive from, and the content type. Nothing else of the enclave's
+head is relayed."""
+MAX_REFUSAL_BYTES = 64 * 1024
+USAGE_FETCH_TIMEOUT_S = 5.0
+
+
+class SealedRelay:
+    """An encrypted answer, open: its head, then its body as the socket yields it.
+
+    The body is never parsed (the gateway cannot read it); only its length is known.
+    """
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        session: aiohttp.ClientSession,
+        usage_url: str,
+        upstream: str,
+        idle_s: float,
+    ) -> None:
+        self._response = response
+        self._session = session
+        self._usage_url = usage_url
+        self._upstream = upstream
+        self._idle_s = idle_s
+        self._deadline: _IdleDeadline | None = None
+        headers = tuple(
+            (k.lower(), v)
+            for k, v in response.headers.items()
+            if k.lower() in SEALED_RESPONSE_HEADERS
+        )
+        self.head = ResponseHead(response.status, headers, response.content_length)
+        self.usage: str | None = response.headers.get(USAGE_HEADER)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        deadline = self._deadline = _IdleDeadline(content, self._idle_s)
+        size = 0
+        try:
+            while chunk := await content.readany():
+                deadline.last_read = deadline.loop.time()
+                size += len(chunk)
+                if self.head.status != 200 and size > MAX_REFUSAL_BYTES:
+                    raise UpstreamError(f"upstream '{self._upstream}' sent an oversized refusal")
+                yield chunk
+        except Exception as exc:
+            error = map_error(type(exc), STREAM_ERRORS)
+            if error is None:
+                raise
+            raise error(f"upstream '{self._upstream}' broke the encrypted answer") from exc
+        finally:
+            deadline.cancel()
+
+    async def usage_after(self, request_id: str) -> str | None:
+        """The enclave's signed usage for a streamed answer, fetched over the same
+        pinned pool once the body is over; None if it has none or cannot say."""
+        url = f"{self._usage_url}/{request_id}"
+        timeout = aiohttp.ClientTimeout(total=USAGE_FETCH_TIMEOUT_S)
+        try:
+            async with self._session.get(url, timeout=timeout) as resp:
+                if resp.status != 200:
+                    return None
+                body = orjson.loads(await resp.read())
+        except Exception as exc:
+            if map_error(type(exc), REQUEST_ERRORS) is None and not isinstance(
+                exc, orjson.JSONDecodeError
+            ):
+                raise
+            return None
+        value = body.get("usage") if isinstance(body, dict) else None
+        return value if isinstance(value, str) else None
+
+    def close(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._response.close()
 
 
 class UpstreamClient:
@@ -331,6 +412,28 @@ class UpstreamClient:
                 resp.close()
                 raise
         return UpstreamStream(resp, self.name, self._timeouts.read_s)
+
+    async def open_sealed(
+        self, body: bytes, headers: Mapping[str, str], *, pin: bytes | None = None
+    ) -> SealedRelay:
+        """An EHBP-encrypted request, sent as it came with its clear headers. The
+        enclave's answer is returned whatever its status: a refusal (4xx) is the
+        enclave's to explain to its client, in its own words."""
+        session = self._pinned_session(pin)
+        post = session.post(
+            self._chat_url,
+            data=body,
+            headers={**headers, "Content-Type": "application/octet-stream"},
+            timeout=self._stream_timeout,
+        )
+        async with self._guard("encrypted request"):
+            async with asyncio.timeout(self._timeouts.read_s):
+                resp = await post
+            if resp.status >= 500:
+                resp.close()
+                raise UpstreamError(f"upstream '{self.name}' answered HTTP {resp.status}")
+        usage_url = f"{self.base_url}/v1/e2ee/usage"
+        return SealedRelay(resp, session, usage_url, self.name, self._timeouts.read_s)
 
     async def _raise_for_status(
         self, resp: aiohttp.ClientResponse, *, rejectable: bool = True
