@@ -97,6 +97,18 @@ def test_twenty_images_are_held_for_what_a_vision_model_counts_them() -> None:
     assert settled.cost_nano == cost_nano(vision_usage.prompt_tokens, 4, RATES)
 
 
+def test_the_prompt_held_is_never_more_than_the_models_context() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    request = replace(
+        a_hold_request(), body={"messages": [{"role": "user", "content": [image] * 20}]}
+    )
+    assert request.prompt_bound() > 20 * IMAGE_PART_TOKENS
+    within = replace(request, prompt_limit=163_840)
+    assert within.prompt_bound() == 163_840
+    hold = LedgerMeter(FakeStore(0), hold_ttl_s=60).hold_for(within)
+    assert hold.prompt_tokens == 163_840
+
+
 def test_audio_and_file_parts_are_held_above_their_bytes_and_refusals_as_text() -> None:
     audio = {"type": "input_audio", "input_audio": {"data": "UklGR" * 100, "format": "wav"}}
     refusal = {"type": "refusal", "refusal": "no"}

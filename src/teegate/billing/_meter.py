@@ -78,6 +78,17 @@ class HoldRequest:
     idempotency_key: str | None = None
     """SHA-256 (hex) of the client's Idempotency-Key, and of its request body."""
     fingerprint: str | None = None
+    prompt_limit: int | None = None
+    """The model's context length: no prompt the upstream reads is longer, so the
+    estimate (16,384 tokens an image) never holds more than that."""
+
+    def prompt_bound(self) -> int:
+        """The prompt tokens held: the service's own bound, or the body's estimate
+        within the model's context."""
+        if self.prompt_tokens is not None:
+            return self.prompt_tokens
+        bound = prompt_upper_bound(self.body)
+        return bound if self.prompt_limit is None else min(bound, self.prompt_limit)
 
 
 class SettlementObserver(Protocol):
@@ -180,9 +191,7 @@ class LedgerMeter:
     def hold_for(self, request: HoldRequest) -> Hold:
         """The hold a request needs, at the rates it was admitted at."""
         rates = request.rates
-        prompt = request.prompt_tokens
-        if prompt is None:
-            prompt = prompt_upper_bound(request.body)
+        prompt = request.prompt_bound()
         completion = held_completion_tokens(request.max_output_tokens, request.choices)
         created = self._clock()
         return Hold(

@@ -22,7 +22,6 @@ from teegate.billing import (
     Rates,
     Settlement,
     held_completion_tokens,
-    prompt_upper_bound,
     settled_tokens,
 )
 from teegate.catalog import Admitted, AttestationView, Capabilities, Catalog, admit
@@ -93,7 +92,7 @@ class ChatService:
         hold_request = _hold_request(request_id, principal, admitted, request, idempotency)
         meter = self._meter
         if principal.policy is not None and principal.policy.tpm is not None:
-            tokens = prompt_upper_bound(hold_request.body) + held_completion_tokens(
+            tokens = hold_request.prompt_bound() + held_completion_tokens(
                 hold_request.max_output_tokens, hold_request.choices
             )
             meter = await reserve_tokens(
@@ -285,6 +284,7 @@ def hold_request(
         max_output_tokens=max_output_tokens,
         choices=choices,
         prompt_tokens=prompt_tokens,
+        prompt_limit=model.context_length,
         budgeted=principal.budgeted,
         idempotency_key=None if idempotency is None else idempotency.key_hash,
         fingerprint=None if idempotency is None else idempotency.body_hash,
