@@ -46,6 +46,7 @@ from teegate.errors import (
     UpstreamError,
     UpstreamKeyChanged,
     UpstreamTimeout,
+    WebhookRejected,
     error_envelope,
 )
 from tests.support.openai_schemas import validate
@@ -80,6 +81,13 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
         400,
         "invalid_request_error",
         "model_not_confidential",
+    ),
+    (
+        WebhookRejected,
+        WebhookRejected("unsigned"),
+        400,
+        "invalid_request_error",
+        "webhook_rejected",
     ),
     (InvalidApiKey, InvalidApiKey("nope"), 401, "authentication_error", "invalid_api_key"),
     (

@@ -27,15 +27,25 @@ from teegate.billing import Billing
 from teegate.catalog import Catalog
 from teegate.chat import ChatService
 from teegate.config import Settings, load_settings
+from teegate.console import AccountConsole, csrf_key
+from teegate.dashboard import Dashboard, dashboard_routes
 from teegate.embeddings import EmbeddingsService
 from teegate.errors import ConfigError, TeegateError
 from teegate.live import open_live_upstreams
 from teegate.logs import configure_logging
 from teegate.metrics import Metrics
+from teegate.payments import StripeTopUp
 from teegate.ratelimit import LocalRateLimiter, RateLimiter
 from teegate.ratelimit.redis import RedisRateLimiter
 from teegate.readiness import Check, Readiness
-from teegate.store import AccountStore, Ledger, create_engine, is_current, ping
+from teegate.store import (
+    AccountStore,
+    DashboardStore,
+    Ledger,
+    create_engine,
+    is_current,
+    ping,
+)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -43,12 +53,13 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _running_gateway(settings, metrics) as gw:
+        async with _running_gateway(settings, metrics) as (gw, dashboard):
             app.state.gateway = gw
+            app.state.dashboard = dashboard
             yield
 
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *dashboard_routes()],
         middleware=[Middleware(RequestContextMiddleware, metrics=metrics)],
         exception_handlers={
             TeegateError: on_teegate_error,
@@ -60,7 +71,9 @@ def create_app(settings: Settings) -> Starlette:
 
 
 @contextlib.asynccontextmanager
-async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterator[Gateway]:
+async def _running_gateway(
+    settings: Settings, metrics: Metrics
+) -> AsyncIterator[tuple[Gateway, Dashboard]]:
     engine = create_engine(settings.resolved_database_url)
     stack = contextlib.AsyncExitStack()
     try:
@@ -104,6 +117,7 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
                 }
             ),
         )
+        dashboard = _dashboard(settings, engine, ledger, billing, gw)
         async with ledger.running():
             await billing.reaper.reap_once()  # holds a crash left behind, before serving
             _freeze_startup_objects()
@@ -112,10 +126,36 @@ async def _running_gateway(settings: Settings, metrics: Metrics) -> AsyncIterato
                 _background(billing.reaper.run()),
                 _background(authenticator.run()),
             ):
-                yield gw
+                yield gw, dashboard
     finally:
         await stack.aclose()
         await engine.dispose()
+
+
+def _dashboard(
+    settings: Settings, engine: AsyncEngine, ledger: Ledger, billing: Billing, gw: Gateway
+) -> Dashboard:
+    """The dashboard's services: the console over the store, Stripe for top-ups."""
+    store = DashboardStore(engine)
+    secret = _key_secret(settings)
+    return Dashboard(
+        console=AccountConsole(
+            settings,
+            accounts=AccountStore(engine),
+            store=store,
+            ledger=ledger,
+            billing=billing,
+            catalog=gw.catalog,
+            attestation=gw.attestation,
+            limiter=gw.limiter,
+            key_secret=secret,
+        ),
+        top_up=StripeTopUp(settings.stripe, store),
+        csrf_secret=csrf_key(secret),
+        secure_cookies=settings.environment != "development",
+        session_ttl_s=settings.dashboard_session_ttl_s,
+        public_url=settings.resolved_public_url,
+    )
 
 
 def _freeze_startup_objects() -> None:

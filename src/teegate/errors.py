@@ -5,7 +5,9 @@
     │   ├── InvalidRequest            400 invalid_request_error (specific code, param)
     │   │   ├── RequestTooLarge       413 request_too_large
     │   │   ├── UnsupportedCapability 400 unsupported_capability (tools, formats, media parts)
-    │   │   └── ModelNotConfidential  400 model_not_confidential
+    │   │   ├── ModelNotConfidential  400 model_not_confidential
+    │   │   └── WebhookRejected       400 webhook_rejected (a payment event its signature
+    │   │                             does not cover)
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── InsufficientBalance       402 insufficient_balance
     │   ├── BudgetExceeded            402 budget_exceeded (a key's or account's spend budget)
@@ -40,7 +42,8 @@ boundary by one table, looked up with `map_error` so the most specific entry win
 `upstream.REQUEST_ERRORS` and `STREAM_ERRORS` (aiohttp), `store.OUTAGE_VERDICTS`
 (sqlite3, SQLAlchemy, asyncpg), `ratelimit.DEGRADE_ON` (redis-py),
 `attestation.FAIL_CLOSED` (dcap-qvl, PyJWT, cryptography) and
-`attestation.UNAVAILABLE_ON` (aiohttp, for evidence).
+`attestation.UNAVAILABLE_ON` (aiohttp, for evidence), `payments.STRIPE_ERRORS`
+(stripe).
 The devstack, which plays a third-party upstream, keeps its own errors but builds
 its envelope with `error_envelope` too.
 
@@ -134,6 +137,10 @@ class RequestTooLarge(InvalidRequest):
 
 class UnsupportedCapability(InvalidRequest):
     code = "unsupported_capability"
+
+
+class WebhookRejected(InvalidRequest):
+    code = "webhook_rejected"
 
 
 class ModelNotConfidential(InvalidRequest):
