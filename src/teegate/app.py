@@ -117,7 +117,8 @@ async def _running_gateway(
                 }
             ),
         )
-        dashboard = _dashboard(settings, engine, ledger, billing, gw)
+        dashboard, top_up = _dashboard(settings, engine, ledger, billing, gw)
+        stack.push_async_callback(top_up.aclose)
         async with ledger.running():
             await billing.reaper.reap_once()  # holds a crash left behind, before serving
             _freeze_startup_objects()
@@ -134,11 +135,12 @@ async def _running_gateway(
 
 def _dashboard(
     settings: Settings, engine: AsyncEngine, ledger: Ledger, billing: Billing, gw: Gateway
-) -> Dashboard:
+) -> tuple[Dashboard, StripeTopUp]:
     """The dashboard's services: the console over the store, Stripe for top-ups."""
     store = DashboardStore(engine)
     secret = _key_secret(settings)
-    return Dashboard(
+    top_up = StripeTopUp(settings.stripe, store)
+    dashboard = Dashboard(
         console=AccountConsole(
             settings,
             accounts=AccountStore(engine),
@@ -150,12 +152,14 @@ def _dashboard(
             limiter=gw.limiter,
             key_secret=secret,
         ),
-        top_up=StripeTopUp(settings.stripe, store),
+        top_up=top_up,
         csrf_secret=csrf_key(secret),
         secure_cookies=settings.environment != "development",
         session_ttl_s=settings.dashboard_session_ttl_s,
         public_url=settings.resolved_public_url,
+        checkout_origins=top_up.checkout_origins,
     )
+    return dashboard, top_up
 
 
 def _freeze_startup_objects() -> None:

@@ -16,8 +16,10 @@ import hashlib
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import stripe
+import structlog
 
 from teegate.billing import NANO_PER_USD, nano_to_usd, usd_to_nano
 from teegate.config import StripeSettings
@@ -30,8 +32,11 @@ from teegate.errors import (
 )
 from teegate.store import DashboardStore
 
+log = structlog.get_logger("teegate.payments")
+
 NANO_PER_CENT = NANO_PER_USD // 100
 COMPLETED = "checkout.session.completed"
+CHECKOUT_ORIGIN = "https://checkout.stripe.com"
 
 STRIPE_ERRORS: Mapping[type[BaseException], type[TeegateError]] = {
     stripe.SignatureVerificationError: WebhookRejected,
@@ -52,17 +57,31 @@ class StripeTopUp:
         self._settings = settings
         self._store = store
         self._client: stripe.StripeClient | None = None
+        self._http = stripe.AIOHTTPClient()
+        """aiohttp, which the gateway already runs on (stripe's default client is sync)."""
         if settings.secret_key is not None:
             addresses: Any = {"api": settings.api_base} if settings.api_base else None
             self._client = stripe.StripeClient(
                 settings.secret_key.get_secret_value(),
                 base_addresses=addresses,
                 max_network_retries=1,
-                http_client=stripe.HTTPXClient(),
+                http_client=self._http,
             )
 
     def __repr__(self) -> str:
         return f"StripeTopUp(enabled={self.enabled})"
+
+    @property
+    def checkout_origins(self) -> tuple[str, ...]:
+        """Where Checkout pages are served: Stripe's, or the configured API's (a local
+        stand-in serves both)."""
+        if self._settings.api_base:
+            parts = urlsplit(self._settings.api_base)
+            return (CHECKOUT_ORIGIN, f"{parts.scheme}://{parts.netloc}")
+        return (CHECKOUT_ORIGIN,)
+
+    async def aclose(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
 
     @property
     def enabled(self) -> bool:
@@ -105,6 +124,12 @@ class StripeTopUp:
         try:
             session = await self._client.v1.checkout.sessions.create_async(params)
         except stripe.StripeError as exc:
+            log.warning(
+                "stripe_checkout_failed",
+                error=type(exc).__name__,
+                http_status=exc.http_status,
+                detail=str(exc)[:200],
+            )
             raise _mapped(
                 exc, "The payment provider could not start a checkout; try again."
             ) from exc

@@ -4,14 +4,19 @@ makes them, and a cookie-keeping client that fills forms as a browser does."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 
 import httpx
 
 from teegate import console
+from teegate.app import create_app
 from teegate.config import Settings
 from teegate.store import AccountStore, DashboardStore
-from tests.support.gateway import with_store
+from tests.support.gateway import Gateway, prepare_database, with_store
+from tests.support.servers import ServerThread, free_port
 
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
 PASSWORD = "correct horse battery staple"
@@ -70,3 +75,25 @@ class Browserless:
 
     def close(self) -> None:
         self.http.close()
+
+
+@contextmanager
+def dashboard_gateway(settings: Settings, account: str) -> Iterator[Gateway]:
+    """`running_gateway`, with `public_url` set to where it serves (Stripe's return
+    addresses are built from it, never from the request's Host header)."""
+    port = free_port()
+    settings = settings.model_copy(update={"public_url": f"http://127.0.0.1:{port}"})
+    key = prepare_database(settings, account)
+    server = ServerThread(create_app(settings), port=port).start()
+    try:
+        yield Gateway(server.url, settings, key, account)
+    finally:
+        server.stop()
+
+
+def balance_usd(gateway: Gateway) -> Decimal:
+    answer = httpx.get(
+        f"{gateway.url}/v1/balance", headers={"authorization": f"Bearer {gateway.key}"}
+    )
+    answer.raise_for_status()
+    return Decimal(answer.json()["balance"])

@@ -167,38 +167,43 @@ class FakeCheckout:
     async def pay(self, request: Request) -> Response:
         """Charge the test card through localstripe, then tell the gateway, signed."""
         session = self.sessions[request.path_params["session_id"]]
+        http = stripe.AIOHTTPClient()
         client = stripe.StripeClient(
-            STRIPE_SECRET_KEY,
-            base_addresses={"api": self.localstripe_url},
-            http_client=stripe.HTTPXClient(),
+            STRIPE_SECRET_KEY, base_addresses={"api": self.localstripe_url}, http_client=http
         )
         card: Any = {"type": "card", "card": TEST_CARD}
-        method = await client.v1.payment_methods.create_async(params=card)
-        intent = await client.v1.payment_intents.create_async(
-            params={
-                "amount": session["amount_total"],
-                "currency": session["currency"],
-                "payment_method": method.id,
-                "confirm": True,
-            }
-        )
+        try:
+            method = await client.v1.payment_methods.create_async(params=card)
+            intent = await client.v1.payment_intents.create_async(
+                params={
+                    "amount": session["amount_total"],
+                    "currency": session["currency"],
+                    "payment_method": method.id,
+                    "confirm": True,
+                }
+            )
+        finally:
+            await http.close_async()  # type: ignore[no-untyped-call]
         assert intent.status == "succeeded", intent.status
         session |= {"status": "complete", "payment_status": "paid", "payment_intent": intent.id}
         await self.deliver(event_payload(session))
         return RedirectResponse(session["success_url"], status_code=303)
 
-    async def deliver(self, payload: bytes, signature: str | None = None) -> int:
+    async def deliver(self, payload: bytes) -> int:
         async with httpx.AsyncClient() as http:
-            response = await http.post(
-                self.webhook_url,
-                content=payload,
-                headers={
-                    "content-type": "application/json",
-                    "stripe-signature": signature or sign(payload),
-                },
-            )
+            response = await http.post(self.webhook_url, content=payload, headers=_signed(payload))
         self.delivered.append((payload, response.status_code))
         return response.status_code
+
+    def redeliver(self, payload: bytes) -> httpx.Response:
+        """Send an event again, freshly signed, as Stripe retries one."""
+        response = httpx.post(self.webhook_url, content=payload, headers=_signed(payload))
+        self.delivered.append((payload, response.status_code))
+        return response
+
+
+def _signed(payload: bytes) -> dict[str, str]:
+    return {"content-type": "application/json", "stripe-signature": sign(payload)}
 
 
 @contextmanager

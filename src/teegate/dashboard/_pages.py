@@ -29,11 +29,11 @@ from teegate.billing import describe_balance, nano_to_usd
 from teegate.dashboard._chart import DAY_MS, usage_chart
 from teegate.dashboard._security import (
     CSRF_FIELD,
-    SECURITY_HEADERS,
     SESSION_COOKIE,
     clear_session,
     csrf_ok,
     csrf_token,
+    security_headers,
     set_cookies,
 )
 from teegate.dashboard._services import Dashboard
@@ -87,15 +87,19 @@ def render(
         csrf=csrf_token(dash.csrf_secret, request, session),
         **context,
     )
-    response = HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+    response = HTMLResponse(body, status_code=status, headers=headers(request))
     set_cookies(
         response, request, secure=dash.secure_cookies, session=session, ttl_s=dash.session_ttl_s
     )
     return response
 
 
-def redirect(path: str) -> RedirectResponse:
-    return RedirectResponse(path, status_code=303, headers=SECURITY_HEADERS)
+def headers(request: Request) -> dict[str, str]:
+    return security_headers(dashboard(request).checkout_origins)
+
+
+def redirect(request: Request, path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303, headers=headers(request))
 
 
 Page = Callable[[Request, int], Awaitable[Response]]
@@ -110,7 +114,7 @@ def signed_in(page: Page) -> Callable[[Request], Awaitable[Response]]:
         token = request.cookies.get(SESSION_COOKIE)
         account_id = await dash.console.session_account(token) if token else None
         if account_id is None:
-            return redirect("/dashboard/sign-in")
+            return redirect(request, "/dashboard/sign-in")
         if request.method == "POST":
             form = await read_form(request)
             if not csrf_ok(dash.csrf_secret, request, form.get(CSRF_FIELD)):
@@ -181,7 +185,7 @@ async def sign_in_page(request: Request) -> Response:
 
 def _start_session(request: Request, session: str) -> Response:
     dash = dashboard(request)
-    response = redirect("/dashboard")
+    response = redirect(request, "/dashboard")
     set_cookies(
         response, request, secure=dash.secure_cookies, session=session, ttl_s=dash.session_ttl_s
     )
@@ -196,7 +200,7 @@ async def sign_out(request: Request) -> Response:
         return forbidden(request)
     if token:
         await dash.console.close_session(token)
-    response = redirect("/dashboard/sign-in")
+    response = redirect(request, "/dashboard/sign-in")
     clear_session(response, secure=dash.secure_cookies)
     return response
 
@@ -267,7 +271,7 @@ async def revoke_key(request: Request, account_id: int) -> Response:
     key_id = request.path_params["key_id"]
     if not await dashboard(request).console.revoke_key(account_id, key_id):
         return await _keys(request, account_id, error="No such key on this account.")
-    return redirect("/dashboard/keys")
+    return redirect(request, "/dashboard/keys")
 
 
 async def rotate_key(request: Request, account_id: int) -> Response:
@@ -355,7 +359,7 @@ async def usage_csv(request: Request, account_id: int) -> Response:
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
-        headers={**SECURITY_HEADERS, "content-disposition": f'attachment; filename="{filename}"'},
+        headers={**headers(request), "content-disposition": f'attachment; filename="{filename}"'},
     )
 
 
@@ -387,7 +391,7 @@ async def billing_page(request: Request, account_id: int) -> Response:
             except TeegateError as exc:
                 error = exc.message
             else:
-                return redirect(url)
+                return redirect(request, url)
     balance = await dash.console.balance(account_id)
     return render(
         request,
@@ -423,7 +427,7 @@ async def stripe_webhook(request: Request) -> Response:
 
 
 async def billing_redirect(request: Request) -> Response:
-    return redirect("/billing")
+    return redirect(request, "/billing")
 
 
 def dashboard_routes() -> list[BaseRoute]:

@@ -65,15 +65,18 @@ def clear_session(response: Response, *, secure: bool) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True, samesite="lax")
 
 
-SECURITY_HEADERS = {
-    "content-security-policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "referrer-policy": "no-referrer",
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "cache-control": "no-store",
-}
-"""Every page: scripts only from this origin, no framing, no referrer (so no page
-address leaves with a click), nothing cached (a page may show a key's secret)."""
+def security_headers(checkout_origins: tuple[str, ...]) -> dict[str, str]:
+    """Every page: scripts only from this origin, no framing, no referrer (so no page
+    address leaves with a click), nothing cached (a page may show a key's secret).
+    Forms post here only, and redirect on to the payment provider's checkout only."""
+    form_action = " ".join(("'self'", *checkout_origins))
+    return {
+        "content-security-policy": (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+        ),
+        "referrer-policy": "no-referrer",
+        "x-content-type-options": "nosniff",
+        "x-frame-options": "DENY",
+        "cache-control": "no-store",
+    }

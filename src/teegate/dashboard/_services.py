@@ -138,3 +138,5 @@ class Dashboard:
     session_ttl_s: float
     public_url: str
     """Where Stripe sends the browser back to (never the request's Host header)."""
+    checkout_origins: tuple[str, ...] = ("https://checkout.stripe.com",)
+    """Where a top-up form may send the browser on (the page's CSP form-action)."""
