@@ -1110,6 +1110,11 @@ def _print_demo(base_url: str, token: str, settings_file: Path) -> None:
     out.print(f"  base URL : {base_url}")
     out.print(f"  settings : {settings}")
     out.print(f"  API key  : {token}  (demo account, shown once)")
+    out.print(
+        f"  dashboard: {base_url.removesuffix('/v1')}/dashboard  (to sign in as demo: "
+        "`teegate accounts invite demo --email YOU@EXAMPLE` prints a link)",
+        highlight=False,
+    )
     out.print("  try it   :")
     print(
         f"curl {base_url}/chat/completions -H 'Authorization: Bearer {token}' "

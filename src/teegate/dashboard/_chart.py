@@ -7,13 +7,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from html import escape
 
-from teegate.billing import nano_to_usd
+from teegate.billing import NANO_PER_USD, nano_to_usd
 from teegate.dashboard._services import DayUsage
 
 DAY_MS = 86_400_000
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 720, 240, 64, 28, 12
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 720, 240, 84, 28, 16
 PALETTE = ("#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2", "#4b5563")
 
 
@@ -40,7 +41,7 @@ def usage_chart(days: Sequence[DayUsage], *, first_day_ms: int, day_count: int) 
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - 8}" y2="{TOP + plot_h}" '
         'class="axis"/>',
         f'<text x="{LEFT - 6}" y="{TOP + 8}" text-anchor="end" class="tick">'
-        f"${escape(nano_to_usd(top))}</text>",
+        f"{escape(axis_usd(top))}</text>",
         f'<text x="{LEFT - 6}" y="{TOP + plot_h}" text-anchor="end" class="tick">$0</text>',
     ]
     for index in range(day_count):
@@ -65,6 +66,17 @@ def usage_chart(days: Sequence[DayUsage], *, first_day_ms: int, day_count: int) 
             )
     parts.append("</svg>")
     return Chart("".join(parts), [(m, colour[m]) for m in models])
+
+
+def axis_usd(nano: int) -> str:
+    """The top of the axis, short: cents from a dollar up, else two significant
+    digits (the exact amounts are in each bar's title and in the tables)."""
+    amount = Decimal(nano) / NANO_PER_USD
+    if amount == 0:
+        return "$0"
+    if amount >= 1:
+        return f"${amount:.2f}"
+    return f"${amount.quantize(Decimal(1).scaleb(amount.adjusted() - 1)):f}"
 
 
 def _day(day_ms: int) -> str:

@@ -63,7 +63,12 @@ def _when(epoch_ms: int | None) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _when_short(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%m-%d %H:%M")
+
+
 templates.filters["usd"] = _usd
+templates.filters["when_short"] = _when_short
 templates.filters["when"] = _when
 
 
