@@ -156,3 +156,11 @@ def test_billing_starts_a_checkout_for_the_signed_in_account(
     assert session["success_url"] == f"{gateway.url}/billing?paid=1"
     page = client.http.get("/billing").text
     assert csrf_of(page)
+
+
+def test_an_oversized_webhook_body_is_refused_unread(rig: tuple[Gateway, FakeCheckout]) -> None:
+    gateway, _ = rig
+    payload = b"{" + b" " * 300_000 + b"}"
+    answer = post(gateway, payload, sign(payload))
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "request_too_large"

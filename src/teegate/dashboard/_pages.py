@@ -37,10 +37,12 @@ from teegate.dashboard._security import (
     set_cookies,
 )
 from teegate.dashboard._services import Dashboard
-from teegate.errors import TeegateError
+from teegate.errors import RequestTooLarge, TeegateError
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 16 * 1024
+MAX_WEBHOOK_BYTES = 256 * 1024
+"""Stripe's events are a few kilobytes; a body past this is not one."""
 MIN_PASSWORD_CHARS = 12
 USAGE_WINDOWS = (7, 30, 90)
 LEDGER_ROWS = 50
@@ -421,9 +423,13 @@ def _cents(text: str) -> int | None:
 async def stripe_webhook(request: Request) -> Response:
     """Stripe's deliveries: signed, so no session or CSRF token; credit is posted
     here only (see teegate.payments)."""
-    body = await request.body()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_WEBHOOK_BYTES:
+            raise RequestTooLarge(f"A webhook body is at most {MAX_WEBHOOK_BYTES} bytes.")
     credited = await dashboard(request).top_up.receive(
-        body, request.headers.get("stripe-signature")
+        bytes(body), request.headers.get("stripe-signature")
     )
     return Response(
         '{"received": true, "credited": %s}' % ("true" if credited else "false"),
