@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -181,3 +182,30 @@ def test_pages_send_no_secret_and_forbid_framing_and_caching(acme: Browserless) 
         assert PASSWORD not in page.text
         assert page.headers["cache-control"] == "no-store"
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+def test_a_key_s_limits_are_set_from_the_dashboard(site: Gateway, acme: Browserless) -> None:
+    created = acme.form("/dashboard/keys", "/dashboard/keys", name="limited")
+    secret = created.text.split('<code id="new-secret">')[1].split("<")[0]
+    key_id = created.text.split('data-key-id="')[1].split('"')[0]
+    page = acme.http.get("/dashboard/keys").text
+    refused = acme.http.post(
+        f"/dashboard/keys/{key_id}/limits",
+        data={"csrf_token": csrf_of(page), "rpm": "0", "tpm": ""},
+    )
+    assert refused.status_code == 400
+    saved = acme.http.post(
+        f"/dashboard/keys/{key_id}/limits",
+        data={"csrf_token": csrf_of(page), "rpm": "7", "tpm": "5000"},
+    )
+    assert saved.status_code == 303
+    deadline = time.monotonic() + 5  # the auth cache re-reads a key within a second
+    while True:
+        limits = httpx.get(
+            f"{site.url}/v1/key", headers={"authorization": f"Bearer {secret}"}
+        ).json()["data"]["rate_limit"]
+        if limits["requests_per_minute"] == 7 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert limits["requests_per_minute"] == 7
+    assert limits["tokens_per_minute"] == 5000

@@ -8,6 +8,7 @@ Session and invite tokens are 256 random bits, stored as their SHA-256 only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -17,7 +18,7 @@ import argon2
 import argon2.exceptions
 
 from teegate import auth
-from teegate.apikeys import load_policy
+from teegate.apikeys import KeyPolicy, load_policy
 from teegate.billing import Balance, Billing, UsageQuery, UsageRecord
 from teegate.catalog import AttestationView, Catalog, describe
 from teegate.config import Settings
@@ -183,6 +184,16 @@ class AccountConsole:
             self._accounts, key_id, prefix=self._settings.key_prefix, secret=self._key_secret
         )
         return NewKey(token, _key_row(new))
+
+    async def set_limits(
+        self, account_id: int, key_id: str, *, rpm: int | None, tpm: int | None
+    ) -> bool:
+        key = await self._own_key(account_id, key_id)
+        if key is None or not key.active:
+            return False
+        policy = dataclasses.replace(load_policy(key.policy) or KeyPolicy(), tpm=tpm)
+        await self._accounts.update_key(key_id, rpm=rpm, policy=policy.dumps())
+        return True
 
     async def usage_by_day(self, account_id: int, since_ms: int) -> list[DayUsage]:
         await self._billing.meter.settled()

@@ -46,6 +46,7 @@ MAX_WEBHOOK_BYTES = 256 * 1024
 MIN_PASSWORD_CHARS = 12
 USAGE_WINDOWS = (7, 30, 90)
 LEDGER_ROWS = 50
+MAX_LIMIT = 100_000_000
 KEY_NAME = re.compile(r"^[\w .@:/-]{0,64}$")
 
 templates = Environment(
@@ -259,8 +260,8 @@ async def keys_page(request: Request, account_id: int) -> Response:
         name, rpm_text = _text(form, "name"), _text(form, "rpm")
         if not KEY_NAME.match(name):
             error = "A key's name is up to 64 letters, digits, spaces and . @ : / - _"
-        elif rpm_text and not (rpm_text.isdigit() and 1 <= int(rpm_text) <= 1_000_000):
-            error = "Requests per minute: a whole number from 1 to 1000000, or empty."
+        elif rpm_text and not (rpm_text.isdigit() and 1 <= int(rpm_text) <= MAX_LIMIT):
+            error = f"Requests per minute: a whole number from 1 to {MAX_LIMIT}, or empty."
         else:
             created = await console.create_key(
                 account_id, name, int(rpm_text) if rpm_text else None
@@ -287,6 +288,19 @@ async def rotate_key(request: Request, account_id: int) -> Response:
     if created is None:
         return await _keys(request, account_id, error="No such active key on this account.")
     return await _keys(request, account_id, created=created, rotated=key_id)
+
+
+async def key_limits(request: Request, account_id: int) -> Response:
+    form = request.state.form
+    limits = [_text(form, "rpm"), _text(form, "tpm")]
+    if not all(t == "" or (t.isdigit() and 1 <= int(t) <= MAX_LIMIT) for t in limits):
+        error = f"Limits are whole numbers from 1 to {MAX_LIMIT}, or empty for none."
+        return await _keys(request, account_id, error=error)
+    rpm, tpm = (int(t) if t else None for t in limits)
+    key_id = request.path_params["key_id"]
+    if not await dashboard(request).console.set_limits(account_id, key_id, rpm=rpm, tpm=tpm):
+        return await _keys(request, account_id, error="No such active key on this account.")
+    return redirect(request, "/dashboard/keys")
 
 
 def _window(request: Request) -> int:
@@ -451,6 +465,7 @@ def dashboard_routes() -> list[BaseRoute]:
         Route("/dashboard/keys", signed_in(keys_page), methods=both),
         Route("/dashboard/keys/{key_id}/revoke", signed_in(revoke_key), methods=["POST"]),
         Route("/dashboard/keys/{key_id}/rotate", signed_in(rotate_key), methods=["POST"]),
+        Route("/dashboard/keys/{key_id}/limits", signed_in(key_limits), methods=["POST"]),
         Route("/dashboard/usage", signed_in(usage_page), methods=["GET"]),
         Route("/dashboard/usage.csv", signed_in(usage_csv), methods=["GET"]),
         Route("/dashboard/models", signed_in(models_page), methods=["GET"]),

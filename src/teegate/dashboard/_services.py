@@ -88,6 +88,13 @@ class Console(Protocol):
 
     async def rotate_key(self, account_id: int, key_id: str) -> NewKey | None: ...
 
+    async def set_limits(
+        self, account_id: int, key_id: str, *, rpm: int | None, tpm: int | None
+    ) -> bool:
+        """Set an active key's requests and tokens per minute (None: the default, none);
+        the rest of its policy stays. False if the account has no such active key."""
+        ...
+
     async def usage_by_day(self, account_id: int, since_ms: int) -> list[DayUsage]: ...
 
     async def usage_records(self, account_id: int, since_ms: int) -> list[UsageRecord]:
