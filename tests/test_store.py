@@ -36,6 +36,11 @@ TABLES = {
     "holds",
     "usage_records",
     "alembic_version",
+    # the dashboard (migration 0007_dashboard)
+    "logins",
+    "login_invites",
+    "dashboard_sessions",
+    "payment_events",
 }
 
 
