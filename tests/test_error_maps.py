@@ -26,6 +26,8 @@ import pytest
 import redis.exceptions
 import sqlalchemy.exc as sa_exc
 import sqlalchemy.ext.asyncio.exc as sa_async_exc
+import stripe
+import stripe.oauth_error
 
 from teegate.attestation import FAIL_CLOSED
 from teegate.attestation.http import UNAVAILABLE_ON
@@ -37,8 +39,10 @@ from teegate.errors import (
     UpstreamError,
     UpstreamKeyChanged,
     UpstreamTimeout,
+    WebhookRejected,
     map_error,
 )
+from teegate.payments import STRIPE_ERRORS
 from teegate.ratelimit.redis import DEGRADE_ON
 from teegate.store import OUTAGE_VERDICTS, OutageVerdict, asyncpg_outage_verdicts, is_outage
 from teegate.upstream import REQUEST_ERRORS, STREAM_ERRORS
@@ -495,3 +499,20 @@ def test_every_evidence_fetch_error_is_decided() -> None:
     assert map_error(ConnectionRefusedError, UNAVAILABLE_ON) == "unavailable"
     assert map_error(AttestationFailed, UNAVAILABLE_ON) is None
     assert map_error(KeyError, UNAVAILABLE_ON) is None
+
+
+# --- stripe: the payment edge -----------------------------------------------------
+
+
+def test_every_stripe_error_is_decided() -> None:
+    """A webhook whose signature does not verify is refused; any other error of a
+    Stripe call (unreachable, refused, limited, OAuth) means payments are unavailable."""
+    classes = exception_classes(stripe._error, stripe.oauth_error)
+    covered = covered_by(
+        stripe.StripeError,
+        "a Stripe API call failed: top-ups are unavailable for now",
+        classes - {stripe.StripeError, stripe.SignatureVerificationError},
+    )
+    assert_all_decided(classes, STRIPE_ERRORS, covered)
+    assert map_error(stripe.SignatureVerificationError, STRIPE_ERRORS) is WebhookRejected
+    assert map_error(stripe.APIConnectionError, STRIPE_ERRORS) is ServiceUnavailable

@@ -56,6 +56,7 @@ from teegate.errors import (
     UpstreamKeyChanged,
     UpstreamRejected,
     UpstreamTimeout,
+    WebhookRejected,
     error_envelope,
 )
 from tests.support.openai_schemas import validate
@@ -108,6 +109,13 @@ ERRORS: list[tuple[type[TeegateError], TeegateError, int, str, str]] = [
         "upstream_rejected",
     ),
     (E2eeRequired, E2eeRequired(), 400, "invalid_request_error", "e2ee_required"),
+    (
+        WebhookRejected,
+        WebhookRejected("unsigned"),
+        400,
+        "invalid_request_error",
+        "webhook_rejected",
+    ),
     (InvalidApiKey, InvalidApiKey("nope"), 401, "authentication_error", "invalid_api_key"),
     (
         IdempotencyConflict,

@@ -12,6 +12,7 @@ import pytest
 
 from teegate.config import (
     AttestationSettings,
+    StripeSettings,
     UpstreamSettings,
     find_config_file,
     load_settings,
@@ -138,3 +139,18 @@ def test_settings_toml_reads_back_as_the_same_settings(secret_file: Path, tmp_pa
     }
     assert again.key_hash_secret is not None
     assert again.key_hash_secret.get_secret_value() == "from-the-file"
+
+
+def test_stripe_secrets_are_never_written() -> None:
+    settings = load_settings(
+        None,
+        environment="development",
+        key_hash_secret="x",
+        stripe=StripeSettings(
+            secret_key="sk_test_1", webhook_secret="whsec_1", api_base="http://a"
+        ),
+    )
+    written = settings_toml(settings)
+    assert "secret_key" not in written
+    assert "webhook_secret" not in written
+    assert 'api_base = "http://a"' in written

@@ -39,6 +39,11 @@ TABLES = {
     "receipts",
     "receipt_keys",
     "alembic_version",
+    # the dashboard (migration 0007_dashboard)
+    "logins",
+    "login_invites",
+    "dashboard_sessions",
+    "payment_events",
 }
 
 

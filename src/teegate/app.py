@@ -29,16 +29,27 @@ from teegate.billing import Billing
 from teegate.catalog import Catalog
 from teegate.chat import NO_TRACE, ChatService, Meter, Trace
 from teegate.config import Settings, load_settings
+from teegate.console import AccountConsole, csrf_key
+from teegate.dashboard import Dashboard, dashboard_routes
 from teegate.embeddings import EmbeddingsService
 from teegate.errors import ConfigError, TeegateError
 from teegate.live import open_live_upstreams
 from teegate.logs import configure_logging
 from teegate.metrics import Metrics
+from teegate.payments import StripeTopUp
 from teegate.ratelimit import LocalRateLimiter, RateLimiter
 from teegate.ratelimit.redis import RedisRateLimiter
 from teegate.readiness import Check, Readiness
 from teegate.receipts import ReceiptService
-from teegate.store import AccountStore, Ledger, ReceiptLog, create_engine, is_current, ping
+from teegate.store import (
+    AccountStore,
+    DashboardStore,
+    Ledger,
+    ReceiptLog,
+    create_engine,
+    is_current,
+    ping,
+)
 from teegate.tracing import TracedUpstream, Tracing, tracing_from_settings
 from teegate.upstream import UpstreamClient
 
@@ -54,8 +65,9 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            async with _running_gateway(settings, metrics, tracing) as gw:
+            async with _running_gateway(settings, metrics, tracing) as (gw, dashboard):
                 app.state.gateway = gw
+                app.state.dashboard = dashboard
                 yield
         finally:
             if tracing is not None:
@@ -63,7 +75,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
 
     tracer = tracing.tracer if tracing is not None else None
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *dashboard_routes()],
         middleware=[Middleware(RequestContextMiddleware, metrics=metrics, tracer=tracer)],
         exception_handlers={
             TeegateError: on_teegate_error,
@@ -76,7 +88,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
 @contextlib.asynccontextmanager
 async def _running_gateway(
     settings: Settings, metrics: Metrics, tracing: Tracing | None
-) -> AsyncIterator[Gateway]:
+) -> AsyncIterator[tuple[Gateway, Dashboard]]:
     engine = create_engine(
         settings.resolved_database_url,
         pool_size=settings.database_pool_size,
@@ -153,6 +165,8 @@ async def _running_gateway(
             ),
             admin=Admin(accounts, ledger, settings, settled=billing.meter.settled),
         )
+        dashboard, top_up = _dashboard(settings, engine, ledger, billing, gw)
+        stack.push_async_callback(top_up.aclose)
         async with ledger.running():
             await billing.reaper.reap_once()  # holds a crash left behind, before serving
             await receipts.start()
@@ -167,12 +181,41 @@ async def _running_gateway(
                 _background(receipts.run()),
             ):
                 try:
-                    yield gw
+                    yield gw, dashboard
                 finally:
                     await receipts.drain()  # the receipts of the last answers are kept
     finally:
         await stack.aclose()
         await engine.dispose()
+
+
+def _dashboard(
+    settings: Settings, engine: AsyncEngine, ledger: Ledger, billing: Billing, gw: Gateway
+) -> tuple[Dashboard, StripeTopUp]:
+    """The dashboard's services: the console over the store, Stripe for top-ups."""
+    store = DashboardStore(engine)
+    secret = _key_secret(settings)
+    top_up = StripeTopUp(settings.stripe, store)
+    dashboard = Dashboard(
+        console=AccountConsole(
+            settings,
+            accounts=AccountStore(engine),
+            store=store,
+            ledger=ledger,
+            billing=billing,
+            catalog=gw.catalog,
+            attestation=gw.attestation,
+            limiter=gw.limiter,
+            key_secret=secret,
+        ),
+        top_up=top_up,
+        csrf_secret=csrf_key(secret),
+        secure_cookies=settings.environment != "development",
+        session_ttl_s=settings.dashboard_session_ttl_s,
+        public_url=settings.resolved_public_url,
+        checkout_origins=top_up.checkout_origins,
+    )
+    return dashboard, top_up
 
 
 def _freeze_startup_objects() -> None:

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 
-from teegate import apikeys, auth
+from teegate import apikeys, auth, console
 from teegate.admin import Admin
 from teegate.apikeys import KEEP, KeyChange, KeyPolicy
 from teegate.attestation import MeasurementAllowList
@@ -46,10 +46,12 @@ from teegate.config import (
     find_config_file,
     load_settings,
 )
+from teegate.dashboard import invite_link
 from teegate.errors import ConfigError, PolicyError
 from teegate.logs import configure_logging
 from teegate.store import (
     AccountStore,
+    DashboardStore,
     Ledger,
     StoreConflict,
     StoreNotFound,
@@ -214,22 +216,67 @@ KeyIdArgument = Annotated[
 ]
 
 
+EmailOption = Annotated[
+    str | None,
+    typer.Option(
+        "--email",
+        help="The dashboard sign-in's email; prints a one-time invite link to set its password.",
+    ),
+]
+
+
 @accounts_app.command("create")
 def accounts_create(
     name: AccountArgument,
     credit_usd: Annotated[
         str | None, typer.Option("--credit-usd", help="Initial credit in USD, e.g. 5 or 0.5.")
     ] = None,
+    email: EmailOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Create an account, optionally with some credit."""
+    """Create an account, optionally with some credit and a dashboard sign-in."""
     settings = _settings(config)
 
-    async def run(admin: Admin) -> None:
+    async def run(store: AccountStore) -> str | None:
+        admin = Admin(store, Ledger(store.engine), settings)
         await admin.create_account(name, usd_to_nano(credit_usd) if credit_usd else None)
+        return await _invite(settings, store, name, email) if email is not None else None
 
-    _with_admin(settings, run)
+    link = _with_store(settings, run)
     out.print(f"created account '{name}'")
+    if link is not None:
+        _print_invite(link)
+
+
+@accounts_app.command("invite")
+def accounts_invite(
+    name: AccountArgument, email: EmailOption = None, config: ConfigOption = None
+) -> None:
+    """Print a one-time link that sets the account's dashboard password (a new email
+    with --email; else the account's own)."""
+    settings = _settings(config)
+    _print_invite(_with_store(settings, lambda store: _invite(settings, store, name, email)))
+
+
+async def _invite(settings: Settings, store: AccountStore, name: str, email: str | None) -> str:
+    dashboard = DashboardStore(store.engine)
+    if email is not None:
+        if "@" not in email.strip()[1:-1]:
+            raise ValueError(f"'{email}' is not an email address")
+        login = await dashboard.set_email(name, console.normal_email(email))
+    else:
+        found = await dashboard.login_of(name)
+        if found is None:
+            raise ValueError(f"account '{name}' has no dashboard email: give --email")
+        login = found
+    token = await console.invite(dashboard, login.account_id, settings.invite_ttl_s)
+    return invite_link(settings.resolved_public_url, token)
+
+
+def _print_invite(link: str) -> None:
+    """The token is in the link's fragment, which browsers never send to the server, so
+    it reaches no access log; it works once, until the invite expires."""
+    out.print(f"invite link (works once; send it privately): {link}", highlight=False)
 
 
 @accounts_app.command("list")
@@ -1039,6 +1086,11 @@ def _print_demo(base_url: str, token: str, settings_file: Path) -> None:
     out.print(f"  API key  : {token}  (demo account, shown once)")
     admin_file = settings_file.parent / "admin-token"
     out.print(f"  admin API: {base_url.removesuffix('/v1')}/admin/v1 (token in {admin_file})")
+    out.print(
+        f"  dashboard: {base_url.removesuffix('/v1')}/dashboard  (to sign in as demo: "
+        "`teegate accounts invite demo --email YOU@EXAMPLE` prints a link)",
+        highlight=False,
+    )
     out.print("  try it   :")
     print(
         f"curl {base_url}/chat/completions -H 'Authorization: Bearer {token}' "

@@ -155,6 +155,25 @@ class HttpLimits(BaseModel):
     """Open connections per process: a new request past it is answered 503."""
 
 
+class StripeSettings(BaseModel):
+    """Top-ups through Stripe Checkout. Off until both secrets are set: the billing
+    page then says how to get credit instead of offering a payment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret_key: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    """The endpoint's signing secret (whsec_...): only events it signs post credit."""
+    api_base: str | None = Field(default=None, pattern=r"^https?://")
+    """Another Stripe API address (a local fake in tests); None: Stripe's own."""
+    min_top_up_usd: Decimal = Field(default=Decimal(5), gt=0)
+    max_top_up_usd: Decimal = Field(default=Decimal(1000), gt=0)
+
+    @property
+    def configured(self) -> bool:
+        return self.secret_key is not None and self.webhook_secret is not None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TEEGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -218,6 +237,15 @@ class Settings(BaseSettings):
     def logging_level(self) -> int:
         return int(getattr(logging, self.log_level.upper()))
 
+    # The dashboard: where invite links point (None: http://host:port), how long a
+    # browser session lasts, sign-in attempts allowed per minute per email and per
+    # client address, and how long an invite link stays valid.
+    public_url: str | None = Field(default=None, pattern=r"^https?://")
+    dashboard_session_ttl_s: float = Field(default=12 * 3600.0, gt=0)
+    sign_in_per_minute: int = Field(default=10, ge=1)
+    invite_ttl_s: float = Field(default=7 * 86400.0, gt=0)
+    stripe: StripeSettings = StripeSettings()
+
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:
         if self.environment == "production" and self.key_hash_secret is None:
@@ -246,6 +274,10 @@ class Settings(BaseSettings):
         if len(names) != len(set(names)):
             raise ValueError("upstreams: names must be unique")
         return self
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def resolved_database_url(self) -> str:

@@ -11,7 +11,9 @@
     │   │   ├── UpstreamRejected      400: the upstream refused the request as invalid
     │   │   │                         (its 400/422), with its reason if it repeats no prompt
     │   │   ├── ModelNotConfidential  400 model_not_confidential
-    │   │   └── E2eeRequired          400 e2ee_required (the operator requires EHBP)
+    │   │   ├── E2eeRequired          400 e2ee_required (the operator requires EHBP)
+    │   │   └── WebhookRejected       400 webhook_rejected (a payment event its signature
+    │   │                             does not cover)
     │   ├── InvalidApiKey             401 invalid_api_key
     │   ├── InvalidAdminToken         401 invalid_admin_token (/admin/v1, operator endpoints)
     │   ├── InsufficientBalance       402 insufficient_balance
@@ -53,7 +55,8 @@ boundary by one table, looked up with `map_error` so the most specific entry win
 `upstream.REQUEST_ERRORS` and `STREAM_ERRORS` (aiohttp), `store.OUTAGE_VERDICTS`
 (sqlite3, SQLAlchemy, asyncpg), `ratelimit.DEGRADE_ON` (redis-py),
 `attestation.FAIL_CLOSED` (dcap-qvl, PyJWT, cryptography) and
-`attestation.UNAVAILABLE_ON` (aiohttp, for evidence).
+`attestation.UNAVAILABLE_ON` (aiohttp, for evidence), `payments.STRIPE_ERRORS`
+(stripe).
 The devstack, which plays a third-party upstream, keeps its own errors but builds
 its envelope with `error_envelope` too.
 
@@ -162,6 +165,10 @@ class HeadersTooLarge(InvalidRequest):
 
 class UnsupportedCapability(InvalidRequest):
     code = "unsupported_capability"
+
+
+class WebhookRejected(InvalidRequest):
+    code = "webhook_rejected"
 
 
 class ModelNotConfidential(InvalidRequest):

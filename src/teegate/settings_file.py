@@ -19,7 +19,9 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 def settings_toml(settings: Settings) -> str:
     """The settings that were given (not the defaults), the database resolved."""
-    values = settings.model_dump(mode="json", exclude_unset=True, exclude=set(SECRETS_BY_FILE))
+    exclude: dict[str, Any] = dict.fromkeys(SECRETS_BY_FILE, True)
+    exclude["stripe"] = {"secret_key", "webhook_secret"}  # the gateway's own; no command needs them
+    values = settings.model_dump(mode="json", exclude_unset=True, exclude=exclude)
     values["database_url"] = settings.resolved_database_url
     return dumps(values)
 

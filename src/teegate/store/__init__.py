@@ -8,6 +8,7 @@ from teegate.store._accounts import (
     KeyOwner,
     now_ms,
 )
+from teegate.store._dashboard import DashboardStore, LedgerEntry, Login, UsageDay
 from teegate.store._database import create_engine, ping
 from teegate.store._group import GroupCommitter
 from teegate.store._ledger import Ledger
@@ -28,13 +29,17 @@ __all__ = [
     "Account",
     "AccountStore",
     "ApiKey",
+    "DashboardStore",
     "GroupCommitter",
     "KeyOwner",
     "Ledger",
+    "LedgerEntry",
+    "Login",
     "OutageVerdict",
     "ReceiptLog",
     "StoreConflict",
     "StoreNotFound",
+    "UsageDay",
     "Writer",
     "asyncpg_outage_verdicts",
     "create_engine",

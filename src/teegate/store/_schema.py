@@ -187,3 +187,44 @@ receipt_keys = Table(
     Column("private_key", LargeBinary(32), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
 )
+
+# The dashboard (migration 0007_dashboard). An account may have one login: an email
+# and, once set, an argon2 password hash. Invite and session tokens are stored as
+# their SHA-256 only.
+logins = Table(
+    "logins",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("password_hash", String(256), nullable=True),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+login_invites = Table(
+    "login_invites",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("used_ms", BigInteger, nullable=True),
+)
+
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+)
+
+# One row per Stripe event that posted credit: the primary key makes a replayed or
+# redelivered event post nothing (written in the credit's own transaction).
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("amount_nano", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
