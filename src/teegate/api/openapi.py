@@ -331,9 +331,12 @@ def build_openapi() -> dict[str, Any]:
         clean = openapi_path(path)
         parameters = [_path("rest")] if "{rest}" in clean else None
         summary = "Not available: no attested upstream relays this modality"
+        # A {rest} with a line break matches no route (Starlette's path parameter
+        # stops at one): that request is a 404 like any unknown URL.
+        errors = (404, 503) if parameters else (503,)
         paths[clean] = {
             method.lower(): _operation(
-                summary, _error("not_available"), (503,), parameters=parameters, ok_status="503"
+                summary, _error("not_available"), errors, parameters=parameters, ok_status="503"
             )
             for method in UNBUILT_METHODS
         }
