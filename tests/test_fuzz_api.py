@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
 from schemathesis.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -25,7 +27,7 @@ from schemathesis.checks import (
 from schemathesis.config import SchemathesisConfig
 
 from teegate.api.openapi import build_openapi
-from tests.support.fuzzing import DEEP, fuzz_settings
+from tests.support.fuzzing import DEEP, examples, fuzz_settings
 from tests.support.gateway import Devstack, Gateway
 
 CHECKS = [
@@ -81,3 +83,29 @@ def test_every_operation_answers_as_documented(
         if response.status_code >= 500:
             assert (response.status_code, error["code"]) in DESIGNED_5XX, error
     case.validate_response(response, checks=CHECKS)
+
+
+def test_linked_operations_answer_as_documented(
+    gateway: Gateway, devstack: Devstack, fuzz_key: str
+) -> None:
+    """Stateful: schemathesis follows the document's links (a completion's
+    X-Request-Id to its /v1/generation), with the same checks."""
+    linked = schemathesis.openapi.from_dict(build_openapi())
+    linked.config.update(base_url=gateway.url, headers={"Authorization": f"Bearer {fuzz_key}"})
+
+    class Machine(linked.as_state_machine()):  # type: ignore[misc]
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            if response.status_code >= 500:
+                assert (response.status_code, response.json()["error"]["code"]) in DESIGNED_5XX
+            case.validate_response(response, checks=CHECKS)
+
+    run_state_machine_as_test(
+        Machine,
+        settings=settings(
+            max_examples=examples(3),
+            stateful_step_count=4,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )

@@ -340,6 +340,17 @@ def build_openapi() -> dict[str, Any]:
             )
             for method in UNBUILT_METHODS
         }
+    for path, item in paths.items():
+        for method, operation in item.items():
+            operation.setdefault("operationId", operation_id(method, path))
+    chat_ok = paths["/v1/chat/completions"]["post"]["responses"]["200"]
+    chat_ok["links"] = {
+        "GetGeneration": {
+            "operationId": operation_id("get", "/v1/generation"),
+            "parameters": {"id": "$response.header.X-Request-Id"},
+            "description": "the completion's tokens and cost, once settled",
+        }
+    }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -373,6 +384,12 @@ def build_openapi() -> dict[str, Any]:
             },
         },
     }
+
+
+def operation_id(method: str, path: str) -> str:
+    """`get_v1_generation`: unique per operation, derived so it never drifts."""
+    words = path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+    return f"{method.lower()}_{words}"
 
 
 def openapi_path(route_path: str) -> str:
