@@ -28,9 +28,12 @@ class CountingPccs:
         self.pki = pki
         self.after_s = after_s
         self.calls = 0
+        self.down = False
 
     async def __call__(self, url: str, quote: bytes) -> Any:
         self.calls += 1
+        if self.down:
+            raise ConnectionError("PCS down")
         issued, next_update = collateral_window(NOW, after_s=self.after_s)
         text = self.pki.collateral_json(issued_at=issued, next_update=next_update)
         return dcap_qvl.QuoteCollateralV3.from_json(text)
@@ -47,6 +50,32 @@ async def test_pccs_collateral_is_cached_until_next_update(pki: TdxTestPki) -> N
     assert first.next_update_s == NOW + 3600
     await provider.collateral_for(quote, NOW + 3600)
     assert pccs.calls == 2
+
+
+async def test_refresh_fetches_every_cached_platform_again(pki: TdxTestPki) -> None:
+    pccs = CountingPccs(pki)
+    provider = PccsCollateralProvider("https://pccs.example", fetch=pccs)
+    other = TdxTestPki()
+    first = await provider.collateral_for(pki.quote(b"\0" * 64), NOW)
+    await provider.collateral_for(other.quote(b"\0" * 64), NOW)
+    pccs.after_s = 7200  # the PCS now publishes another collateral
+    await provider.refresh()
+    assert pccs.calls == 4
+    fresh = await provider.collateral_for(pki.quote(b"\1" * 64), NOW)
+    assert fresh is not first
+    assert fresh.next_update_s == NOW + 7200
+    assert pccs.calls == 4  # served from the refreshed cache
+
+
+async def test_a_failed_refresh_keeps_the_cached_collateral(pki: TdxTestPki) -> None:
+    pccs = CountingPccs(pki)
+    provider = PccsCollateralProvider("https://pccs.example", fetch=pccs)
+    quote = pki.quote(b"\0" * 64)
+    cached = await provider.collateral_for(quote, NOW)
+    pccs.down = True
+    await provider.refresh()
+    assert pccs.calls == 2
+    assert await provider.collateral_for(quote, NOW) is cached
 
 
 async def test_pccs_cache_is_per_platform(pki: TdxTestPki) -> None:

@@ -473,3 +473,38 @@ def test_check_against_model_refuses_too_many_output_tokens(field: str) -> None:
 def test_check_against_model_accepts_the_limit() -> None:
     check_against_model(parse(body(max_tokens=4096)), catalog_model(4096))
     check_against_model(parse(body(max_completion_tokens=4096)), catalog_model(4096))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("logprobs", "yes"),
+        ("parallel_tool_calls", "no"),
+        ("store", 1),
+        ("user", 5),
+        ("reasoning_effort", 5),
+        ("seed", "1"),
+        ("seed", True),
+        ("logit_bias", [1]),
+        ("metadata", "x"),
+        ("modalities", "text"),
+        ("tool_choice", 5),
+    ],
+)
+def test_forwarded_fields_are_held_to_their_types(field: str, value: object) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse(body(**{field: value}))
+    assert info.value.param == field
+    assert info.value.error_code == "invalid_type"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"logprobs": True, "seed": 7, "user": "u", "store": False},
+        {"tool_choice": "auto", "parallel_tool_calls": False, "metadata": {"a": "b"}},
+        {"logit_bias": {"50256": -100}, "modalities": ["text"], "reasoning_effort": "low"},
+    ],
+)
+def test_forwarded_fields_of_the_right_type_pass(fields: dict[str, Any]) -> None:
+    assert parse(body(**fields)).body.items() >= fields.items()

@@ -40,6 +40,16 @@ def test_every_route_and_method_is_documented_and_nothing_else() -> None:
     assert _documented(document) == _routed()
 
 
+def test_operation_ids_are_unique_and_links_name_real_operations() -> None:
+    operations = [o for item in build_openapi()["paths"].values() for o in item.values()]
+    ids = [o["operationId"] for o in operations]
+    assert len(ids) == len(set(ids))
+    for operation in operations:
+        for response in operation["responses"].values():
+            for link in response.get("links", {}).values():
+                assert link["operationId"] in ids
+
+
 def test_unavailable_routes_are_documented_for_every_method_they_answer() -> None:
     item = build_openapi()["paths"]["/v1/images/{rest}"]
     assert set(item) >= {"get", "post", "put", "patch", "delete"}

@@ -146,6 +146,19 @@ CHAT_REQUEST = _object(
         "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": _STRING, "maxItems": 4}]},
         "tools": {"type": "array", "items": _OPEN},
         "tool_choice": {"oneOf": [_STRING, _OPEN]},
+        "logprobs": {"type": "boolean"},
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
+        "parallel_tool_calls": {"type": "boolean"},
+        "store": {"type": "boolean"},
+        "user": _STRING,
+        "reasoning_effort": _STRING,
+        "service_tier": _STRING,
+        "seed": {"type": "integer"},
+        "logit_bias": _OPEN,
+        "metadata": _OPEN,
+        "modalities": {"type": "array", "items": _STRING},
+        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
         "response_format": _object(
             {"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}}
         ),
@@ -371,12 +384,26 @@ def build_openapi() -> dict[str, Any]:
         clean = openapi_path(path)
         parameters = [_path("rest")] if "{rest}" in clean else None
         summary = "Not available: no attested upstream relays this modality"
+        # A {rest} with a line break matches no route (Starlette's path parameter
+        # stops at one): that request is a 404 like any unknown URL.
+        errors = (404, 503) if parameters else (503,)
         paths[clean] = {
             method.lower(): _operation(
-                summary, _error("not_available"), (503,), parameters=parameters, ok_status="503"
+                summary, _error("not_available"), errors, parameters=parameters, ok_status="503"
             )
             for method in UNBUILT_METHODS
         }
+    for path, item in paths.items():
+        for method, operation in item.items():
+            operation.setdefault("operationId", operation_id(method, path))
+    chat_ok = paths["/v1/chat/completions"]["post"]["responses"]["200"]
+    chat_ok["links"] = {
+        "GetGeneration": {
+            "operationId": operation_id("get", "/v1/generation"),
+            "parameters": {"id": "$response.header.X-Request-Id"},
+            "description": "the completion's tokens and cost, once settled",
+        }
+    }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -417,6 +444,12 @@ def build_openapi() -> dict[str, Any]:
             },
         },
     }
+
+
+def operation_id(method: str, path: str) -> str:
+    """`get_v1_generation`: unique per operation, derived so it never drifts."""
+    words = path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+    return f"{method.lower()}_{words}"
 
 
 def openapi_path(route_path: str) -> str:

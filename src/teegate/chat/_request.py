@@ -265,7 +265,34 @@ def _integer(body: dict[str, Any], field: str, low: int, high: int | None = None
         )
 
 
+FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "logprobs": (bool, "a boolean"),
+    "parallel_tool_calls": (bool, "a boolean"),
+    "store": (bool, "a boolean"),
+    "user": (str, "a string"),
+    "reasoning_effort": (str, "a string"),
+    "service_tier": (str, "a string"),
+    "seed": (int, "an integer"),
+    "logit_bias": (dict, "an object"),
+    "metadata": (dict, "an object"),
+    "modalities": (list, "an array of strings"),
+    "tool_choice": ((str, dict), "a string or an object"),
+}
+"""OpenAI's fields teegate forwards without interpreting, held to their types so a
+wrong one is the client's 400 here, not an upstream's (or worse, accepted)."""
+
+
+def _check_field_types(body: dict[str, Any]) -> None:
+    for field, (kind, expected) in FIELD_TYPES.items():
+        value = body.get(field)
+        if value is None:
+            continue
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            raise _missing_or_invalid(field, value, expected)
+
+
 def _check_sampling(body: dict[str, Any]) -> None:
+    _check_field_types(body)
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
     _number(body, "presence_penalty", -2, 2)
