@@ -9,7 +9,7 @@ import itertools
 import random
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import httpx
 import pytest
@@ -139,7 +139,7 @@ def issued_keys(
 
 
 def time_refusals(
-    gateway: Gateway, kinds: dict[str, Iterator[str]], per_kind: int
+    gateway: Gateway, kinds: Mapping[str, Iterator[str]], per_kind: int
 ) -> dict[str, list[float]]:
     """How long each 401 took, for `per_kind` keys of each kind, interleaved at random."""
     timings: dict[str, list[float]] = {kind: [] for kind in kinds}

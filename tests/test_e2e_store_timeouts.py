@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -58,5 +59,6 @@ def test_a_stalled_database_is_503_not_a_hang(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("setting", ["database_statement_timeout_s", "database_pool_timeout_s"])
 def test_the_store_timeouts_are_settings(tmp_path: Path, setting: str) -> None:
-    settings = gateway_settings(tmp_path, "http://127.0.0.1:1", **{setting: 2.5})
+    overrides: dict[str, Any] = {setting: 2.5}
+    settings = gateway_settings(tmp_path, "http://127.0.0.1:1", **overrides)
     assert getattr(settings, setting) == 2.5

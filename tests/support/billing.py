@@ -228,7 +228,9 @@ class TcpProxy:
         async def stall() -> None:
             self._stalled = True
             for writer in self._writers:
-                writer.transport.pause_reading()
+                transport = writer.transport
+                assert isinstance(transport, asyncio.ReadTransport)
+                transport.pause_reading()
 
         asyncio.run_coroutine_threadsafe(stall(), self._loop).result(5)
 

@@ -53,12 +53,13 @@ DEGRADE_ON: Mapping[type[BaseException], Literal["degrade", "degrade_if_lasting"
     TimeoutError: "degrade_if_lasting",
 }
 """Errors from Redis that switch the limiter to its bounded local limit for a while;
-a timeout does only once no call has succeeded for OUTAGE_AFTER_S (before that its
-request is shed with 503). Any other error is a bug and propagates."""
+a timeout does only once timeouts have gone on for OUTAGE_AFTER_S with no answer in
+between (before that its request is shed with 503). Any other error is a bug and propagates."""
 
 OUTAGE_AFTER_S = 2.0
-"""Timeouts alone mean an outage only after this long without a single answer: under a
-burst one call times out while Redis answers the others, and that is no outage."""
+"""Timeouts mean an outage only once they have gone on this long without one answer in
+between: under a burst a call times out while Redis answers the others, and that is
+no outage."""
 
 HIT_SCRIPT = """
 local count = redis.call('INCR', KEYS[1])
@@ -111,8 +112,8 @@ class RedisRateLimiter:
         self._replicas = replicas
         self._local = LocalRateLimiter()
         self._retry_at = 0.0
-        self._answered_at = time.monotonic()
-        """When Redis last answered (or the limiter was made): how long timeouts have lasted."""
+        self._timing_out_since: float | None = None
+        """When the current run of timeouts began (None: the last call was answered)."""
         self._slots = asyncio.Semaphore(connections)
         self._queue_timeout_s = queue_timeout_s
         self._granted: dict[str, tuple[int, int]] = {}
@@ -155,7 +156,7 @@ class RedisRateLimiter:
             decided = await decide()
         finally:
             self._slots.release()
-        self._answered_at = time.monotonic()
+        self._timing_out_since = None
         return decided
 
     def _local_share(self, counter: str, limit: int) -> int:
@@ -188,10 +189,14 @@ class RedisRateLimiter:
         verdict = map_error(type(exc), DEGRADE_ON)
         if verdict is None:
             raise exc
-        if (
-            verdict == "degrade_if_lasting"
-            and time.monotonic() - self._answered_at < OUTAGE_AFTER_S
-        ):
+        now = time.monotonic()
+        if verdict == "degrade_if_lasting":
+            if self._timing_out_since is None:
+                self._timing_out_since = now
+            lasting = now - self._timing_out_since >= OUTAGE_AFTER_S
+        else:
+            lasting = True
+        if not lasting:
             raise ServiceUnavailable(
                 "The rate limiter did not answer in time; retry shortly."
             ) from exc
