@@ -170,6 +170,7 @@ def test_public_api_is_exactly_what_the_gateway_imports() -> None:
         "DevstackConfig",
         "SimulatedAttestationServices",
         "SimulatedEnclave",
+        "SimulatedTsm",
         "build_app",
         "build_services_app",
         "devstack_servers",

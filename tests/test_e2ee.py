@@ -40,6 +40,9 @@ from tests.support.gateway import (
 )
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
+NONCES_PER_MINUTE = 1000
+"""Every verifying client here asks for a report with a fresh nonce: far more than a
+key's default share of fresh attestations (its own limit is tested elsewhere)."""
 CEILING = 64
 TS_DIR = Path(__file__).with_name("ts")
 
@@ -153,7 +156,11 @@ def module_rig(
     with serve_enclave(wire, sealed, tmp_path_factory.mktemp("e2ee-tls")) as upstream:
         devstack = Devstack(upstream.url)
         settings = attested_settings(
-            tmp_path_factory.mktemp("e2ee"), devstack, attestation_services, enclave_files
+            tmp_path_factory.mktemp("e2ee"),
+            devstack,
+            attestation_services,
+            enclave_files,
+            report_nonce_per_minute=NONCES_PER_MINUTE,
         )
         with running_gateway(settings, "acme") as gateway:
             wait_for(gateway, lambda ids: V3 in ids)
@@ -288,7 +295,13 @@ def test_a_swapped_hpke_key_is_not_confidential_and_nothing_goes_upstream(
     gateway attesting it refuses the model before a byte goes upstream."""
     client_key = rig.hpke_key_config()  # what a client had from an earlier report
     rig.devstack.set_faults("hpke-key-swap")
-    settings = attested_settings(tmp_path, rig.devstack, attestation_services, enclave_files)
+    settings = attested_settings(
+        tmp_path,
+        rig.devstack,
+        attestation_services,
+        enclave_files,
+        report_nonce_per_minute=NONCES_PER_MINUTE,
+    )
     with running_gateway(settings, "swapped") as gateway:
         before = rig.enclave_wire.chat_requests
         clear = {"X-TEE-Model": V3, "X-TEE-Max-Output-Tokens": "5"}
@@ -339,7 +352,13 @@ def test_the_enclave_refuses_a_clear_model_other_than_the_bodys(rig: Rig) -> Non
 def test_require_e2ee_refuses_a_plain_request_and_serves_an_encrypted_one(
     rig: Rig, attestation_services: Devstack, enclave_files: Path, tmp_path: Path
 ) -> None:
-    settings = attested_settings(tmp_path, rig.devstack, attestation_services, enclave_files)
+    settings = attested_settings(
+        tmp_path,
+        rig.devstack,
+        attestation_services,
+        enclave_files,
+        report_nonce_per_minute=NONCES_PER_MINUTE,
+    )
     settings = settings.model_copy(update={"require_e2ee": True})
     with running_gateway(settings, "strict") as gateway:
         wait_for(gateway, lambda ids: V3 in ids)
