@@ -1,7 +1,8 @@
 """The layers, checked: what each part of teegate may import.
 
-- A domain package, imported alone in a fresh interpreter, loads no web framework
-  and no SQL or storage driver, not even indirectly (`sys.modules` is what counts).
+- A domain package, imported alone in a fresh interpreter, loads no web framework,
+  no SQL or storage driver and no telemetry library (OpenTelemetry, Prometheus), not
+  even indirectly (`sys.modules` is what counts).
 - Nothing under `teegate.api` or `teegate.dashboard` reaches `teegate.store`, directly
   or through another module (a static walk of the imports).
 - No package imports another package's private (`_name`) module or name.
@@ -45,6 +46,9 @@ DOMAIN_MODULES = [
 ]
 WEB_FRAMEWORKS = ("aiohttp", "fastapi", "httptools", "starlette", "uvicorn")
 STORAGE_DRIVERS = ("aiosqlite", "asyncpg", "redis", "sqlalchemy", "sqlite3")
+TELEMETRY = ("opentelemetry", "prometheus_client")
+"""The operator's instruments: the edges (tracing.py, metrics.py) hold them, and the
+domain names its one traced step through `chat.Trace`."""
 
 # Run in a fresh interpreter: records which module first asked for each module, so a
 # leak can be told as the chain of imports that brought it in.
@@ -98,7 +102,7 @@ def leaks_on_import(module: str, forbidden: tuple[str, ...]) -> dict[str, list[s
 
 @pytest.mark.parametrize("module", DOMAIN_MODULES)
 def test_a_domain_package_loads_no_web_framework_or_storage_driver(module: str) -> None:
-    leaks = leaks_on_import(module, WEB_FRAMEWORKS + STORAGE_DRIVERS)
+    leaks = leaks_on_import(module, WEB_FRAMEWORKS + STORAGE_DRIVERS + TELEMETRY)
     assert not leaks, f"`import {module}` loads " + "; ".join(
         f"{name} (through {' -> '.join(chain)})" for name, chain in leaks.items()
     )

@@ -64,6 +64,12 @@ def test_an_operator_runs_an_account_through_the_admin_api(gateway: Gateway) -> 
     assert (account["name"], account["balance"], account["balance_nano"]) == ("ops", "5", 5 * 10**9)
     credited = admin(gateway, "POST", "accounts/ops/credit", json={"usd": "2.5"})
     assert (credited["balance"], credited["balance_nano"]) == ("7.5", 7_500_000_000)
+    budgeted = admin(gateway, "PUT", "accounts/ops/budgets", json={"budgets": {"month": "100"}})
+    assert [(b["scope"], b["period"], b["limit"]) for b in budgeted["budgets"]] == [
+        ("account", "month", "100")
+    ]
+    dropped = admin(gateway, "PUT", "accounts/ops/budgets", json={"budgets": {"month": None}})
+    assert dropped["budgets"] == []
 
     created = admin(
         gateway,

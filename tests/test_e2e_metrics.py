@@ -3,7 +3,9 @@ the Grafana board charts moves by what the traffic did, and no prompt reaches it
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -48,6 +50,13 @@ def eventually(check: Callable[[], bool]) -> None:
         time.sleep(0.05)
 
 
+def ask_and_leave(client: openai.OpenAI) -> None:
+    """Ask, and leave when the client's timeout comes (the upstream never answers; the
+    gateway's own read timeout, 2 s in tests, comes later)."""
+    with contextlib.suppress(openai.APITimeoutError):
+        client.chat.completions.create(model=R1, messages=ASK)
+
+
 def test_metrics_move_with_traffic(gateway: Gateway, devstack: Devstack) -> None:
     before, _ = scrape(gateway)
     client = gateway.client()
@@ -55,10 +64,7 @@ def test_metrics_move_with_traffic(gateway: Gateway, devstack: Devstack) -> None
     raw = client.chat.completions.with_raw_response.create(model=R1, messages=ASK, max_tokens=16)
     completion = raw.parse()
     assert completion.usage is not None
-    devstack.set_faults("slow-first-token")  # its first event 0.3 s after its headers
     stream = client.chat.completions.create(model=R1, messages=ASK, stream=True, max_tokens=16)
-    during, _ = scrape(gateway)  # the stream's hold is open until it is read and settled
-    assert value(during, "teegate_open_holds") == value(before, "teegate_open_holds") + 1
     assert sum(1 for _ in stream) > 1
 
     limited = gateway.client(api_key=gateway.issue_key(rpm=1))
@@ -68,6 +74,12 @@ def test_metrics_move_with_traffic(gateway: Gateway, devstack: Devstack) -> None
     few_tokens = gateway.client(api_key=gateway.issue_key(policy=KeyPolicy(tpm=10)))
     with pytest.raises(openai.RateLimitError):
         few_tokens.chat.completions.create(model=R1, messages=ASK)
+    devstack.set_faults("hang")  # the upstream says nothing: the hold stays open meanwhile
+    waiting = threading.Thread(target=ask_and_leave, args=(gateway.client(timeout=1),))
+    waiting.start()
+    base = value(before, "teegate_open_holds")
+    eventually(lambda: value(scrape(gateway)[0], "teegate_open_holds") == base + 1)
+    waiting.join()
     devstack.set_faults("http-500")
     with pytest.raises(openai.APIStatusError) as failed:
         client.chat.completions.create(model=R1, messages=ASK)
@@ -84,7 +96,14 @@ def test_metrics_move_with_traffic(gateway: Gateway, devstack: Devstack) -> None
     assert moved("teegate_request_duration_seconds_count", route=CHAT, status="200") == 2
     assert moved("teegate_time_to_first_token_seconds_count", model=R1) == 2
     assert moved("teegate_completions_total", model=R1, status="ok") == 2
-    assert moved("teegate_completions_total", model=R1, status="upstream_error") == 1
+    assert moved("teegate_requests_total", route=CHAT, status="499") == 1  # left while held
+    assert moved("teegate_completions_total", model=R1, status="upstream_error") >= 1
+    settled = sum(
+        value(after, name, **dict(labels)) - value(before, name, **dict(labels))
+        for name, labels in after
+        if name == "teegate_completions_total" and dict(labels)["model"] == R1
+    )
+    assert settled == 4  # each held request settled once: two answered, two failed
     assert moved("teegate_ratelimit_refusals_total", limit="requests") == 1
     assert moved("teegate_ratelimit_refusals_total", limit="tokens") == 1
     prompt = moved("teegate_tokens_total", model=R1, kind="prompt")

@@ -22,7 +22,7 @@ log = structlog.get_logger("teegate.errors")
 
 async def on_teegate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TeegateError)
-    if isinstance(exc, RateLimitExceeded):
+    if isinstance(exc, RateLimitExceeded):  # raised by routes only: the gateway is running
         gateway(request).metrics.count_refusal(exc.limit)
     return error_response(request, exc)
 
