@@ -358,6 +358,19 @@ async def test_a_flood_of_unknown_keys_does_not_evict_keys_in_use(
     assert len(authenticator._cache) <= 10
 
 
+async def test_a_cancelled_lookup_leaves_no_waiter_behind(
+    authenticator: Authenticator, lookup: FakeLookup, clock: Clock
+) -> None:
+    lookup.add(KEY)
+    waiting = asyncio.ensure_future(authenticator.authenticate(f"Bearer {KEY}"))
+    await asyncio.sleep(0)
+    assert authenticator._batches is not None
+    authenticator._batches.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (await authenticator.authenticate(f"Bearer {KEY}")).key_id == "key_1"
+
+
 async def test_a_failed_lookup_fails_every_waiter_and_is_not_cached(
     authenticator: Authenticator, lookup: FakeLookup, clock: Clock
 ) -> None:

@@ -228,7 +228,7 @@ def test_status_type_and_code(
     assert str(error) == error.message
 
 
-WITH_HEADERS = (RateLimitExceeded, NotAvailable)
+WITH_HEADERS = (RateLimitExceeded, NotAvailable, RequestTimeout)
 
 
 @pytest.mark.parametrize(
@@ -240,6 +240,10 @@ def test_only_rate_limit_and_not_available_add_headers(
     cls: type[TeegateError], error: TeegateError
 ) -> None:
     assert error.headers() == {}
+
+
+def test_request_timeout_closes_the_connection() -> None:
+    assert RequestTimeout("slow").headers() == {"connection": "close"}
 
 
 def test_not_available_tells_sdks_not_to_retry() -> None:

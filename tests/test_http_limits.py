@@ -137,7 +137,9 @@ def test_a_body_sent_too_slowly_is_408(limited: Gateway) -> None:
         b"Authorization: Bearer " + limited.key.encode() + b"\r\n"
         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
     )
-    assert_envelope(exchange(limited, head), 408, "request_timeout")
+    answer = exchange(limited, head)
+    assert_envelope(answer, 408, "request_timeout")
+    assert answer[1]["connection"] == "close"
 
 
 def test_connections_past_the_cap_are_refused_with_503(limited: Gateway) -> None:

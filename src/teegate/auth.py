@@ -88,29 +88,37 @@ class Authenticator:
             asking = self._asking[key_hash] = asyncio.get_running_loop().create_future()
             asking.add_done_callback(_retrieve)
             self._queued.append(key_hash)
-            if self._batches is None:
+            if self._batches is None or self._batches.done():
                 self._batches = asyncio.ensure_future(self._ask_batches())
+                self._batches.add_done_callback(self._batches_ended)
         return await asyncio.shield(asking)
 
     async def _ask_batches(self) -> None:
         """Look up the queued keys, one query at a time, until none are queued."""
-        try:
-            while self._queued:
-                batch, self._queued = self._queued, []
-                asked = time.monotonic()
-                try:
-                    owners = await self._lookup.find_key_owners(batch)
-                except Exception as exc:
-                    for key_hash in batch:
-                        self._asking.pop(key_hash).set_exception(exc)
-                    continue
-                self._make_room(len(batch))
+        while self._queued:
+            batch, self._queued = self._queued, []
+            asked = time.monotonic()
+            try:
+                owners = await self._lookup.find_key_owners(batch)
+            except Exception as exc:
                 for key_hash in batch:
-                    principal = self._principal(key_hash, owners)
-                    self._cache[key_hash] = _Answer(principal, asked, asked)
-                    self._asking.pop(key_hash).set_result(principal)
-        finally:
-            self._batches = None
+                    self._asking.pop(key_hash).set_exception(exc)
+                continue
+            except BaseException:  # cancelled: its waiters go with it (`_batches_ended`)
+                self._queued += batch
+                raise
+            self._make_room(len(batch))
+            for key_hash in batch:
+                principal = self._principal(key_hash, owners)
+                self._cache[key_hash] = _Answer(principal, asked, asked)
+                self._asking.pop(key_hash).set_result(principal)
+
+    def _batches_ended(self, batches: asyncio.Future[None]) -> None:
+        """Lookups cancelled (perhaps before they began) leave no request waiting forever."""
+        if batches.cancelled() and batches is self._batches:
+            for key_hash in self._queued:
+                self._asking.pop(key_hash).cancel()
+            self._queued = []
 
     def _make_room(self, entries: int) -> None:
         """Unknown keys go first: a flood of them must not evict the keys in use."""

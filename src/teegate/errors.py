@@ -152,6 +152,10 @@ class RequestTimeout(InvalidRequest):
     status = 408
     code = "request_timeout"
 
+    def headers(self) -> dict[str, str]:
+        """The rest of a slow body is not waited for: the connection closes with the answer."""
+        return {"connection": "close"}
+
 
 class TargetTooLong(InvalidRequest):
     status = 414
