@@ -210,6 +210,7 @@ def _dashboard(
             key_secret=secret,
         ),
         top_up=top_up,
+        receipts=gw.receipts,
         csrf_secret=csrf_key(secret),
         secure_cookies=settings.environment != "development",
         session_ttl_s=settings.dashboard_session_ttl_s,
