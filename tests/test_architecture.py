@@ -178,7 +178,7 @@ def import_graph() -> dict[str, set[str]]:
 )
 def test_the_web_edges_never_reach_the_store(package: str, walked: str) -> None:
     """api/ and the dashboard's pages reach accounts and money through services that
-    app.py wires (the dashboard's: `teegate.console`, `teegate.payments`)."""
+    app.py wires (the dashboard's: `teegate.console`, `teegate.payments`, `teegate.receipts`)."""
     graph = import_graph()
     edge = sorted(m for m in MODULES if m == package or m.startswith(package + "."))
     came_from: dict[str, str | None] = dict.fromkeys(edge)

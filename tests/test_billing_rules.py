@@ -263,13 +263,18 @@ async def test_a_hold_snapshots_the_marked_up_price_and_the_estimate() -> None:
 
 
 async def test_a_hold_that_does_not_fit_is_402_with_amounts_in_usd() -> None:
-    meter = LedgerMeter(FakeStore(1_000), hold_ttl_s=60)
+    meter = LedgerMeter(
+        FakeStore(1_000), hold_ttl_s=60, top_up_url="https://gateway.example/billing"
+    )
     needed = meter.hold_for(a_hold_request()).amount_nano
     with pytest.raises(InsufficientBalance) as info:
         await meter.place(a_hold_request())
     assert info.value.status == 402 and info.value.code == "insufficient_balance"
     assert f"needs {Decimal(needed) / 10**9} USD" in info.value.message
     assert "but 0.000001 USD is available" in info.value.message
+    assert info.value.message.endswith(
+        "Add credit or lower max_tokens. Top up at https://gateway.example/billing."
+    )
 
 
 async def test_a_hold_settled_twice_posts_once() -> None:
@@ -334,6 +339,7 @@ async def test_a_hold_for_a_bound_the_service_computed_holds_that_bound() -> Non
     with pytest.raises(InsufficientBalance, match="its input tokens") as info:
         await LedgerMeter(FakeStore(0), hold_ttl_s=60).place(request)
     assert "max_tokens" not in info.value.message
+    assert info.value.message.endswith("Top up at /billing.")  # no public address configured
 
 
 # leases, deferred settlements, idempotency -------------------------------------------------

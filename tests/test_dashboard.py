@@ -7,7 +7,10 @@ these pin the rules a browser would not show: refused forms, cookie flags, limit
 from __future__ import annotations
 
 import csv
+import hashlib
+import html
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from teegate.billing import nano_to_usd
 from teegate.store import AccountStore
 from tests.support.dashboard import PASSWORD, Browserless, csrf_of, invite
 from tests.support.gateway import (
@@ -55,7 +59,13 @@ def acme(site: Gateway) -> Iterator[Browserless]:
 
 def test_pages_need_a_session(site: Gateway) -> None:
     client = Browserless.at(site.url)
-    for path in ["/dashboard", "/dashboard/keys", "/dashboard/usage", "/billing"]:
+    for path in [
+        "/dashboard",
+        "/dashboard/keys",
+        "/dashboard/usage",
+        "/dashboard/receipts",
+        "/billing",
+    ]:
         answer = client.http.get(path)
         assert answer.status_code == 303
         assert answer.headers["location"] == "/dashboard/sign-in"
@@ -176,7 +186,8 @@ def test_usage_csv_lists_each_request(site: Gateway, acme: Browserless) -> None:
 
 
 def test_pages_send_no_secret_and_forbid_framing_and_caching(acme: Browserless) -> None:
-    for path in ["/dashboard", "/dashboard/keys", "/dashboard/usage", "/dashboard/models"]:
+    for path in ["/dashboard", "/dashboard/keys", "/dashboard/usage", "/dashboard/models",
+                 "/dashboard/receipts"]:  # fmt: skip
         page = acme.http.get(path)
         assert page.status_code == 200, path
         assert PASSWORD not in page.text
@@ -209,3 +220,62 @@ def test_a_key_s_limits_are_set_from_the_dashboard(site: Gateway, acme: Browserl
         time.sleep(0.1)
     assert limits["requests_per_minute"] == 7
     assert limits["tokens_per_minute"] == 5000
+
+
+def test_a_receipt_is_shown_to_its_account_and_to_no_other(
+    site: Gateway, acme: Browserless
+) -> None:
+    raw = site.client().chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "receipt please"}], max_tokens=8
+    )
+    receipt_id = raw.headers["x-tee-receipt"]
+    response_sha256 = hashlib.sha256(raw.http_response.content).hexdigest()
+    page = _receipt_page(acme, receipt_id)
+    assert page.status_code == 200, page.text
+    signed = httpx.get(
+        f"{site.url}/v1/receipts/{receipt_id}", headers={"authorization": f"Bearer {site.key}"}
+    ).json()
+    receipt = signed["receipt"]
+    assert response_sha256 == receipt["response_sha256"]  # the bytes the client received
+    shown = page.text
+    assert f'data-receipt-id="{receipt_id}"' in shown
+    assert f'<dd class="mono" id="receipt-model">{MODEL}</dd>' in shown
+    cost = "$" + nano_to_usd(receipt["cost_nano_usd"])
+    assert f'<span class="value" id="receipt-cost">{cost}</span>' in shown
+    assert response_sha256 in shown and receipt["request_sha256"] in shown
+    assert receipt["verdict"]["tcb_status"] in shown
+    assert f"teegate verify {receipt_id} --gateway" in shown
+    assert json.loads(html.unescape(shown.split('id="signed-receipt">')[1].split("</pre>")[0])) == (
+        signed
+    )
+
+    async def create_stranger(store: AccountStore) -> None:
+        await store.create_account("stranger")
+
+    with_store(site.settings, create_stranger)
+    stranger = Browserless.at(site.url)
+    assert stranger.accept_invite(invite(site.settings, "stranger", "me@stranger.test")).is_redirect
+    theirs = _lookup(stranger, receipt_id)
+    unknown_id = "rcpt_" + "0" * 32
+    unknown = _lookup(stranger, unknown_id)
+    assert theirs.status_code == unknown.status_code == 404
+    assert 'id="receipt"' not in theirs.text and MODEL not in theirs.text
+    assert theirs.text.replace(receipt_id, unknown_id) == unknown.text.replace(
+        csrf_of(theirs.text), csrf_of(unknown.text)
+    )
+    assert _lookup(acme, "not a receipt").status_code == 400
+    forged = acme.http.post("/dashboard/receipts", data={"receipt_id": receipt_id})
+    assert forged.status_code == 403
+
+
+def _lookup(client: Browserless, receipt_id: str) -> httpx.Response:
+    return client.form("/dashboard/receipts", "/dashboard/receipts", receipt_id=receipt_id)
+
+
+def _receipt_page(client: Browserless, receipt_id: str) -> httpx.Response:
+    """A receipt is stored a few milliseconds after its answer ends."""
+    deadline = time.monotonic() + 5
+    while (page := _lookup(client, receipt_id)).status_code == 404:
+        assert time.monotonic() < deadline, page.text
+        time.sleep(0.02)
+    return page

@@ -1,7 +1,7 @@
 """The dashboard in a real browser (Debian's Chromium, driven by Playwright): sign in,
 create a key and see it once, call the API with it through the official SDK, see the
-completion in usage and the balance drop, revoke it and see the API refuse it, top up
-through the Stripe flow and see the credit once.
+completion in usage and the balance drop, look up its receipt, revoke it and see the
+API refuse it, top up through the Stripe flow and see the credit once.
 
 With TEEGATE_DASHBOARD_SCREENSHOTS=DIR the walk also saves each page at laptop and
 phone widths into DIR (scripts/dashboard-screenshots refreshes docs/dashboard/).
@@ -106,10 +106,11 @@ def test_a_user_walks_the_dashboard(rig: tuple[Gateway, FakeCheckout], tmp_path:
 
         # call the API with it, through the official SDK
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0)
-        completion = client.chat.completions.create(
+        raw = client.chat.completions.with_raw_response.create(
             model=MODEL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=16
         )
-        assert completion.choices[0].message.content
+        assert raw.parse().choices[0].message.content
+        receipt_id = raw.headers["x-tee-receipt"]
 
         # the completion shows in usage, and the balance dropped by its cost
         page.goto(f"{url}/dashboard/usage?days=7")
@@ -124,6 +125,16 @@ def test_a_user_walks_the_dashboard(rig: tuple[Gateway, FakeCheckout], tmp_path:
         assert row_cost and cost > 0
         assert usd(page, "#balance") == balance_before - cost
         shots.take(page, "balance")
+
+        # its signed receipt: the same cost, and how to verify it
+        page.goto(f"{url}/dashboard/receipts")
+        page.fill("input[name=receipt_id]", receipt_id)
+        page.click("button:has-text('Look up')")
+        page.wait_for_selector("#receipt")
+        assert usd(page, "#receipt-cost") == cost
+        assert page.text_content("#receipt-tcb") == "UpToDate"
+        assert f"teegate verify {receipt_id}" in (page.text_content("#verify-command") or "")
+        shots.take(page, "receipt")
 
         # revoke it: the dashboard says so and the API refuses it
         page.goto(f"{url}/dashboard/keys")

@@ -69,7 +69,9 @@ def module_rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     directory = tmp_path_factory.mktemp("billing")
     config = DevstackConfig(chunk_delay_s=0.01, completion_tokens=60, first_token_delay_s=0.2)
     with database_url(request.param, directory) as url, serving(build_app(config)) as upstream:
-        settings = gateway_settings(directory, upstream.url, database_url=url)
+        settings = gateway_settings(directory, upstream.url, database_url=url).model_copy(
+            update={"public_url": "https://gateway.example"}
+        )
         key = prepare_database(settings, "acme", credit_usd="100")
         beta_key = prepare_database_account(settings, "beta", "0.05")
         with serving(create_app(settings)) as server:
@@ -260,6 +262,7 @@ def test_a_hold_that_does_not_fit_is_402_and_never_reaches_the_upstream(rig: Rig
     assert info.value.code == "insufficient_balance"
     assert "USD held against your balance" in info.value.message
     assert "but 0.05 USD is available" in info.value.message
+    assert info.value.message.endswith("Top up at https://gateway.example/billing.")
     assert rig.devstack.chat_requests() == before
     assert books(rig.url, "beta").holds == 0
 

@@ -108,6 +108,7 @@ async def _running_gateway(
             hold_ttl_s=settings.hold_ttl_s,
             reaper_interval_s=settings.reaper_interval_s,
             observer=metrics,
+            top_up_url=_top_up_url(settings),
         )
         metrics.holds_live.set_function(lambda: float(billing.meter.live_holds))
         metrics.settlements_deferred.set_function(lambda: float(billing.meter.pending_settlements))
@@ -209,6 +210,7 @@ def _dashboard(
             key_secret=secret,
         ),
         top_up=top_up,
+        receipts=gw.receipts,
         csrf_secret=csrf_key(secret),
         secure_cookies=settings.environment != "development",
         session_ttl_s=settings.dashboard_session_ttl_s,
@@ -216,6 +218,14 @@ def _dashboard(
         checkout_origins=top_up.checkout_origins,
     )
     return dashboard, top_up
+
+
+def _top_up_url(settings: Settings) -> str:
+    """The billing page a 402 points to: absolute at the configured public address;
+    else the path, as the listen address (0.0.0.0, a pod's) is no address for users."""
+    if settings.public_url is None:
+        return "/billing"
+    return f"{settings.resolved_public_url}/billing"
 
 
 def _freeze_startup_objects() -> None:

@@ -122,9 +122,13 @@ class LedgerMeter:
         hold_ttl_s: float,
         clock: Clock = wall_ms,
         observer: SettlementObserver | None = None,
+        top_up_url: str = "/billing",
     ) -> None:
+        """`top_up_url`: where a 402 sends the user to add credit (the billing page at
+        the gateway's public address, when the operator configured one)."""
         self._store = store
         self._observer = observer
+        self._top_up_url = top_up_url
         self._ttl_ms = seconds_to_ms(hold_ttl_s)
         self.renew_ms = max(1, self._ttl_ms // RENEWALS_PER_LEASE)
         """How often live holds are renewed: several times per lease, so one late or
@@ -178,7 +182,7 @@ class LedgerMeter:
                 f"Insufficient balance: this request needs {nano_to_usd(hold.amount_nano)} USD "
                 f"held against your balance ({_HELD_FOR[generates]} at the model's price), "
                 f"but {nano_to_usd(max(placement.available_nano, 0))} USD is available. "
-                f"Add credit or {_LOWER[generates]}."
+                f"Add credit or {_LOWER[generates]}. Top up at {self._top_up_url}."
             )
         self._live[hold.request_id] = _Lease()
         if self._observer is not None:

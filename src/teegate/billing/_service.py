@@ -27,10 +27,14 @@ class Billing:
         reaper_interval_s: float,
         clock: Clock = wall_ms,
         observer: SettlementObserver | None = None,
+        top_up_url: str = "/billing",
     ) -> None:
-        """`observer` hears of every hold placed and settled, capped ones included (metrics)."""
+        """`observer` hears of every hold placed and settled, capped ones included (metrics);
+        a 402 for want of credit names `top_up_url`."""
         self._store = store
-        self.meter = LedgerMeter(store, hold_ttl_s=hold_ttl_s, clock=clock, observer=observer)
+        self.meter = LedgerMeter(
+            store, hold_ttl_s=hold_ttl_s, clock=clock, observer=observer, top_up_url=top_up_url
+        )
         self.reaper = Reaper(
             store,
             hold_ttl_s=hold_ttl_s,

@@ -1,9 +1,10 @@
 """The web dashboard: server-rendered pages (Jinja2) for an account's keys, balance,
-ledger, usage and the catalog, and the billing page with Stripe top-up.
+ledger, usage, receipts and the catalog, and the billing page with Stripe top-up.
 
-An edge like `api/`: its pages reach accounts, keys and payments only through the
-Protocols here (`Console`, `TopUp`), which `app.py` wires to `teegate.console` and
-`teegate.payments`; nothing here reaches the store.
+An edge like `api/`: its pages reach accounts, keys, payments and receipts only
+through the Protocols here (`Console`, `TopUp`, `Receipts`), which `app.py` wires to
+`teegate.console`, `teegate.payments` and `teegate.receipts`; nothing here reaches
+the store.
 """
 
 from teegate.dashboard._chart import Chart, usage_chart
@@ -16,6 +17,7 @@ from teegate.dashboard._services import (
     KeyRow,
     LedgerRow,
     NewKey,
+    Receipts,
     TopUp,
 )
 
@@ -30,6 +32,7 @@ __all__ = [
     "KeyRow",
     "LedgerRow",
     "NewKey",
+    "Receipts",
     "TopUp",
     "dashboard_routes",
     "invite_link",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -37,7 +38,7 @@ from teegate.dashboard._security import (
     set_cookies,
 )
 from teegate.dashboard._services import Dashboard
-from teegate.errors import RequestTooLarge, TeegateError
+from teegate.errors import NotFound, RequestTooLarge, TeegateError
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 16 * 1024
@@ -48,6 +49,7 @@ USAGE_WINDOWS = (7, 30, 90)
 LEDGER_ROWS = 50
 MAX_LIMIT = 100_000_000
 KEY_NAME = re.compile(r"^[\w .@:/-]{0,64}$")
+RECEIPT_ID = re.compile(r"^[\w-]{1,64}$")
 
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -388,6 +390,36 @@ async def models_page(request: Request, account_id: int) -> Response:
     return render(request, "models.html", nav="models", models=dashboard(request).console.models())
 
 
+async def receipts_page(request: Request, account_id: int) -> Response:
+    """GET shows the lookup form; POST looks up the id in its body. Another account's
+    receipt is answered exactly as one never issued (the service's NotFound)."""
+    dash = dashboard(request)
+    receipt_id, signed, error, status = "", None, None, 200
+    if request.method == "POST":
+        receipt_id = _text(request.state.form, "receipt_id")
+        if not RECEIPT_ID.match(receipt_id):
+            error, status = "Enter a receipt id: the X-TEE-Receipt header, rcpt_…", 400
+        else:
+            try:
+                signed = await dash.receipts.receipt_for(receipt_id, account_id)
+            except NotFound as exc:
+                error, status = exc.message, 404
+    receipt = signed["receipt"] if signed is not None else None
+    return render(
+        request,
+        "receipts.html",
+        status=status,
+        nav="receipts",
+        receipt_id=receipt_id,
+        receipt=receipt,
+        signature=signed["signature"] if signed is not None else None,
+        signed_json=json.dumps(signed, indent=2) if signed is not None else None,
+        verdict=receipt["verdict"] if receipt is not None else None,
+        gateway_url=dash.public_url,
+        error=error,
+    )
+
+
 # ---- billing: top-up through Stripe Checkout ----
 
 
@@ -469,6 +501,7 @@ def dashboard_routes() -> list[BaseRoute]:
         Route("/dashboard/usage", signed_in(usage_page), methods=["GET"]),
         Route("/dashboard/usage.csv", signed_in(usage_csv), methods=["GET"]),
         Route("/dashboard/models", signed_in(models_page), methods=["GET"]),
+        Route("/dashboard/receipts", signed_in(receipts_page), methods=both),
         Route("/dashboard/billing", billing_redirect, methods=["GET"]),
         Route("/billing", signed_in(billing_page), methods=both),
         Route("/billing/webhook", stripe_webhook, methods=["POST"]),

@@ -134,12 +134,23 @@ class TopUp(Protocol):
         ...
 
 
+class Receipts(Protocol):
+    """Signed receipts, read back for the account they belong to (met by
+    `teegate.receipts.ReceiptService`)."""
+
+    async def receipt_for(self, receipt_id: str, account_id: int) -> dict[str, Any]:
+        """The signed receipt as `GET /v1/receipts/{id}` answers it. Raises
+        errors.NotFound for an unknown id and, alike, for another account's."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Dashboard:
     """What `app.py` wires for the pages, kept on `app.state.dashboard`."""
 
     console: Console
     top_up: TopUp
+    receipts: Receipts
     csrf_secret: bytes
     secure_cookies: bool
     session_ttl_s: float
