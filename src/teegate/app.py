@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -195,5 +196,8 @@ async def _background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
 
 def app_from_environment() -> Starlette:
     """The factory `teegate serve` hands uvicorn, so each worker builds its own app."""
-    configure_logging(json_lines=True)
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(
+        json_lines=True, level=logging.getLevelNamesMapping()[settings.log_level.upper()]
+    )
+    return create_app(settings)

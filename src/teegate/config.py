@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     # at its held amount by the reaper, which runs at start-up and every interval.
     hold_ttl_s: float = Field(default=3600.0, gt=0)
     reaper_interval_s: float = Field(default=30.0, gt=0)
+    # "debug" also routes the libraries' stdlib logs (uvicorn, aiohttp, SQLAlchemy) to
+    # stderr: the confidentiality canary suite runs at it to prove nothing leaks there.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
     def _check_deployment(self) -> Settings:

@@ -14,6 +14,8 @@ def configure_logging(*, json_lines: bool = False, level: int = logging.INFO) ->
         if json_lines
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    if level <= logging.DEBUG:
+        logging.basicConfig(stream=sys.stderr, level=level, force=True)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

@@ -178,12 +178,16 @@ def settled_books(url: str, account: str, timeout_s: float = 10) -> LedgerState:
 
 class TcpProxy:
     """A loopback TCP forwarder whose `cut()` is a database outage: every connection
-    drops and new ones are refused, until `restore()`."""
+    drops and new ones are refused, until `restore()`. `stall()` is a network
+    partition instead: connections are accepted and kept, but nothing is forwarded
+    either way (no reset, no refusal) until `resume()`."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         import threading
 
         self._target = (target_host, target_port)
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
@@ -200,9 +204,19 @@ class TcpProxy:
         asyncio.run_coroutine_threadsafe(self._start(self.port), self._loop).result(5)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        await self._flowing.wait()
         up_reader, up_writer = await asyncio.open_connection(*self._target)
-        self._writers |= {writer, up_writer}
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        self._writers.add(up_writer)
+        await asyncio.gather(
+            _pipe(reader, up_writer, self._flowing), _pipe(up_reader, writer, self._flowing)
+        )
+
+    def stall(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def resume(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     def cut(self) -> None:
         async def cut() -> None:
@@ -214,14 +228,18 @@ class TcpProxy:
         asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
 
     def close(self) -> None:
+        self.resume()
         self.cut()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
     try:
         while data := await reader.read(65536):
+            await flowing.wait()
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):
