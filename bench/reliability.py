@@ -62,21 +62,24 @@ def faults_section(rows: list[dict[str, Any]]) -> str:
         "8 concurrent requests per try (half streams, half whole answers) unless noted.",
         "",
         "| suite | fault | store | tries | requests | what clients saw | delivered "
-        "| lost | leaked |",
-        "|---|---|---|---:|---:|---|---:|---|---|",
+        "| lost | leaked | unexpected answers |",
+        "|---|---|---|---:|---:|---|---:|---|---|---|",
     ]
     for row in rows:
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(row["statuses"].items()))
         lost = "; ".join(row["lost"]) or "nothing"
         leaks = ", ".join(f"{k} +{v}" for k, v in row["leaks"].items()) or "nothing"
+        unexpected = "; ".join(row.get("unexpected", [])) or "none"
         lines.append(
             f"| {row['suite']} | {row['fault']} | {row.get('engine', 'sqlite')} | {row['tries']} "
-            f"| {row['requests']} | {statuses} | {row['delivered']} | {lost} | {leaks} |"
+            f"| {row['requests']} | {statuses} | {row['delivered']} | {lost} | {leaks} "
+            f"| {unexpected} |"
         )
     total = sum(r["requests"] for r in rows)
     broken = sum(bool(r["lost"] or r["leaks"]) for r in rows)
+    odd = sum(bool(r.get("unexpected")) for r in rows)
     lines += ["", f"{len(rows)} faults, {total} requests; faults that lost or leaked anything: "
-              f"{broken}.", ""]  # fmt: skip
+              f"{broken}; with an unexpected answer: {odd}.", ""]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from teegate.devstack import DevstackConfig, build_app
 from tests.support.billing import TcpProxy
 from tests.support.processes import PrivatePostgres, private_redis
 from tests.support.reliability import (
@@ -22,17 +23,18 @@ from tests.support.reliability import (
     Rig,
     Trial,
     fresh_database,
+    in_flight,
     lost_in_books,
     mixed_load,
     settle_resources,
     start_rig,
     tries,
 )
+from tests.support.servers import serving
 
 
-def finish(rig: Rig, trial: Trial, *, until_recovered: bool = True) -> None:
-    if until_recovered:
-        trial.outcomes += recovered(rig)
+def finish(rig: Rig, trial: Trial) -> None:
+    trial.outcomes += recovered(rig)
     trial.lost += asyncio.run(lost_in_books(rig.database_url, rig.account, trial.outcomes))
     trial.leaks = settle_resources(rig.gateway.resources, rig.baseline)
     trial.assert_nothing_lost()
@@ -51,18 +53,35 @@ def recovered(rig: Rig) -> list[Outcome]:
 
 async def outage(rig: Rig, stop: Callable[[], None], start: Callable[[], None]) -> list[Outcome]:
     """One round of load in flight when the store goes down, one sent while it is
-    down, then the store started again."""
-    in_flight = asyncio.ensure_future(mixed_load(rig.gateway.url, rig.key, LOAD))
-    await asyncio.sleep(0.3)
+    down; the store is started again once the first round's answers are all sent
+    (their settlements meet the outage)."""
+    running = asyncio.ensure_future(mixed_load(rig.gateway.url, rig.key, LOAD))
+    await in_flight(rig.devstack, LOAD // 4)
     await asyncio.to_thread(stop)
     while_down = await mixed_load(rig.gateway.url, rig.key, LOAD)
+    answered = await running
+    await asyncio.sleep(1)  # the settlements of the last answers, just after them
     await asyncio.to_thread(start)
-    return await in_flight + while_down
+    return answered + while_down
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="fixed in lane money: answers delivered while PostgreSQL is down are never "
+    "settled (no settlement retry): their holds stay open until the reaper's TTL",
+)
 def test_postgres_restarted_mid_load_loses_nothing(
-    postgres: PrivatePostgres, upstream: str, tmp_path: Path
+    postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
+    with serving(build_app(SLOW)) as upstream:
+        postgres_restarted(postgres, upstream.url, tmp_path)
+
+
+SLOW = DevstackConfig(chunk_delay_s=0.05, completion_tokens=40)
+"""Streams of 2 s: PostgreSQL is down before they end."""
+
+
+def postgres_restarted(postgres: PrivatePostgres, upstream: str, tmp_path: Path) -> None:
     rig = start_rig(tmp_path, upstream, fresh_database(postgres, "restart"))
     trial = Trial("stores", "PostgreSQL restarted mid-run", engine="postgresql")
     try:
@@ -70,8 +89,7 @@ def test_postgres_restarted_mid_load_loses_nothing(
             trial.outcomes += asyncio.run(outage(rig, postgres.stop, postgres.start))
             trial.tries += 1
         # while it is down, billing is unavailable: refused, never served unbilled
-        seen = {(o.status, o.code, o.error) for o in trial.outcomes}
-        assert all(o.status in (200, 503) for o in trial.outcomes), seen
+        trial.expect(lambda o: o.status in (200, 503), "200, or 503 while it is down")
         assert any(o.status == 503 for o in trial.outcomes)
         finish(rig, trial)
     finally:
@@ -88,7 +106,7 @@ def test_redis_restarted_mid_load_loses_nothing(upstream: str, tmp_path: Path) -
                 trial.outcomes += asyncio.run(outage(rig, redis.stop, redis.start))
                 trial.tries += 1
             # the limiter degrades to its local limit while Redis is away: nobody is refused
-            assert all(o.status == 200 for o in trial.outcomes), trial.outcomes
+            trial.expect(lambda o: o.status == 200, "200")
             finish(rig, trial)
         finally:
             rig.gateway.stop()
@@ -131,7 +149,7 @@ def test_a_partition_to_postgres_is_503_not_a_stall(
                 trial.tries += 1
             if hung := sum(o.status is None for o in trial.outcomes):
                 trial.lost.append(f"{hung} requests hung on the partition (no answer)")
-            assert all(o.status in (None, 200, 503) for o in trial.outcomes), trial.outcomes
+            trial.expect(lambda o: o.status in (None, 200, 503), "200 or 503")
             finish(rig, trial)
         finally:
             proxy.resume()

@@ -69,6 +69,8 @@ class Trial:
     outcomes: list[Outcome] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     leaks: dict[str, int] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+    """Answers other than the fault calls for (a 500 where a 503 is due, say)."""
     engine: str = "sqlite"
 
     def record(self) -> None:
@@ -81,17 +83,29 @@ class Trial:
             "suite": self.suite, "fault": self.fault, "engine": self.engine,
             "tries": self.tries, "requests": len(self.outcomes), "statuses": statuses,
             "delivered": sum(o.delivered > 0 for o in self.outcomes),
-            "lost": self.lost, "leaks": self.leaks, "at": time.time(),
+            "lost": self.lost, "leaks": self.leaks, "unexpected": self.unexpected,
+            "at": time.time(),
         }  # fmt: skip
         path = results_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as out:
             out.write(json.dumps(row) + "\n")
 
+    def expect(self, ok: Callable[[Outcome], bool], what: str) -> None:
+        """Every client must have seen `what`; the others are recorded, and fail the test."""
+        others: dict[str, int] = {}
+        for outcome in self.outcomes:
+            if not ok(outcome):
+                seen = f"{outcome.status or 'no response'} {outcome.code or outcome.error or ''}"
+                others[seen.strip()] = others.get(seen.strip(), 0) + 1
+        if others:
+            self.unexpected.append(f"expected {what}, got {others}")
+
     def assert_nothing_lost(self) -> None:
         self.record()
         assert not self.lost, f"{self.fault}: {self.lost}"
         assert not self.leaks, f"{self.fault}: leaked {self.leaks}"
+        assert not self.unexpected, f"{self.fault}: {self.unexpected}"
 
 
 def chat_body(prompt: str = "say something", max_tokens: int = 64) -> dict[str, Any]:
@@ -231,6 +245,15 @@ async def lost_in_books(
     finally:
         await engine.dispose()
     return lost
+
+
+async def in_flight(devstack: Devstack, requests: int) -> None:
+    """Until the upstream is generating `requests` answers at once: a fault injected
+    then lands mid-request, however fast or slow the machine."""
+    deadline = time.monotonic() + 20
+    while (await asyncio.to_thread(devstack.admin, "GET", "stats"))["chat_in_flight"] < requests:
+        assert time.monotonic() < deadline, "the load never reached the upstream"
+        await asyncio.sleep(0.01)
 
 
 def settle_resources(
