@@ -58,8 +58,11 @@ def faults_section(rows: list[dict[str, Any]]) -> str:
     lines = [
         "## Faults and hostile inputs",
         "",
-        f"Last run {when}; N (tries per fault) = {max(r['tries'] for r in rows)} at most, "
-        "8 concurrent requests per try (half streams, half whole answers) unless noted.",
+        f"Last run {when}; N (tries per fault, `TEEGATE_FAULTS_N`) = "
+        f"{max((r['tries'] for r in rows if r['suite'] != 'canary'), default=0)}, 8 concurrent "
+        "requests per try (half streams, half whole answers); the stores' rounds add one "
+        "round sent while the store is down, and one after it is back. The canary's tries "
+        "are the requests that carried it.",
         "",
         "| suite | fault | store | tries | requests | what clients saw | delivered "
         "| lost | leaked | unexpected answers |",
@@ -67,7 +70,7 @@ def faults_section(rows: list[dict[str, Any]]) -> str:
     ]
     for row in rows:
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(row["statuses"].items()))
-        lost = "; ".join(row["lost"]) or "nothing"
+        lost = "; ".join(_short(item) for item in row["lost"]) or "nothing"
         leaks = ", ".join(f"{k} +{v}" for k, v in row["leaks"].items()) or "nothing"
         unexpected = "; ".join(row.get("unexpected", [])) or "none"
         lines.append(
@@ -83,6 +86,10 @@ def faults_section(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def soak_section(soak: dict[str, Any] | None, plot: str | None) -> str:
     if soak is None:
         return "## Soak\n\nNo soak recorded yet (run `bench/soak`).\n"
@@ -90,7 +97,7 @@ def soak_section(soak: dict[str, Any] | None, plot: str | None) -> str:
     lines = [
         "## Soak",
         "",
-        f"{soak['minutes']:g} minutes at {soak['rate_rps']:.1f} requests/s "
+        f"{soak['minutes']:g} minute(s) at {soak['rate_rps']:.1f} requests/s "
         f"({soak['load']:.0%} of a {soak['peak_source']} peak of {soak['peak_rps']:.1f} req/s), "
         f"{soak['store']}, streams and whole answers mixed, "
         f"{soak['disconnect_share']:.0%} of clients leaving early, an upstream fault "
