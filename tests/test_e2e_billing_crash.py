@@ -5,9 +5,7 @@ checkpoint shows was delivered: a stream that had delivered nothing costs nothin
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,9 +21,9 @@ from teegate.billing import nano_to_usd
 from teegate.devstack import DevstackConfig, build_app
 from tests.support.billing import ENGINES, LedgerState, books, database_url, settled_books
 from tests.support.gateway import KEY_SECRET, gateway_settings, prepare_database
+from tests.support.processes import gateway_process, wait_healthy
 from tests.support.servers import free_port, serving
 
-TEEGATE = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "teegate"
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 
 CONFIG = """\
@@ -46,35 +44,6 @@ name = "devstack"
 base_url = "{upstream}"
 attestation = "provider-asserted"
 """
-
-
-@contextmanager
-def gateway_process(config: Path, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`teegate serve --config FILE` as a real process, up once /healthz answers."""
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            [str(TEEGATE), "serve", "--config", str(config)],
-            env={**os.environ, **env}, stdout=sink, stderr=sink,
-        )  # fmt: skip
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=15)
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60  # a loaded machine starts a process slowly
-    while True:
-        assert process.poll() is None, "the gateway exited at start-up"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the gateway never became healthy"
-        time.sleep(0.05)
 
 
 @contextmanager

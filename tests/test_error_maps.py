@@ -315,6 +315,26 @@ OUTAGE_SQLSTATES = {"53300", "57014", "57P01", "57P02", "57P03"}
 cancelled (past the statement timeout), admin and crash shutdown, cannot connect now."""
 
 
+class DriverError(Exception):
+    """A driver's error as SQLAlchemy's asyncpg adapter hands it on: with its SQLSTATE."""
+
+    def __init__(self, message: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("code", "outage"), [("57P03", True), ("08006", True), ("53300", True), ("42P01", False)]
+)
+def test_a_wrapped_driver_error_is_an_outage_by_its_sqlstate(code: str, outage: bool) -> None:
+    """A connection refused while PostgreSQL shuts down reaches the ledger writer as a
+    bare DBAPIError with nothing invalidated (found by tests/faults: it was a 500)."""
+    wrapped = sa_exc.DBAPIError(
+        None, None, DriverError("the database system is shutting down", code)
+    )
+    assert is_outage(wrapped) is outage
+
+
 def test_every_asyncpg_error_is_decided() -> None:
     table = asyncpg_outage_verdicts()
     classes = exception_classes(asyncpg.exceptions, asyncpg.exceptions._base)

@@ -230,7 +230,10 @@ class Settings(BaseSettings):
     # End-to-end encryption: on, a chat request that is not EHBP-encrypted to the
     # model's attested enclave is refused (400 e2ee_required) before anything else.
     require_e2ee: bool = False
-    # The gateway's own log level (`teegate serve`, `teegate dev`); logs never carry content.
+    # The gateway's own log level (`teegate serve`, `teegate dev`); logs never carry
+    # content. "debug" also routes the libraries' stdlib logs (uvicorn, aiohttp,
+    # SQLAlchemy) to stderr: the confidentiality canary suite runs at it to prove
+    # nothing leaks there.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @property

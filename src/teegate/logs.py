@@ -14,6 +14,11 @@ def configure_logging(*, json_lines: bool = False, level: int = logging.INFO) ->
         if json_lines
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    if level <= logging.DEBUG:
+        logging.basicConfig(stream=sys.stderr, level=level, force=True)
+        # SQLAlchemy holds its own loggers at WARNING unless told: at DEBUG every
+        # statement, its parameters and the rows it returns are logged too.
+        logging.getLogger("sqlalchemy").setLevel(level)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

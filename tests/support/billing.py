@@ -178,16 +178,19 @@ def settled_books(url: str, account: str, timeout_s: float = 10) -> LedgerState:
 
 class TcpProxy:
     """A loopback TCP forwarder whose `cut()` is a database outage: every connection
-    drops and new ones are refused, until `restore()`. Every byte it forwards, either
+    drops and new ones are refused, until `restore()`. `stall()` is a network
+    partition instead: connections are accepted and kept, but nothing is forwarded
+    either way (no reset, no refusal) until `resume()`. Every byte it forwards, either
     way, is kept in `recorded` (a wire capture for confidentiality tests)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         import threading
 
         self._target = (target_host, target_port)
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
-        self._stalled = False
         self.recorded = bytearray()
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -204,13 +207,19 @@ class TcpProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
-        if self._stalled:
-            return  # accepted, and never answered
+        await self._flowing.wait()
         up_reader, up_writer = await asyncio.open_connection(*self._target)
-        self._writers |= {writer, up_writer}
+        self._writers.add(up_writer)
         await asyncio.gather(
-            _pipe(reader, up_writer, self.recorded), _pipe(up_reader, writer, self.recorded)
+            _pipe(reader, up_writer, self._flowing, self.recorded),
+            _pipe(up_reader, writer, self._flowing, self.recorded),
         )
+
+    def stall(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def resume(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     def cut(self) -> None:
         async def cut() -> None:
@@ -221,30 +230,22 @@ class TcpProxy:
 
         asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
 
-    def stall(self) -> None:
-        """A network partition: connections stay open but carry nothing, and new ones
-        are accepted and never answered (nothing is refused, unlike `cut`)."""
-
-        async def stall() -> None:
-            self._stalled = True
-            for writer in self._writers:
-                transport = writer.transport
-                assert isinstance(transport, asyncio.ReadTransport)
-                transport.pause_reading()
-
-        asyncio.run_coroutine_threadsafe(stall(), self._loop).result(5)
-
     def close(self) -> None:
+        self.resume()
         self.cut()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
 
 async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, recorded: bytearray
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    flowing: asyncio.Event,
+    recorded: bytearray,
 ) -> None:
     try:
         while data := await reader.read(65536):
+            await flowing.wait()
             recorded += data
             writer.write(data)
             await writer.drain()

@@ -32,6 +32,10 @@ from teegate.errors import ServiceUnavailable, map_error
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 """Serialization failure and deadlock: the transaction lost a race, retry it."""
 
+OUTAGE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+"""Besides class 08 (connection exception): too many connections, admin and crash
+shutdown, cannot connect now (the server is starting or stopping)."""
+
 UNAVAILABLE_MESSAGE = "billing is unavailable"
 
 
@@ -104,7 +108,15 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def is_outage(exc: BaseException) -> bool:
-    """The database is unreachable or unusable, as opposed to refusing one statement."""
+    """The database is unreachable or unusable, as opposed to refusing one statement.
+
+    SQLAlchemy wraps a driver error it has no class for in a bare DBAPIError: its
+    SQLSTATE still tells an outage (a connection refused while PostgreSQL shuts
+    down is 57P03, and no connection was there to invalidate).
+    """
+    code = sqlstate(exc)
+    if isinstance(exc, DBAPIError) and code and (code[:2] == "08" or code in OUTAGE_SQLSTATES):
+        return True
     found = verdict(exc)
     if found is OutageVerdict.IF_INVALIDATED or found is OutageVerdict.UNLESS_RETRYABLE:
         invalidated = isinstance(exc, DBAPIError) and exc.connection_invalidated
