@@ -144,11 +144,6 @@ def closed_by_server(sock: socket.socket, wait_s: float) -> bool:
         return True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fixed in lane edge: no header/body read timeout yet, a slow client holds "
-    "its connection forever",
-)
 def test_a_slowloris_connection_is_closed_by_the_gateway(rig: Rig) -> None:
     [sock] = slow_clients(rig, body=False, count=1)
     try:

@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from teegate.devstack import DevstackConfig, build_app
 from tests.support.billing import TcpProxy
 from tests.support.processes import PrivatePostgres, private_redis
@@ -65,11 +63,6 @@ async def outage(rig: Rig, stop: Callable[[], None], start: Callable[[], None]) 
     return answered + while_down
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fixed in lane money: answers delivered while PostgreSQL is down are never "
-    "settled (no settlement retry): their holds stay open until the reaper's TTL",
-)
 def test_postgres_restarted_mid_load_loses_nothing(
     postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
@@ -123,11 +116,6 @@ PATIENCE_S = 8
 """How long a client waits for its answer during the partition."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fixed in lane edge: no statement/pool timeout on the store yet, so writes "
-    "to a partitioned PostgreSQL stall instead of answering 503",
-)
 def test_a_partition_to_postgres_is_503_not_a_stall(
     postgres: PrivatePostgres, upstream: str, tmp_path: Path
 ) -> None:
