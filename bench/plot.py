@@ -20,6 +20,7 @@ COLORS = {
     "nginx (upstream alone)": "#9e9e9e",
     "bare proxy": "#1f77b4",
     "LiteLLM": "#d62728",
+    "Portkey": "#ff7f0e",
     "teegate (sqlite)": "#2ca02c",
     "teegate (postgres)": "#17becf",
 }
@@ -105,7 +106,7 @@ def main() -> None:
     _stream_hold(axes[1][1], results)
     meta = results["meta"]
     fig.suptitle(
-        f"teegate vs bare proxy vs LiteLLM — {meta['cores']} cores, one worker each, "
+        f"teegate vs bare proxy vs LiteLLM vs Portkey — {meta['cores']} cores, one worker each, "
         f"{meta['date']}{' (quick)' if meta['quick'] else ''}"
     )
     fig.tight_layout()
