@@ -175,7 +175,7 @@ async def scale_run(
     streams: int,
     window_s: float,
     open_parallel: int = 256,
-    open_bound_s: float = 120.0,
+    open_bound_s: float = 300.0,
     settle_s: float = 3.0,
 ) -> ScaleStats:
     """Hold `streams` paced streams through the proxy at `pid`; measure over `window_s`."""

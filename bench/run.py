@@ -595,6 +595,16 @@ def _scale_phase(
             return targets.teegate(store, up, attestation, connections=n + 256)
 
         proxies.append((f"teegate ({store.name})", start_teegate, store.key))
+    nofile = results["meta"].get("nofile") or 0
+    needed = 2 * max(counts) + 1024  # a proxy holds two sockets per stream
+    if nofile < needed:
+        results["notes"].append(
+            f"The open-file limit is {nofile} (this machine would not raise it further): "
+            f"{max(counts):,} streams need about {needed:,} in a proxy, so errors at that "
+            "count may be the limit's, not the proxy's (`ulimit -Hn`; the bench raises the "
+            "soft limit to the hard one, and the hard one too when it may)."
+        )
+        log(results["notes"][-1])
     dropped: set[str] = set()
     upstream = targets.devstack("scale", open_streams.PACE_MS, open_streams.CHUNKS)
     with _upstream(upstream) as ds:
@@ -616,9 +626,9 @@ def _scale_phase(
                             window_s=args.scale_window,
                         )
                     )
-                if label.startswith("teegate"):
-                    store = next(s for s in stores if label == f"teegate ({s.name})")
-                    held.books = open_streams.books_after(store.database_url, "bench")
+                    if label.startswith("teegate"):  # while it runs: its drain settles too
+                        store = next(s for s in stores if label == f"teegate ({s.name})")
+                        held.books = open_streams.books_after(store.database_url, "bench")
                 points.setdefault(label, {})[str(n)] = held.as_dict()
                 _log_scale(label, held)
                 if held.opened < n / 2:
