@@ -180,14 +180,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.skip_main:
         kept = json.loads(results_path.read_text()) if results_path.exists() else {}
-        for section in ("nonstream", "streams", "profile", "interleaved", "embeddings"):
+        sections = ["nonstream", "streams", "profile", "interleaved", "embeddings"]
+        sections += [] if args.streams_scale else ["scale"]
+        sections += [] if args.workers2 else ["workers"]
+        for section in sections:
             if section in kept:
                 results[section] = kept[section]
+        main_date = kept.get("meta", {}).get("main_date", "?")
+        results["meta"]["main_date"] = main_date
         results["notes"].append(
             "This run measured only the phases asked for (--skip-main); the other sections "
-            f"are from the run of {kept.get('meta', {}).get('date', '?')}."
+            f"are kept from earlier runs (the main phases: {main_date})."
         )
     else:
+        results["meta"]["main_date"] = results["meta"]["date"]
         _nonstream_phase(plan, tools, stores, args.attestation, results, not args.no_profile)
         _stream_phase(plan, tools, stores[0], args.attestation, results)
     if args.streams_scale:
@@ -704,7 +710,7 @@ def _workers_phase(
                     )
                     side_by_side.append((label, server, store.key))
                 rounds = _interleaved(plan, tools, side_by_side, body, (32, 1))
-            books = open_streams.books_after(store.database_url, "bench")
+                books = open_streams.books_after(store.database_url, "bench")  # before drains
             out["stores"][store.name] = {"interleaved": rounds, "books": books}
             log(
                 f"teegate ({store.name}) books after the workers phase: "
