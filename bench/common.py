@@ -17,6 +17,13 @@ TEEGATE = REPO / ".venv" / "bin" / "teegate"
 CATALOG_JSON = REPO / "src" / "teegate" / "devstack" / "catalog.json"
 
 LITELLM_VERSION = "1.108.7"
+PORTKEY_VERSION = "1.15.2"
+"""Portkey's AI Gateway (npm `@portkey-ai/gateway`, Node), the second peer."""
+PORTKEY_HONO_NODE_SERVER = "1.13.8"
+"""The gateway takes any `@hono/node-server` ^1.3.3. From 1.14 its lightweight Response
+keeps a fetched response's immutable Headers, and the gateway's header update then fails
+every stream with `TypeError: immutable` (Portkey-AI/gateway issues 1389, 1550); 1.13.8
+copies them, so the bench holds the gateway to it."""
 TOOLS = ("matplotlib==3.11.2", "py-spy==0.4.3")
 APT_PACKAGES = ("nginx-light", "wrk")
 
@@ -24,6 +31,9 @@ APT_PACKAGES = ("nginx-light", "wrk")
 # load generator share CPU 1, so every proxy meets the same conditions.
 PROXY_CPU = 0
 HARNESS_CPU = 1
+ALL_CPUS = f"{PROXY_CPU},{HARNESS_CPU}"
+"""Where a proxy with two workers runs (the `--workers2` phase): both cores, sharing
+CPU 1 with the harness."""
 
 HOST = "127.0.0.1"
 

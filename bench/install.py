@@ -1,17 +1,27 @@
 """Installs what the bench needs, each piece only if it is missing.
 
 nginx and wrk come from Debian (apt); LiteLLM and the tools (matplotlib,
-py-spy) get venvs of their own under bench/.work/, never the project's.
+py-spy) get venvs of their own under bench/.work/, never the project's; Portkey's
+gateway an npm prefix of its own there (`bench/.work/portkey/`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from bench.common import APT_PACKAGES, LITELLM_VERSION, TOOLS, WORK, log
+from bench.common import (
+    APT_PACKAGES,
+    LITELLM_VERSION,
+    PORTKEY_HONO_NODE_SERVER,
+    PORTKEY_VERSION,
+    TOOLS,
+    WORK,
+    log,
+)
 
 SBIN_PATHS = ("/usr/sbin", "/sbin")
 
@@ -91,3 +101,53 @@ def ensure_litellm() -> Path:
 def ensure_tools() -> Path:
     """The python of the tools venv (matplotlib for the plot, py-spy for the profile)."""
     return _venv(WORK / "tools-venv", TOOLS)
+
+
+PORTKEY_PREFIX = WORK / "portkey"
+PORTKEY_PACKAGE = "@portkey-ai/gateway"
+
+
+def _portkey_manifest() -> str:
+    """The prefix's package.json: the gateway pinned, and `@hono/node-server` held at the
+    last version it streams with, everywhere in the tree (an npm override)."""
+    return json.dumps(
+        {
+            "private": True,
+            "dependencies": {PORTKEY_PACKAGE: PORTKEY_VERSION},
+            "overrides": {"@hono/node-server": PORTKEY_HONO_NODE_SERVER},
+        },
+        indent=2,
+    )
+
+
+def _portkey_server() -> Path:
+    return PORTKEY_PREFIX / "node_modules" / PORTKEY_PACKAGE / "build" / "start-server.js"
+
+
+def portkey_ready() -> Path | None:
+    """The gateway's start script if the pinned version is installed (no network)."""
+    stamp = PORTKEY_PREFIX / ".bench-installed"
+    ready = stamp.exists() and stamp.read_text() == _portkey_manifest()
+    return _portkey_server() if ready and _portkey_server().exists() and which("node") else None
+
+
+def ensure_portkey() -> Path | None:
+    """Portkey's gateway, pinned, installed with npm into its own prefix; None (the
+    caller notes the skip) when node or npm is missing."""
+    ready = portkey_ready()
+    if ready is not None:
+        return ready
+    npm, node = which("npm"), which("node")
+    if npm is None or node is None:
+        log("node/npm not found: Portkey skipped (apt-get install -y nodejs npm to run it)")
+        return None
+    log(f"installing {PORTKEY_PACKAGE}@{PORTKEY_VERSION} into bench/.work/portkey")
+    PORTKEY_PREFIX.mkdir(parents=True, exist_ok=True)
+    (PORTKEY_PREFIX / "package.json").write_text(_portkey_manifest())
+    (PORTKEY_PREFIX / "package-lock.json").unlink(missing_ok=True)
+    shutil.rmtree(PORTKEY_PREFIX / "node_modules", ignore_errors=True)
+    subprocess.run(
+        [npm, "install", "--prefix", str(PORTKEY_PREFIX), "--no-audit", "--no-fund"], check=True
+    )
+    (PORTKEY_PREFIX / ".bench-installed").write_text(_portkey_manifest())
+    return _portkey_server()

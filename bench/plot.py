@@ -20,10 +20,12 @@ COLORS = {
     "nginx (upstream alone)": "#9e9e9e",
     "bare proxy": "#1f77b4",
     "LiteLLM": "#d62728",
+    "Portkey": "#ff7f0e",
     "teegate (sqlite)": "#2ca02c",
     "teegate (postgres)": "#17becf",
 }
 UPSTREAM = "upstream alone"
+BARE = "bare proxy"
 
 
 def _nonstream(ax_rps: Any, ax_lat: Any, results: dict[str, Any]) -> None:
@@ -97,15 +99,47 @@ def _stream_hold(ax: Any, results: dict[str, Any]) -> None:
     ax.grid(True, axis="y", which="both", alpha=0.3)
 
 
+def _scale(ax_rss: Any, ax_gap: Any, results: dict[str, Any]) -> None:
+    """The open-stream scale phase: RSS per stream and gap p99 against the stream count."""
+    points = results["scale"]["points"]
+    bare = points.get(BARE, {})
+    for label, by_n in points.items():
+        counts = sorted(int(n) for n in by_n)
+        color = COLORS.get(label)
+        rss = [by_n[str(n)]["rss_per_stream_kb"] for n in counts]
+        ax_rss.plot(counts, rss, "o-", label=label, color=color)
+        gap = [
+            by_n[str(n)]["gap_p99_ms"] - bare[str(n)]["gap_p99_ms"] if str(n) in bare else math.nan
+            for n in counts
+        ]
+        ax_gap.plot(counts, gap, "o-", label=label, color=color)
+    for ax in (ax_rss, ax_gap):
+        ax.set_xscale("log")
+        ax.set_xlabel("concurrent streams, one worker")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    counts = sorted({int(n) for by_n in points.values() for n in by_n})
+    for ax in (ax_rss, ax_gap):
+        ax.set_xticks(counts, [f"{n:,}" for n in counts])
+    ax_gap.set_yscale("symlog", linthresh=1)
+    ax_rss.set_title("Open streams: RSS per stream")
+    ax_rss.set_ylabel("KiB")
+    ax_gap.set_title("Open streams: inter-chunk gap p99 added over the bare proxy")
+    ax_gap.set_ylabel("ms")
+
+
 def main() -> None:
     results = json.loads(Path(sys.argv[1]).read_text())
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    rows = 3 if results.get("scale") else 2
+    fig, axes = plt.subplots(rows, 2, figsize=(13, 4.5 * rows))
     _nonstream(axes[0][0], axes[0][1], results)
     _stream_latency(axes[1][0], results)
     _stream_hold(axes[1][1], results)
+    if rows == 3:
+        _scale(axes[2][0], axes[2][1], results)
     meta = results["meta"]
     fig.suptitle(
-        f"teegate vs bare proxy vs LiteLLM — {meta['cores']} cores, one worker each, "
+        f"teegate vs bare proxy vs LiteLLM vs Portkey — {meta['cores']} cores, one worker each, "
         f"{meta['date']}{' (quick)' if meta['quick'] else ''}"
     )
     fig.tight_layout()

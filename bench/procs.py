@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import HOST, LOGS, log
@@ -46,6 +46,8 @@ class Server:
     port: int
     log_path: Path
     ca_file: Path | None = None
+    client_headers: dict[str, str] = field(default_factory=dict)
+    """Headers every client request must carry besides the key (Portkey's routing)."""
 
     @property
     def pid(self) -> int:
@@ -74,14 +76,15 @@ def start(
     argv: Sequence[str],
     *,
     port: int,
-    cpu: int,
+    cpu: int | str,
     ready_path: str,
     env: Mapping[str, str] | None = None,
     ready_timeout_s: float = 60.0,
     ca_file: Path | None = None,
 ) -> Server:
-    """Start `argv` pinned to `cpu` and wait until `ready_path` answers (over TLS
-    verified with `ca_file` when given, so a wrong certificate is never "ready")."""
+    """Start `argv` pinned to `cpu` (or a taskset list, "0,1") and wait until `ready_path`
+    answers (over TLS verified with `ca_file` when given, so a wrong certificate is never
+    "ready")."""
     LOGS.mkdir(parents=True, exist_ok=True)
     log_path = LOGS / f"{name}.log"
     with log_path.open("wb") as out:

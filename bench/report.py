@@ -15,6 +15,7 @@ from bench.common import log
 
 BARE = "bare proxy"
 LITELLM = "LiteLLM"
+PORTKEY = "Portkey"
 NGINX = "nginx (upstream alone)"
 SQLITE = "teegate (sqlite)"
 POSTGRES = "teegate (postgres)"
@@ -98,9 +99,9 @@ def _goal_rows(results: dict[str, Any]) -> list[list[str]]:
     return [
         [
             "c=32 throughput vs bare proxy",
-            "≥ 0.5x",
+            "≥ 0.6x",
             f"{_fmt(vs_bare)}x",
-            check(vs_bare, lambda v: v >= 0.5),
+            check(vs_bare, lambda v: v >= 0.6),
             "1x",
         ],
         [
@@ -132,6 +133,13 @@ def _goal_rows(results: dict[str, Any]) -> list[list[str]]:
             f"{_fmt(bare_ttft)} ms",
         ],
         [
+            "stream TTFT p50 added over bare proxy",
+            "≤ 0.3 ms",
+            f"{_fmt(_diff(ttft_add, bare_ttft))} ms",
+            check(_diff(ttft_add, bare_ttft), lambda v: v <= 0.3),
+            "0 ms",
+        ],
+        [
             "inter-chunk gap p50 added over upstream",
             "≤ 0.1 ms",
             f"{_fmt(gap_add, 3)} ms",
@@ -151,6 +159,13 @@ def _goal_rows(results: dict[str, Any]) -> list[list[str]]:
             f"{_fmt(cpu, 1)} µs",
             check(cpu, lambda v: v <= 20),
             f"{_fmt(bare_cpu, 1)} µs",
+        ],
+        [
+            "CPU per relayed chunk over bare proxy",
+            "≤ 3 µs",
+            f"{_fmt(_diff(cpu, bare_cpu), 1)} µs",
+            check(_diff(cpu, bare_cpu), lambda v: v <= 3),
+            "0 µs",
         ],
         [
             "PostgreSQL vs SQLite (c=32 throughput)",
@@ -213,6 +228,13 @@ def _interleaved_section(results: dict[str, Any]) -> list[str]:
                         str(c),
                         ", ".join(_fmt(r["rps"], 0) for r in runs),
                         _fmt(_interleaved(results, label, c, "rps"), 0),
+                        _fmt(
+                            _ratio(
+                                _interleaved(results, label, c, "rps"),
+                                _interleaved(results, BARE, c, "rps"),
+                            )
+                        )
+                        + "x",
                         _fmt(_interleaved(results, label, c, "p50_ms")),
                         _fmt(_interleaved(results, label, c, "p99_ms")),
                         str(sum(r["errors"] for r in runs)),
@@ -223,7 +245,8 @@ def _interleaved_section(results: dict[str, Any]) -> list[str]:
         "",
         "This machine's speed drifts by tens of percent within a minute (other tenants of the "
         "host), so two targets measured minutes apart differ by the drift as well. Here the "
-        "bare proxy and teegate (each store) are all up at once and take turns under wrk, round "
+        "bare proxy, teegate (each store) and Portkey (when run) are all up at once and take "
+        "turns under wrk, round "
         "after round, at the two concurrencies the targets name; the targets above use each "
         "one's median over the rounds.",
         "",
@@ -233,6 +256,7 @@ def _interleaved_section(results: dict[str, Any]) -> list[str]:
                 "c",
                 "req/s per round",
                 "median req/s",
+                "median / bare",
                 "median p50 ms",
                 "median p99 ms",
                 "errors",
@@ -286,7 +310,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _nonstream_tables(results: dict[str, Any]) -> list[str]:
     labels = [
-        label for label in (NGINX, BARE, LITELLM, SQLITE, POSTGRES) if label in results["nonstream"]
+        label
+        for label in (NGINX, BARE, LITELLM, PORTKEY, SQLITE, POSTGRES)
+        if label in results["nonstream"]
     ]
     concurrencies = sorted(
         {r["connections"] for t in results["nonstream"].values() for r in t["rows"]}
@@ -297,7 +323,7 @@ def _nonstream_tables(results: dict[str, Any]) -> list[str]:
         n = _get(results, label, c, "errors")
         return f" ({n:.0f} errors)" if n else ""
 
-    header = ["c", *labels, "teegate / bare", "teegate / LiteLLM"]
+    header = ["c", *labels, "teegate / bare", "teegate / LiteLLM", "teegate / Portkey"]
     rows = []
     for c in concurrencies:
         sqlite = _get(results, SQLITE, c, "rps")
@@ -307,6 +333,7 @@ def _nonstream_tables(results: dict[str, Any]) -> list[str]:
                 *(_fmt(_get(results, label, c, "rps"), 0) + err(label, c) for label in labels),
                 f"{_fmt(_ratio(sqlite, _get(results, BARE, c, 'rps')))}x",
                 f"{_fmt(_ratio(sqlite, _get(results, LITELLM, c, 'rps')), 1)}x",
+                f"{_fmt(_ratio(sqlite, _get(results, PORTKEY, c, 'rps')), 1)}x",
             ]
         )
     lines += ["**Throughput (req/s)**", "", *_table(header, rows)]
@@ -421,6 +448,204 @@ def _stream_tables(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _scale_section(results: dict[str, Any]) -> list[str]:
+    """The open-stream scale phase (`bench/open_streams.py`): per count, every target
+    that held up, against the bare proxy at the same count."""
+    scale = results.get("scale")
+    if not scale:
+        return ["Not measured in this run (`bench/run --streams-scale 1000,5000,10000`).", ""]
+    cfg, points = scale["config"], scale["points"]
+    lines = [
+        f"One worker per target holding N streams at once; the upstream (the devstack, CPU 1, "
+        f"shared with the load generator) paces one chunk every {_fmt(cfg['pace_ms'], 0)} ms, "
+        f"{cfg['chunks']} chunks per stream, far longer than the measurement. The load "
+        "generator (asyncio + aiohttp on uvloop, no connection limit) opens 256 at a time "
+        "until each has its first chunk (*open took*), waits 3 s, then measures over "
+        f"{_fmt(cfg['window_s'], 0)} s: the gaps between chunks at the client (the 1 s pace "
+        "plus what the proxy adds: *added* = target - bare proxy at the same N), the "
+        "proxy's RSS per open stream (peak RSS - RSS before / open streams), its CPU "
+        "(utime + stime) per chunk the clients received, and its open fds; then the client "
+        "closes every stream. Errors = streams that did not open + open streams that broke. "
+        f"Open-file limit raised to {cfg.get('nofile') or '?'} for every process. For "
+        "teegate, *holds* = holds still open once the streams closed (after up to 60 s) and "
+        "whether the ledger's invariants hold.",
+        "",
+    ]
+    rows = []
+    for n in cfg["counts"]:
+        bare = points.get(BARE, {}).get(str(n))
+        for label, by_n in points.items():
+            h = by_n.get(str(n))
+            if h is None:
+                continue
+
+            def vs_bare(
+                key: str, h: dict[str, Any] = h, bare: Any = bare, label: str = label
+            ) -> str:
+                if bare is None or label == BARE:
+                    return "-"
+                return _fmt(h[key] - bare[key])
+
+            rss_ratio = (
+                None
+                if bare is None or label == BARE
+                else _ratio(h["rss_per_stream_kb"], bare["rss_per_stream_kb"])
+            )
+            books = h.get("books")
+            rows.append(
+                [
+                    f"{n:,}",
+                    label,
+                    f"{h['opened']:,} / {h['errors']:,}",
+                    _fmt(h["open_s"], 1),
+                    _fmt(h["gap_p50_ms"], 1),
+                    _fmt(h["gap_p99_ms"], 1),
+                    vs_bare("gap_p50_ms"),
+                    vs_bare("gap_p99_ms"),
+                    _fmt(h["rss_per_stream_kb"], 1),
+                    "-" if rss_ratio is None else f"{_fmt(rss_ratio)}x",
+                    _fmt(h["cpu_per_chunk_us"], 1),
+                    vs_bare("cpu_per_chunk_us"),
+                    f"{100 * h['cpu_share']:.0f}%",
+                    f"{h['fds_open']:,}",
+                    f"{100 * h['upstream_cpu_share']:.0f}% / {100 * h['loadgen_cpu_share']:.0f}%",
+                    "-"
+                    if books is None
+                    else f"{books['open_holds']} open, "
+                    + ("exact" if books["exact"] else f"**not exact**: {books['problem']}"),
+                ]
+            )
+    lines += _table(
+        [
+            "N",
+            "target",
+            "opened / errors",
+            "open took s",
+            "gap p50 ms",
+            "gap p99 ms",
+            "added p50",
+            "added p99",
+            "KiB RSS / stream",
+            "vs bare",
+            "µs CPU / chunk",
+            "added",
+            "CPU use",
+            "fds",
+            "upstream / load CPU",
+            "holds, books",
+        ],
+        rows,
+    )
+    errors = [
+        f"{label} at {int(n):,}: {h['first_error']}"
+        for label, by_n in points.items()
+        for n, h in by_n.items()
+        if h.get("first_error")
+    ]
+    if errors:
+        lines += ["First error per point: " + "; ".join(errors) + ".", ""]
+    lines += _scale_targets(cfg, points)
+    return lines
+
+
+def _scale_targets(cfg: dict[str, Any], points: dict[str, Any]) -> list[str]:
+    """Issue 19's targets for teegate at the largest count both it and the bare proxy ran."""
+    rows = []
+    for label in (SQLITE, POSTGRES):
+        common = [n for n in cfg["counts"] if str(n) in points.get(label, {})]
+        common = [n for n in common if str(n) in points.get(BARE, {})]
+        if not common:
+            continue
+        n = max(common)
+        t, b = points[label][str(n)], points[BARE][str(n)]
+        p99 = t["gap_p99_ms"] - b["gap_p99_ms"]
+        rss = _ratio(t["rss_per_stream_kb"], b["rss_per_stream_kb"])
+        books = t.get("books") or {}
+
+        def met(ok: bool) -> str:
+            return "met" if ok else "**not met**"
+
+        rows += [
+            [label, f"{n:,} streams, zero errors", f"{t['errors']} errors", met(t["errors"] == 0)],
+            [label, "gap p99 added ≤ 5 ms over bare", f"{_fmt(p99)} ms", met(p99 <= 5)],
+            [
+                label,
+                "RSS per stream ≤ 1.2x bare",
+                f"{_fmt(rss)}x",
+                met(rss is not None and rss <= 1.2),
+            ],
+            [
+                label,
+                "every hold settled after",
+                f"{books.get('open_holds', '?')} open",
+                met(books.get("open_holds") == 0 and bool(books.get("exact"))),
+            ],
+        ]
+    if not rows:
+        return []
+    return ["Targets (at the largest count run):", "", *_table(["", "target", "", ""], rows)]
+
+
+def _workers_section(results: dict[str, Any]) -> list[str]:
+    workers = results.get("workers")
+    if not workers:
+        return ["Not measured in this run (`bench/run --workers2`).", ""]
+    lines = [
+        "teegate `--workers 2` (both cores, so the second worker shares CPU 1 with nginx, the "
+        "devstack and wrk; the Redis limiter, as more than one process requires) against one "
+        "worker on CPU 0 (local limiter, and the Redis limiter to separate its cost), all up "
+        "at once and interleaved like the target points above. Books = after the phase, "
+        "every hold settled and the ledger's invariants hold.",
+        "",
+    ]
+    rows = []
+    for store, entry in workers["stores"].items():
+        rounds = entry["interleaved"]
+        fake = {"interleaved": rounds, "nonstream": {}}
+        one = _interleaved(fake, "1 worker", 32, "rps")
+        for label in rounds:
+            rps32 = _interleaved(fake, label, 32, "rps")
+            rows.append(
+                [
+                    store,
+                    label,
+                    _fmt(rps32, 0),
+                    f"{_fmt(_ratio(rps32, one))}x",
+                    _fmt(_interleaved(fake, label, 32, "p99_ms")),
+                    _fmt(_interleaved(fake, label, 1, "p50_ms")),
+                    _fmt(_interleaved(fake, label, 1, "p99_ms")),
+                    str(sum(r["errors"] for runs in rounds[label].values() for r in runs)),
+                ]
+            )
+        books = entry["books"]
+        rows.append(
+            [
+                store,
+                "books",
+                f"{books['holds']:,} holds",
+                f"{books['open_holds']} open",
+                "exact" if books["exact"] else f"**not exact**: {books['problem']}",
+                "",
+                "",
+                "",
+            ]
+        )
+    lines += _table(
+        [
+            "store",
+            "teegate",
+            "c=32 median req/s",
+            "vs 1 worker (target ≥ 1.6x)",
+            "c=32 p99 ms",
+            "c=1 p50 ms",
+            "c=1 p99 ms",
+            "errors",
+        ],
+        rows,
+    )
+    return lines
+
+
 def _store_table(results: dict[str, Any]) -> list[str]:
     if POSTGRES not in results["nonstream"]:
         return ["PostgreSQL was not run.", ""]
@@ -511,7 +736,7 @@ def _attestation_note(meta: dict[str, Any]) -> str:
     shared = (
         "every target reaches the upstream over TLS, to a devstack enclave's self-signed "
         "certificate (nginx serves that certificate and key in the non-stream runs); the bare "
-        "proxy and LiteLLM verify it as their CA file. "
+        "proxy, LiteLLM and Portkey verify it as their CA file. "
     )
     if meta["attestation"] == "attested-tls":
         return shared + (
@@ -559,7 +784,8 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
         "# Performance",
         "",
         "teegate against the floor (a bare Python passthrough proxy) and against what users "
-        "would otherwise pick (LiteLLM proxy), in one run on one machine, same upstream. "
+        "would otherwise pick (LiteLLM proxy, Portkey's AI Gateway), in one run on one machine, "
+        "same upstream. "
         "Reproduce with `bench/run` (setup included; `bench/README.md`). Figures are one run's; "
         "the targets are reported, never asserted.",
         "",
@@ -571,14 +797,15 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
         f"{_fmt(100 * meta.get('other_cpu_share', math.nan), 0)}% of the machine "
         f"(hypervisor steal {_fmt(100 * meta.get('steal_share', math.nan), 0)}%)",
         f"- teegate {meta['teegate_commit']}, attestation mode `{meta['attestation']}`; "
-        f"LiteLLM {meta['litellm'] or 'not run'}; nginx {meta['nginx']}; {meta['wrk']}",
+        f"LiteLLM {meta['litellm'] or 'not run'}; Portkey {meta.get('portkey') or 'not run'}; "
+        f"nginx {meta['nginx']}; {meta['wrk']}",
         f"- Upstream and attestation: {_attestation_note(meta)}",
         "",
     ]
     if results.get("notes"):
         lines += [f"> {note}" for note in results["notes"]] + [""]
     if plot_name:
-        lines += [f"![teegate vs bare proxy vs LiteLLM]({plot_name})", ""]
+        lines += [f"![teegate vs bare proxy vs LiteLLM vs Portkey]({plot_name})", ""]
     lines += [
         "## Targets",
         "",
@@ -606,6 +833,12 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
         "## Streams",
         "",
         *_stream_tables(results),
+        "## Open-stream scale",
+        "",
+        *_scale_section(results),
+        "## Both cores: 2 workers against 1",
+        "",
+        *_workers_section(results),
         "## Store: SQLite vs PostgreSQL",
         "",
         "The same non-stream runs, teegate on SQLite (WAL, file under bench/.work) and on "
@@ -630,6 +863,10 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
         "auth, no parsing.",
         "- LiteLLM: `litellm --config` in its own venv, one model, a master key (it refuses to "
         "start without one), no database, one worker.",
+        "- Portkey: `@portkey-ai/gateway` (Node) from npm in its own prefix, its own "
+        "launcher (one process); every request carries `x-portkey-provider: openai` and "
+        "`x-portkey-custom-host: <upstream>/v1`, and Node trusts the enclave's certificate "
+        "through `NODE_EXTRA_CA_CERTS`.",
         "- Every request body: one user message, `max_tokens` 1024, same model id everywhere.",
         "- Streams: `bench/streams.py` (asyncio + aiohttp on uvloop). The 2,000-stream window "
         "starts once every stream has its first chunk; the streams are then closed by the "

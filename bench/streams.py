@@ -17,7 +17,7 @@ import contextlib
 import math
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,8 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def _headers(auth: str) -> dict[str, str]:
-    headers = {"Content-Type": "application/json"}
+def request_headers(auth: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", **(extra or {})}
     if auth:
         headers["Authorization"] = f"Bearer {auth}"
     return headers
@@ -86,10 +86,12 @@ class _Timing:
     done: bool = False
 
 
-async def _one_stream(session: aiohttp.ClientSession, url: str, auth: str, body: bytes) -> _Timing:
+async def _one_stream(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: bytes
+) -> _Timing:
     timing = _Timing()
     started = time.perf_counter()
-    async with session.post(url, data=body, headers=_headers(auth)) as response:
+    async with session.post(url, data=body, headers=headers) as response:
         timing.headers_s = time.perf_counter() - started
         if response.status != 200:
             await response.read()
@@ -121,6 +123,7 @@ async def latency_run(
     body: bytes,
     *,
     auth: str = "",
+    headers: Mapping[str, str] | None = None,
     streams: int,
     concurrency: int = 1,
     warmup: int = 2,
@@ -132,9 +135,10 @@ async def latency_run(
     timeout = aiohttp.ClientTimeout(total=bound_s, sock_read=30)
     verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
     connector = aiohttp.TCPConnector(limit=0, ssl=verify)
+    sent = request_headers(auth, headers)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         for _ in range(warmup):
-            await _one_stream(session, url, auth, body)
+            await _one_stream(session, url, sent, body)
         gate = asyncio.Semaphore(concurrency)
         errors = 0
 
@@ -142,7 +146,7 @@ async def latency_run(
             nonlocal errors
             async with gate:
                 try:
-                    return await _one_stream(session, url, auth, body)
+                    return await _one_stream(session, url, sent, body)
                 except (RuntimeError, aiohttp.ClientError, TimeoutError):
                     errors += 1
                     return None
@@ -213,7 +217,7 @@ class _Counts:
 async def _held_stream(
     session: aiohttp.ClientSession,
     url: str,
-    auth: str,
+    headers: dict[str, str],
     body: bytes,
     opening: asyncio.Semaphore,
     counts: _Counts,
@@ -221,7 +225,7 @@ async def _held_stream(
     opened = False
     await opening.acquire()
     try:
-        async with session.post(url, data=body, headers=_headers(auth)) as response:
+        async with session.post(url, data=body, headers=headers) as response:
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status}")
             last = b""
@@ -247,7 +251,7 @@ async def _held_stream(
 async def _open_many(
     url: str,
     body: bytes,
-    auth: str,
+    headers: dict[str, str],
     n: int,
     open_parallel: int,
     open_bound_s: float,
@@ -258,7 +262,7 @@ async def _open_many(
     opening = asyncio.Semaphore(open_parallel)
     started = time.perf_counter()
     tasks = [
-        asyncio.ensure_future(_held_stream(session, url, auth, body, opening, counts))
+        asyncio.ensure_future(_held_stream(session, url, headers, body, opening, counts))
         for _ in range(n)
     ]
     with contextlib.suppress(TimeoutError):
@@ -279,6 +283,7 @@ async def hold_run(
     *,
     pid: int,
     auth: str = "",
+    headers: Mapping[str, str] | None = None,
     streams: int,
     window_s: float,
     open_parallel: int = 256,
@@ -287,9 +292,10 @@ async def hold_run(
     warmup_streams: int = 64,
 ) -> HoldStats:
     """Open `streams` streams, then measure memory and CPU per chunk over `window_s`."""
+    sent = request_headers(auth, headers)
     warm = _Counts(warmup_streams)
     session, tasks, _ = await _open_many(
-        url, body, auth, warmup_streams, open_parallel, open_bound_s, warm
+        url, body, sent, warmup_streams, open_parallel, open_bound_s, warm
     )
     await asyncio.sleep(0.5)
     await _close_all(session, tasks)
@@ -298,7 +304,7 @@ async def hold_run(
 
     counts = _Counts(streams)
     session, tasks, open_s = await _open_many(
-        url, body, auth, streams, open_parallel, open_bound_s, counts
+        url, body, sent, streams, open_parallel, open_bound_s, counts
     )
     try:
         await asyncio.sleep(settle_s)

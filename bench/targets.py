@@ -1,4 +1,5 @@
-"""The servers of one run: upstreams (nginx, devstack) and proxies (bare, LiteLLM, teegate)."""
+"""The servers of one run: upstreams (nginx, devstack) and proxies (bare, LiteLLM, Portkey,
+teegate)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from bench import procs
 from bench.common import (
+    ALL_CPUS,
     CATALOG_JSON,
     DEV_ROOT_CA,
     ENCLAVE_CERT,
@@ -266,6 +268,37 @@ def litellm(litellm_bin: Path, upstream: Upstream) -> procs.Server:
     )
 
 
+PORTKEY_UPSTREAM_KEY = "bench-upstream-key"
+"""Portkey forwards the client's bearer token to the upstream as its API key."""
+
+
+def portkey(start_script: Path, upstream: Upstream) -> procs.Server:
+    """Portkey's AI Gateway (Node), one process. It has no config file: every request
+    names the provider and the upstream (`x-portkey-provider: openai`,
+    `x-portkey-custom-host: <upstream>/v1`), which the server hands its clients.
+
+    Node verifies the upstream with the enclave's certificate as an extra CA
+    (`NODE_EXTRA_CA_CERTS`). Its launcher takes a port only: it listens on every
+    interface, not 127.0.0.1 alone."""
+    port = procs.free_port()
+    server = procs.start(
+        "portkey",
+        ["node", str(start_script), f"--port={port}", "--headless"],
+        port=port,
+        cpu=PROXY_CPU,
+        ready_path="/",
+        env={
+            "NODE_EXTRA_CA_CERTS": str(upstream.enclave.cert_file),
+            "NODE_ENV": "production",
+        },
+    )
+    server.client_headers = {
+        "x-portkey-provider": "openai",
+        "x-portkey-custom-host": f"{upstream.url}/v1",
+    }
+    return server
+
+
 # --- teegate -------------------------------------------------------------------------------
 
 
@@ -284,8 +317,16 @@ def teegate_config(
     port: int,
     upstream: Upstream | None = None,
     attestation: str = "attested-tls",
+    *,
+    workers: int = 1,
+    redis_url: str | None = None,
+    connections: int = 4096,
 ) -> Path:
     """The TOML teegate runs with; without an upstream, enough for the store commands.
+
+    `connections` sizes both the upstream pool and the per-process connection cap
+    (`[http] max_connections`, with room for the probes), so the open-stream phase can
+    hold that many streams; more than one worker needs `redis_url` (the shared limiter).
 
     attested-tls is verified as `teegate dev` does it: quotes against the enclave's
     dev root CA (allowed in development only), collateral from its PCS stand-in, GPU
@@ -295,13 +336,16 @@ def teegate_config(
 environment = "development"
 host = "{HOST}"
 port = {port}
-workers = 1
+workers = {workers}
 data_dir = "{WORK / "teegate-data"}"
 database_url = "{database_url}"
 key_hash_secret = "{KEY_HASH_SECRET}"
-upstream_pool_size = 4096
+upstream_pool_size = {connections}
 catalog_refresh_s = 60
 """
+    if redis_url is not None:
+        text += f'redis_url = "{redis_url}"\n'
+    text += f"\n[http]\nmax_connections = {connections + 64}\n"
     if upstream is not None:
         text += _upstream_toml(upstream, attestation)
     path.write_text(text)
@@ -389,22 +433,57 @@ def postgres_available() -> bool:
     return True
 
 
-def teegate(store: TeegateStore, upstream: Upstream, attestation: str) -> procs.Server:
-    """teegate on CPU 0, ready (attested) and serving the model in the expected mode.
+def redis_available(url: str) -> bool:
+    async def probe() -> None:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=3)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(probe())
+    except Exception:  # any failure means: no Redis for this run
+        return False
+    return True
+
+
+def teegate(
+    store: TeegateStore,
+    upstream: Upstream,
+    attestation: str,
+    *,
+    workers: int = 1,
+    redis_url: str | None = None,
+    connections: int = 4096,
+) -> procs.Server:
+    """teegate on CPU 0 (both cores with more than one worker), ready (attested) and
+    serving the model in the expected mode.
 
     In provider-asserted mode its CA-verified upstream connections trust the
     enclave's certificate through `SSL_CERT_FILE`; attested-tls needs no CA at all:
     the quote vouches for the key and every connection is pinned to it."""
     port = procs.free_port()
-    config = teegate_config(store.name, store.database_url, port, upstream, attestation)
+    config = teegate_config(
+        store.name,
+        store.database_url,
+        port,
+        upstream,
+        attestation,
+        workers=workers,
+        redis_url=redis_url,
+        connections=connections,
+    )
     env = (
         {} if attestation == "attested-tls" else {"SSL_CERT_FILE": str(upstream.enclave.cert_file)}
     )
     server = procs.start(
-        f"teegate-{store.name}",
+        f"teegate-{store.name}" + (f"-{workers}w" if workers > 1 else ""),
         [str(TEEGATE), "serve", "--config", str(config)],
         port=port,
-        cpu=PROXY_CPU,
+        cpu=PROXY_CPU if workers == 1 else ALL_CPUS,
         ready_path="/readyz",
         env=env,
     )

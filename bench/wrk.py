@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ def run_wrk(
     connections: int,
     duration_s: float,
     auth: str = "",
+    headers: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
 ) -> WrkResult:
     body_file = WORK / "wrk-body.json"
@@ -56,7 +58,13 @@ def run_wrk(
         str(LUA),
         url,
     ]
-    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_AUTH": auth}
+    extra = "".join(f"{name}: {value}\n" for name, value in (headers or {}).items())
+    env = {
+        **os.environ,
+        "BENCH_BODY_FILE": str(body_file),
+        "BENCH_AUTH": auth,
+        "BENCH_HEADERS": extra,
+    }
     done = subprocess.run(
         argv, env=env, capture_output=True, text=True, check=False, timeout=duration_s + 60
     )

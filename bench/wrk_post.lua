@@ -1,4 +1,5 @@
--- POST one JSON body (BENCH_BODY_FILE) with an optional bearer key (BENCH_AUTH),
+-- POST one JSON body (BENCH_BODY_FILE) with an optional bearer key (BENCH_AUTH) and
+-- extra headers (BENCH_HEADERS, "Name: value" lines),
 -- then print one machine-readable summary line: throughput, errors, latency percentiles.
 local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
 wrk.method = "POST"
@@ -8,6 +9,9 @@ wrk.headers["Content-Type"] = "application/json"
 local auth = os.getenv("BENCH_AUTH")
 if auth and auth ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. auth
+end
+for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+): ([^\n]*)\n") do
+  wrk.headers[name] = value
 end
 
 function done(summary, latency, requests)
