@@ -28,7 +28,7 @@ from decimal import Decimal
 from teegate.attestation import Verdict, VerdictEvidence
 from teegate.billing import Hold, Outcome, Rates, Settlement, cost_nano, settlement_for
 from teegate.catalog import Admitted, AttestationStatus, parse_entry
-from teegate.chat import WholeAnswer
+from teegate.chat import ResponseHead, WholeAnswer
 from teegate.receipts import (
     LogEntry,
     ReceiptService,
@@ -84,6 +84,9 @@ class NoSettle:
     async def settle(self, hold: Hold, outcome: Outcome) -> Settlement | None:
         return None
 
+    def watch(self, hold: Hold, outcome: Outcome) -> None:
+        return None
+
 
 class NullSink:
     def __init__(self) -> None:
@@ -92,7 +95,7 @@ class NullSink:
     async def _written(self) -> None:
         self.last_write_ns = time.perf_counter_ns()
 
-    def start(self, length: int | None) -> Awaitable[None]:
+    def start(self, length: int | None, head: ResponseHead | None = None) -> Awaitable[None]:
         return asyncio.sleep(0)
 
     def write(self, body: bytes, more: bool) -> Awaitable[None]:
