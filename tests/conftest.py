@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from teegate.config import Settings
 from teegate.devstack import (
     DevstackConfig,
     SimulatedAttestationServices,
@@ -24,6 +26,7 @@ from tests.support.gateway import (
     EMBEDDING_MODEL,
     Devstack,
     Gateway,
+    SettingsFor,
     attested_settings,
     running_gateway,
     serve_enclave,
@@ -77,17 +80,25 @@ def _clean_devstack(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def gateway(
+def attested(
     devstack: Devstack,
     attestation_services: Devstack,
     enclave_files: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Gateway]:
+) -> SettingsFor:
+    def settings_for(name: str, **updates: Any) -> Settings:
+        settings = attested_settings(
+            tmp_path_factory.mktemp(name), devstack, attestation_services, enclave_files
+        )
+        return settings.model_copy(update=updates) if updates else settings
+
+    return settings_for
+
+
+@pytest.fixture(scope="session")
+def gateway(attested: SettingsFor) -> Iterator[Gateway]:
     """The gateway most tests use: attested-tls to the simulated enclave, real verifier."""
-    settings = attested_settings(
-        tmp_path_factory.mktemp("gateway"), devstack, attestation_services, enclave_files
-    )
-    with running_gateway(settings, "acme") as gateway:
+    with running_gateway(attested("gateway"), "acme") as gateway:
         yield gateway
 
 

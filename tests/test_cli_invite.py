@@ -3,44 +3,19 @@ one-time invite link whose token travels in the fragment only."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from teegate.cli import app
-from teegate.config import load_settings
-from teegate.settings_file import settings_toml
+from tests.support.cli import cli_config, run
 
 LINK = re.compile(r"(https?://\S+/dashboard/invite)#(\S+)")
 
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("TEEGATE_"):
-            monkeypatch.delenv(name)
-    secret = tmp_path / "secret"
-    secret.write_text("s" * 32)
-    settings = load_settings(
-        None,
-        environment="development",
-        data_dir=tmp_path,
-        key_hash_secret_file=secret,
-        public_url="https://gateway.example",
-    )
-    path = tmp_path / "teegate.toml"
-    path.write_text(settings_toml(settings))
-    run(path, "db", "upgrade")
-    return path
-
-
-def run(config: Path, *args: str, code: int = 0) -> str:
-    result = CliRunner().invoke(app, [*args, "--config", str(config)])
-    assert result.exit_code == code, result.output
-    return result.output
+    return cli_config(tmp_path, monkeypatch, public_url="https://gateway.example")
 
 
 def test_create_with_an_email_prints_a_fragment_invite_link(config: Path) -> None:

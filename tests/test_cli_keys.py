@@ -4,16 +4,13 @@ command line, and refused when it would be looser than the gateway's own policy.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from teegate.cli import app
-from teegate.config import AttestationSettings, UpstreamSettings, load_settings
-from teegate.settings_file import settings_toml
+from teegate.config import AttestationSettings, UpstreamSettings
+from tests.support.cli import cli_config, run
 
 R1 = "deepseek-ai/DeepSeek-R1-0528-TEE"
 MRTD = "ab" * 48
@@ -23,30 +20,14 @@ NO_POLICY = {"models": None, "attestation": None, "tpm": None}
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A gateway that accepts UpToDate and OutOfDate, with one upstream, 'devstack'."""
-    for name in list(os.environ):
-        if name.startswith("TEEGATE_"):
-            monkeypatch.delenv(name)
-    secret = tmp_path / "secret"
-    secret.write_text("s" * 32)
-    settings = load_settings(
-        None,
-        environment="development",
-        data_dir=tmp_path,
-        key_hash_secret_file=secret,
+    path = cli_config(
+        tmp_path,
+        monkeypatch,
         upstreams=(UpstreamSettings(name="devstack", base_url="https://127.0.0.1:9"),),
         attestation=AttestationSettings(allowed_tcb_statuses=("UpToDate", "OutOfDate")),
     )
-    path = tmp_path / "teegate.toml"
-    path.write_text(settings_toml(settings))
-    run(path, "db", "upgrade")
     run(path, "accounts", "create", "acme")
     return path
-
-
-def run(config: Path, *args: str, code: int = 0) -> str:
-    result = CliRunner().invoke(app, [*args, "--config", str(config)])
-    assert result.exit_code == code, result.output
-    return result.output
 
 
 def show(config: Path, key_id: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import io
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -23,9 +22,8 @@ from teegate.billing import nano_to_usd
 from teegate.store import AccountStore
 from tests.support.dashboard import PASSWORD, Browserless, csrf_of, invite
 from tests.support.gateway import (
-    Devstack,
     Gateway,
-    attested_settings,
+    SettingsFor,
     running_gateway,
     with_store,
 )
@@ -34,16 +32,8 @@ MODEL = "deepseek-ai/DeepSeek-V3-0324-TEE"
 
 
 @pytest.fixture(scope="module")
-def site(
-    devstack: Devstack,
-    attestation_services: Devstack,
-    enclave_files: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Gateway]:
-    settings = attested_settings(
-        tmp_path_factory.mktemp("dashboard"), devstack, attestation_services, enclave_files
-    ).model_copy(update={"sign_in_per_minute": 4})
-    with running_gateway(settings, "acme") as gateway:
+def site(attested: SettingsFor) -> Iterator[Gateway]:
+    with running_gateway(attested("dashboard", sign_in_per_minute=4), "acme") as gateway:
         yield gateway
 
 

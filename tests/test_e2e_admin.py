@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,9 +25,8 @@ from teegate.api.openapi import build_openapi
 from teegate.billing import usd_to_nano
 from tests.support.gateway import (
     ADMIN_TOKEN,
-    Devstack,
     Gateway,
-    attested_settings,
+    SettingsFor,
     running_gateway,
 )
 
@@ -202,21 +200,12 @@ def test_readyz_tells_anyone_whether_and_operators_why(gateway: Gateway) -> None
 
 
 @pytest.fixture(scope="module")
-def no_admin(
-    devstack: Devstack,
-    attestation_services: Devstack,
-    enclave_files: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Gateway]:
+def no_admin(attested: SettingsFor) -> Iterator[Gateway]:
     """A gateway with no admin token, and a scrape-only metrics token."""
-    settings = attested_settings(
-        tmp_path_factory.mktemp("no-admin"), devstack, attestation_services, enclave_files
-    )
-    settings = settings.model_copy(
-        update={
-            "admin_token_sha256": None,
-            "metrics_token_sha256": apikeys.token_sha256("tgadm_scrape-only"),
-        }
+    settings = attested(
+        "no-admin",
+        admin_token_sha256=None,
+        metrics_token_sha256=apikeys.token_sha256("tgadm_scrape-only"),
     )
     with running_gateway(settings, "acme") as gateway:
         yield gateway

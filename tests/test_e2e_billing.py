@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,7 +26,7 @@ from teegate.cli import app as cli_app
 from teegate.config import Settings
 from teegate.devstack import DevstackConfig, build_app
 from teegate.store import create_engine
-from tests.support.billing import ENGINES, books, database_url, reflected
+from tests.support.billing import ENGINES, books, database_url, reflected, settled_generation
 from tests.support.gateway import Devstack, Gateway, gateway_settings, prepare_database
 from tests.support.servers import serving
 
@@ -51,16 +50,7 @@ class Rig:
         return httpx.get(f"{self.gateway.url}{path}", headers=headers, params=params)
 
     def generation(self, request_id: str, key: str | None = None) -> dict[str, Any]:
-        """Waits for the settlement: a stream settles just after its last byte."""
-        deadline = time.monotonic() + 5
-        while True:
-            response = self.get("/v1/generation", key, id=request_id)
-            if response.status_code == 200:
-                data: dict[str, Any] = response.json()["data"]
-                return data
-            assert response.status_code == 404, response.text
-            assert time.monotonic() < deadline, f"{request_id} was never settled"
-            time.sleep(0.02)
+        return settled_generation(self.gateway.url, key or self.gateway.key, request_id)
 
 
 @pytest.fixture(scope="module", params=ENGINES)

@@ -5,10 +5,8 @@ back), in a body and in a stream, and `n` is billed for every choice."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from openai.types.chat import (
@@ -19,6 +17,7 @@ from openai.types.chat import (
 )
 
 from teegate.billing import Rates, cost_nano, nano_to_usd, prompt_upper_bound, usd_to_nano
+from tests.support.billing import settled_generation
 from tests.support.gateway import Devstack, Gateway
 from tests.support.openai_schemas import validate
 
@@ -88,19 +87,7 @@ def text(completion: ChatCompletion, index: int = 0) -> str:
 
 
 def generation(gateway: Gateway, request_id: str) -> dict[str, Any]:
-    """The request's settled record (a request settles just after its answer is sent)."""
-    headers = {"Authorization": f"Bearer {gateway.key}"}
-    deadline = time.monotonic() + 5
-    while True:
-        response = httpx.get(
-            f"{gateway.url}/v1/generation", headers=headers, params={"id": request_id}
-        )
-        if response.status_code == 200:
-            data: dict[str, Any] = response.json()["data"]
-            return data
-        assert response.status_code == 404, response.text
-        assert time.monotonic() < deadline, f"{request_id} was never settled"
-        time.sleep(0.02)
+    return settled_generation(gateway.url, gateway.key, request_id)
 
 
 # --- stop -----------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -16,7 +15,7 @@ from teegate.ratelimit import LocalRateLimiter
 from tests.support.gateway import (
     Devstack,
     Gateway,
-    attested_settings,
+    SettingsFor,
     prepare_database,
 )
 from tests.support.metrics import metric
@@ -27,16 +26,9 @@ HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def limited(
-    devstack: Devstack,
-    attestation_services: Devstack,
-    enclave_files: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Gateway]:
+def limited(attested: SettingsFor) -> Iterator[Gateway]:
     """A gateway whose limiter clock sits one second before the end of a window."""
-    settings = attested_settings(
-        tmp_path_factory.mktemp("limited"), devstack, attestation_services, enclave_files
-    )
+    settings = attested("limited")
     prepare_database(settings, "limited")
     app = create_app(settings)
     server = ServerThread(app).start()

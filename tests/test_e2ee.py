@@ -8,11 +8,7 @@ with `echo:` can be looked for in every byte the gateway handled.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +25,7 @@ from teegate.attestation import AttestationPolicy, MeasurementAllowList
 from teegate.billing import Rates, cost_nano, nano_to_usd, usd_to_nano
 from teegate.client import VerifyPolicy
 from teegate.devstack import DevstackConfig, SimulatedEnclave, build_app
-from tests.support.billing import TcpProxy, settled_books
+from tests.support.billing import TcpProxy, settled_books, settled_generation
 from tests.support.gateway import (
     Devstack,
     Gateway,
@@ -38,13 +34,13 @@ from tests.support.gateway import (
     serve_enclave,
     wait_for,
 )
+from tests.support.node import run_node_tests
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 NONCES_PER_MINUTE = 1000
 """Every verifying client here asks for a report with a fresh nonce: far more than a
 key's default share of fresh attestations (its own limit is tested elsewhere)."""
 CEILING = 64
-TS_DIR = Path(__file__).with_name("ts")
 
 
 class WireCapture:
@@ -132,15 +128,7 @@ class Rig:
         return Rates(usd_to_nano(pricing["prompt"]), usd_to_nano(pricing["completion"]))
 
     def generation(self, request_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 5
-        while True:
-            response = self.get("/v1/generation", id=request_id)
-            if response.status_code == 200:
-                data: dict[str, Any] = response.json()["data"]
-                return data
-            assert response.status_code == 404, response.text
-            assert time.monotonic() < deadline, f"{request_id} was never settled"
-            time.sleep(0.02)
+        return settled_generation(self.gateway.url, self.gateway.key, request_id)
 
 
 @pytest.fixture(scope="module")
@@ -438,26 +426,13 @@ def test_the_verifying_client_refuses_a_swapped_hpke_key(rig: Rig) -> None:
 
 
 def test_npm_ehbp_does_one_encrypted_completion(rig: Rig) -> None:
-    node = shutil.which("node")
-    if node is None or not (TS_DIR / "node_modules" / "ehbp").is_dir():
-        pytest.fail("node and tests/ts/node_modules are required: run `npm ci --prefix tests/ts`")
     secret = canary()
-    env = {
-        **os.environ,
-        "TEEGATE_BASE_URL": f"{rig.gateway_url}/v1",
-        "TEEGATE_API_KEY": rig.gateway.key,
-        "TEEGATE_HPKE_KEY_CONFIG": rig.hpke_key_config().hex(),
-        "TEEGATE_CANARY": secret,
-    }
-    result = subprocess.run(
-        [node, "--test", "e2ee.test.mjs"],
-        cwd=TS_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    output = run_node_tests(
+        "e2ee.test.mjs",
+        f"{rig.gateway_url}/v1",
+        rig.gateway.key,
+        TEEGATE_HPKE_KEY_CONFIG=rig.hpke_key_config().hex(),
+        TEEGATE_CANARY=secret,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "# pass 1" in result.stdout
+    assert "# pass 1" in output
     assert_unseen(rig, secret)

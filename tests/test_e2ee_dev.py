@@ -8,7 +8,6 @@ demo wrote. The gateway↔enclave hop, inside its TLS, is checked in test_e2ee.p
 from __future__ import annotations
 
 import secrets
-import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,25 +17,14 @@ from ehbp import EHBPTransport, ServerIdentity
 
 import teegate.client
 from teegate.client import VerifyPolicy
-from tests.support.billing import TcpProxy
+from tests.support.billing import TcpProxy, settled_generation
 from tests.support.dev import running_dev
 
 V3 = "deepseek-ai/DeepSeek-V3-0324-TEE"
 
 
 def generation(base_url: str, key: str, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        response = httpx.get(
-            f"{base_url}/generation",
-            params={"id": request_id},
-            headers={"Authorization": f"Bearer {key}"},
-        )
-        if response.status_code == 200:
-            data: dict[str, Any] = response.json()["data"]
-            return data
-        assert time.monotonic() < deadline, f"{request_id} was never settled"
-        time.sleep(0.05)
+    return settled_generation(base_url.removesuffix("/v1"), key, request_id)
 
 
 def test_teegate_dev_serves_end_to_end_encrypted_chat(tmp_path: Path) -> None:

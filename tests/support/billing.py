@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import (
     ColumnElement,
@@ -253,3 +254,23 @@ async def _pipe(
         pass
     finally:
         writer.transport.abort()
+
+
+def settled_generation(
+    gateway_url: str, key: str, request_id: str, timeout_s: float = 10
+) -> dict[str, Any]:
+    """`GET /v1/generation` for a request, once it is settled: an answer is settled just
+    after its last byte, so its record may still be missing (404) for a moment."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.get(
+            f"{gateway_url}/v1/generation",
+            headers={"Authorization": f"Bearer {key}"},
+            params={"id": request_id},
+        )
+        if response.status_code == 200:
+            data: dict[str, Any] = response.json()["data"]
+            return data
+        assert response.status_code == 404, response.text
+        assert time.monotonic() < deadline, f"{request_id} was never settled"
+        time.sleep(0.02)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import openai
@@ -134,6 +134,13 @@ def attested_settings(
         devstack.url,
         attestation=dev_attestation(services.url, enclave_files / "root-ca.der", **attestation),
     )
+
+
+class SettingsFor(Protocol):
+    """The `attested` fixture: settings for a fresh gateway (its own data directory,
+    named `name`) attesting the session's simulated enclave, with `updates` applied."""
+
+    def __call__(self, name: str, **updates: Any) -> Settings: ...
 
 
 def gateway_settings(
