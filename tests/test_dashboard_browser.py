@@ -17,7 +17,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from tests.support.browser import LAPTOP, PHONE, chromium
 from tests.support.dashboard import PASSWORD, dashboard_gateway, invite
@@ -98,7 +98,8 @@ def test_a_user_walks_the_dashboard(rig: tuple[Gateway, FakeCheckout], tmp_path:
         secret = (page.text_content("#new-secret") or "").strip()
         assert secret.startswith(gateway.settings.key_prefix)
         page.click("button.copy")
-        assert page.text_content("button.copy") != "Copy"
+        # the label changes once the (asynchronous) clipboard write has settled
+        expect(page.locator("button.copy")).not_to_have_text("Copy")
         shots.take(page, "keys-new-secret")
         page.goto(f"{url}/dashboard/keys")
         assert secret not in page.content()
