@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 import rfc8785
 from hypothesis import given, settings
@@ -48,6 +49,15 @@ def test_canonical_is_rfc8785(value: dict[str, Any]) -> None:
 )
 def test_what_the_fast_path_does_not_take_is_still_rfc8785(value: dict[str, Any]) -> None:
     assert canonical(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=60)
+@given(st.dictionaries(st.text(max_size=8), values, max_size=6), values)
+def test_a_part_encoded_once_is_spliced_in_unchanged(part: dict[str, Any], other: Any) -> None:
+    """A verdict goes into every receipt as its leaf's bytes (an orjson.Fragment)."""
+    whole = {"verdict": part, "other": other}
+    spliced = {"verdict": orjson.Fragment(canonical(part)), "other": other}
+    assert canonical(spliced) == canonical(whole) == rfc8785.dumps(whole)
 
 
 def test_integers_beyond_ieee_doubles_are_refused() -> None:

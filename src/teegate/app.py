@@ -49,6 +49,7 @@ from teegate.store import (
     create_engine,
     is_current,
     ping,
+    writer_for,
 )
 from teegate.tracing import TracedUpstream, Tracing, tracing_from_settings
 from teegate.upstream import UpstreamClient
@@ -102,7 +103,8 @@ async def _running_gateway(
             raise ConfigError("the database schema is not current: run `teegate db upgrade`")
         live = await stack.enter_async_context(open_live_upstreams(settings))
         catalog, assurance = live.catalog, live.assurance
-        ledger = Ledger(engine)
+        writer = writer_for(engine)  # the ledger's, and on SQLite the receipts' too
+        ledger = Ledger(engine, writer=writer)
         billing = Billing(
             ledger,
             hold_ttl_s=settings.hold_ttl_s,
@@ -122,7 +124,7 @@ async def _running_gateway(
             accounts, prefix=settings.key_prefix, secret=_key_secret(settings)
         )
         receipts = ReceiptService(
-            ReceiptLog(engine),
+            ReceiptLog(engine, writer=writer),
             account_secret=_key_secret(settings),
             quoter=ConfigfsTsm(settings.tsm_report_dir),
         )

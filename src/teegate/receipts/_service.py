@@ -61,6 +61,14 @@ class _Batch:
     receipts: list[StoredReceipt] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _LoggedVerdict:
+    entry: dict[str, Any]
+    data: bytes
+    """`entry`'s canonical bytes: its leaf's data, and its part of every receipt."""
+    fragment: orjson.Fragment
+
+
 class TransparencyLog:
     """The append-only Merkle log of verdicts and receipt keys, and its signed heads."""
 
@@ -201,7 +209,7 @@ class ReceiptService:
         self._key: SigningKey | None = None
         self._key_leaf: int | None = None
         self._verdict_leaves: dict[str, asyncio.Future[int]] = {}
-        self._verdict_entries: dict[str, dict[str, Any]] = {}
+        self._verdict_entries: dict[str, _LoggedVerdict] = {}
         self._batch = _Batch()
         self._wake = asyncio.Event()
         self._issuing: set[asyncio.Task[None]] = set()
@@ -249,25 +257,25 @@ class ReceiptService:
     async def _issue(self, served: Served) -> None:
         try:
             verdict = served.admitted.attestation.verdict
-            entry = self._verdict_entry(verdict) if verdict is not None else None
+            logged = self._verdict_entry(verdict) if verdict is not None else None
             leaf = await self._verdict_leaf(verdict) if verdict is not None else None
             key = self.key
             body = receipt_body(
                 served,
                 account=self.account_id(served.settlement.hold.account_id),
-                verdict=entry,
+                verdict=logged.entry if logged is not None else None,
                 verdict_leaf=leaf,
             )
+            if logged is not None:  # the same bytes as its leaf, encoded once per verdict
+                body["verdict"] = logged.fragment
             body["key"] = {"id": key.id, "leaf_index": self._key_leaf}
-            signed = {"receipt": body, "signature": key.sign(RECEIPT_CONTEXT, body)}
+            data = canonical(body)
+            signature = key.sign_canonical(RECEIPT_CONTEXT, data)
+            signed = canonical({"receipt": orjson.Fragment(data), "signature": signature})
             hold = served.settlement.hold
             self._batch.receipts.append(
                 StoredReceipt(
-                    served.receipt_id,
-                    hold.account_id,
-                    hold.request_id,
-                    served.finished_ms,
-                    canonical(signed),
+                    served.receipt_id, hold.account_id, hold.request_id, served.finished_ms, signed
                 )
             )
             self._wake.set()
@@ -277,19 +285,23 @@ class ReceiptService:
     def _verdict_leaf(self, verdict: Verdict) -> asyncio.Future[int]:
         waiter = self._verdict_leaves.get(verdict.id)
         if waiter is None or (waiter.done() and waiter.exception() is not None):
-            waiter = self._queue_entry(f"verdict:{verdict.id}", self._verdict_entry(verdict))
+            logged = self._verdict_entry(verdict)
+            waiter = self._queue_data(f"verdict:{verdict.id}", logged.data)
             self._verdict_leaves[verdict.id] = waiter
         return waiter
 
-    def _verdict_entry(self, verdict: Verdict) -> dict[str, Any]:
+    def _verdict_entry(self, verdict: Verdict) -> _LoggedVerdict:
         """Built once per verdict (it hashes the quote), kept while the verdict may be
         relied on: entries of verdicts long expired are dropped as new ones come."""
-        entry = self._verdict_entries.get(verdict.id)
-        if entry is None:
-            entry = self._verdict_entries[verdict.id] = verdict_entry(verdict)
+        logged = self._verdict_entries.get(verdict.id)
+        if logged is None:
+            entry = verdict_entry(verdict)
+            data = canonical(entry)
+            logged = _LoggedVerdict(entry, data, orjson.Fragment(data))
+            self._verdict_entries[verdict.id] = logged
             if len(self._verdict_entries) > MAX_REMEMBERED_VERDICTS:
                 self._forget_oldest_verdicts()
-        return entry
+        return logged
 
     def _forget_oldest_verdicts(self) -> None:
         """Insertion order is acceptance order: the oldest half goes (a verdict seen
@@ -299,7 +311,9 @@ class ReceiptService:
             self._verdict_leaves.pop(verdict_id, None)
 
     def _queue_entry(self, entry_id: str, entry: Mapping[str, Any]) -> asyncio.Future[int]:
-        data = canonical(entry)
+        return self._queue_data(entry_id, canonical(entry))
+
+    def _queue_data(self, entry_id: str, data: bytes) -> asyncio.Future[int]:
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._batch.entries.append(LogEntry(entry_id, data, leaf_hash(data)))
         self._batch.waiters.append(waiter)

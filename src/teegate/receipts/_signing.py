@@ -36,10 +36,24 @@ def canonical(value: Mapping[str, Any]) -> bytes:
     does, and integers print as they are. That path is some hundred times faster than
     the `rfc8785` package, which encodes everything else (floats, non-ASCII keys), and
     refuses what JCS cannot represent; tests hold the two equal.
+
+    An `orjson.Fragment` inside `value` is taken as already canonical (it must come
+    from this function): a part signed again and again is encoded once.
     """
     if _plain(value):
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    return rfc8785.dumps(value)
+    return rfc8785.dumps(_unfragmented(value))
+
+
+def _unfragmented(value: Any) -> Any:
+    """`value` with each `orjson.Fragment` decoded again, for the `rfc8785` package."""
+    if isinstance(value, orjson.Fragment):
+        return orjson.loads(orjson.dumps(value))
+    if isinstance(value, dict):
+        return {k: _unfragmented(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unfragmented(v) for v in value]
+    return value
 
 
 def _plain(value: object) -> bool:
@@ -47,7 +61,7 @@ def _plain(value: object) -> bool:
     stack = [value]
     while stack:
         item = stack.pop()
-        if item is None or isinstance(item, (str, bool)):
+        if item is None or isinstance(item, (str, bool, orjson.Fragment)):
             continue
         if isinstance(item, int):
             if not -MAX_EXACT_INT <= item <= MAX_EXACT_INT:
@@ -108,7 +122,11 @@ class SigningKey:
         )
 
     def sign(self, context: bytes, value: Mapping[str, Any]) -> dict[str, str]:
-        signature = self.private.sign(context + canonical(value))
+        return self.sign_canonical(context, canonical(value))
+
+    def sign_canonical(self, context: bytes, data: bytes) -> dict[str, str]:
+        """Sign bytes `canonical` made (the caller keeps them to store or send)."""
+        signature = self.private.sign(context + data)
         return {"alg": "Ed25519", "key_id": self.id, "value": b64(signature)}
 
     def describe(self) -> dict[str, Any]:

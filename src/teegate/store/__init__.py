@@ -10,7 +10,7 @@ from teegate.store._accounts import (
 )
 from teegate.store._dashboard import DashboardStore, LedgerEntry, Login, UsageDay
 from teegate.store._database import create_engine, ping
-from teegate.store._group import GroupCommitter
+from teegate.store._group import GroupCommitter, writer_for
 from teegate.store._ledger import Ledger
 from teegate.store._migrate import is_current, upgrade
 from teegate.store._outage import (
@@ -50,4 +50,5 @@ __all__ = [
     "now_ms",
     "ping",
     "upgrade",
+    "writer_for",
 ]

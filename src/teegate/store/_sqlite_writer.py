@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,6 +38,8 @@ from teegate.store._ledger_rows import LedgerWrite
 from teegate.store._ledger_sqlite import apply
 
 log = structlog.get_logger("teegate.store")
+
+T = TypeVar("T")
 
 SQLITE_THREAD = "teegate-ledger-writer"
 """Name prefix of the thread that runs a batch while the write lock is busy."""
@@ -131,11 +134,17 @@ class SqliteWriter:
         )
 
     async def transaction(self, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
-        results = await self._inline_or_on_thread(writes)
-        self._checkpointer.committed()
-        return results
+        return await self.run(functools.partial(_apply_all, writes))
 
-    async def _inline_or_on_thread(self, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` in a transaction of its own on the writer's connection. Whatever else
+        writes on a request's behalf (receipts) comes through here too: a second
+        connection holding the write lock would make the next hold wait for it."""
+        result = await self._inline_or_on_thread(work)
+        self._checkpointer.committed()
+        return result
+
+    async def _inline_or_on_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
         for pause_s in INLINE_RETRY_PAUSES_S:
             try:
                 conn = self._inline.begin()
@@ -144,8 +153,8 @@ class SqliteWriter:
                     raise
                 await asyncio.sleep(pause_s)
                 continue
-            return self._inline.finish(conn, writes)
-        return await self._on_thread(writes)
+            return self._inline.finish(conn, work)
+        return await self._on_thread(work)
 
     async def close(self) -> None:
         """Close the connections (the thread's on its thread), then stop the threads; the
@@ -157,11 +166,15 @@ class SqliteWriter:
             self._thread = None
         await self._checkpointer.stop()
 
-    async def _on_thread(self, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
+    async def _on_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=SQLITE_THREAD)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._waiting.run, writes)
+        return await loop.run_in_executor(self._thread, self._waiting.run, work)
+
+
+def _apply_all(writes: Sequence[LedgerWrite], conn: sqlite3.Connection) -> list[Placement | bool]:
+    return [apply(conn, write) for write in writes]
 
 
 class _Connection:
@@ -180,19 +193,17 @@ class _Connection:
         conn.execute("BEGIN IMMEDIATE")
         return conn
 
-    def finish(
-        self, conn: sqlite3.Connection, writes: Sequence[LedgerWrite]
-    ) -> list[Placement | bool]:
+    def finish(self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            results = [apply(conn, write) for write in writes]
+            result = work(conn)
             conn.execute("COMMIT")
         except BaseException:
             self._roll_back(conn)
             raise
-        return results
+        return result
 
-    def run(self, writes: Sequence[LedgerWrite]) -> list[Placement | bool]:
-        return self.finish(self.begin(), writes)
+    def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return self.finish(self.begin(), work)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
