@@ -118,6 +118,13 @@ def soak_section(soak: dict[str, Any] | None, plot: str | None) -> str:
         f"| ledger invariants at the end | {'; '.join(s['lost']) or 'all held'} |",
         "",
     ]
+    if soak["peak_source"] == "given":
+        lines += [
+            "The peak was given, not measured: on a machine where the load generator and "
+            "the upstream share one core, the closed-loop peak overstates what an open loop "
+            "sustains (bench/README.md, *Choosing the peak*).",
+            "",
+        ]
     if plot:
         lines += [f"![soak: error rate, p99 and RSS over time]({plot})", ""]
     return "\n".join(lines)

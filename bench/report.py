@@ -877,6 +877,11 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+KEPT_MARKER = "<!-- bench/run keeps what follows: micro-benchmarks of their own -->"
+"""Sections from `bench.e2ee` and `bench.receipts` (separate runs) below this line of
+performance.md survive a rewrite by `bench/run`."""
+
+
 def write(results: dict[str, Any], out: Path, tools_python: Path | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plot_name: str | None = "performance.png"
@@ -897,4 +902,7 @@ def write(results: dict[str, Any], out: Path, tools_python: Path | None) -> None
         if done.returncode != 0:
             log(f"plot failed: {done.stderr[-1000:]}")
             plot_name = None
-    (out / "performance.md").write_text(render(results, plot_name))
+    report = out / "performance.md"
+    kept = report.read_text().partition(KEPT_MARKER) if report.exists() else ("", "", "")
+    text = render(results, plot_name)
+    report.write_text(text.rstrip("\n") + "\n\n" + kept[1] + kept[2] if kept[1] else text)
