@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import signal
 import statistics
@@ -174,7 +175,7 @@ def main() -> None:
             rows.append((name, p, e))
     per_chunk_us, per_request_us = crypto_per_chunk(20_000)
     print(f"{n} sequential requests each; {chunks} chunks per stream; "
-          "run on a shared, loaded machine\n")  # fmt: skip
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end\n")  # fmt: skip
     print("| request | plain p50 | E2EE p50 | plain p90 | E2EE p90 | E2EE - plain (p50) |")
     print("|---|---|---|---|---|---|")
     for name, p, e in rows:
