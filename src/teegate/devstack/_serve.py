@@ -6,6 +6,7 @@ from pathlib import Path
 
 import uvicorn
 
+from teegate.config import HttpLimits
 from teegate.devstack._app import build_app
 from teegate.devstack._config import DevstackConfig
 from teegate.devstack._enclave import SimulatedEnclave
@@ -25,9 +26,12 @@ def devstack_servers(
     services_port: int,
     tls_dir: Path,
     services_faults: frozenset[str] = frozenset(),
+    http_limits: HttpLimits | None = None,
 ) -> tuple[uvicorn.Server, uvicorn.Server]:
     """(enclave upstream on https://host:port, services on http://host:services_port).
 
+    `http_limits` bound the upstream's connections as `teegate serve`'s own (a bench
+    raises them, so the upstream is never what limits a proxy under test).
     Writes the enclave's TLS files and the dev root CA (`root-ca.der`) to `tls_dir`,
     for a gateway in another process; run the servers with `run_servers`, alongside
     a gateway built with `enclave.root_ca_der` if it shares the process.
@@ -41,6 +45,7 @@ def devstack_servers(
         ssl_certfile=str(certfile),
         ssl_keyfile=str(keyfile),
         ssl_context_factory=enclave.ssl_context_factory,
+        http_limits=http_limits,
     )
     services = SimulatedAttestationServices(enclave, faults=services_faults)
     return upstream, server(build_services_app(services), host=host, port=services_port)
