@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import orjson
+
 from teegate.attestation import Verdict
 from teegate.billing import Settlement, Usage
 from teegate.catalog import Admitted
@@ -62,10 +64,11 @@ def receipt_body(
     served: Served,
     *,
     account: str,
-    verdict: Mapping[str, Any] | None,
+    verdict: Mapping[str, Any] | orjson.Fragment | None,
     verdict_leaf: int | None,
 ) -> dict[str, Any]:
-    """The receipt before its signature (the object that is signed, canonicalized)."""
+    """The receipt before its signature (the object that is signed, canonicalized).
+    `verdict` is the verdict's log entry, or its canonical bytes as an orjson.Fragment."""
     settlement = served.settlement
     hold = settlement.hold
     status = served.admitted.attestation
@@ -78,14 +81,14 @@ def receipt_body(
         "account": account,
         "model": hold.model,
         "upstream": served.admitted.model.upstream,
-        "instance": verdict["instance"] if verdict is not None else None,
+        "instance": status.verdict.instance_id if status.verdict is not None else None,
         "stream": hold.stream,
         "status": settlement.status,
         "request_sha256": served.request_sha256.hex(),
         "response_sha256": served.response_sha256.hex(),
         "response_bytes": served.response_bytes,
         "attestation_mode": status.mode,
-        "verdict": dict(verdict) if verdict is not None else None,
+        "verdict": verdict,
         "verdict_leaf_index": verdict_leaf,
         "channel": {
             "binding": status.channel or None,

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,14 +59,6 @@ class _Batch:
     entries: list[LogEntry] = field(default_factory=list)
     waiters: list[asyncio.Future[int]] = field(default_factory=list)
     receipts: list[StoredReceipt] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _LoggedVerdict:
-    entry: dict[str, Any]
-    data: bytes
-    """`entry`'s canonical bytes: its leaf's data, and its part of every receipt."""
-    fragment: orjson.Fragment
 
 
 class TransparencyLog:
@@ -209,7 +201,8 @@ class ReceiptService:
         self._key: SigningKey | None = None
         self._key_leaf: int | None = None
         self._verdict_leaves: dict[str, asyncio.Future[int]] = {}
-        self._verdict_entries: dict[str, _LoggedVerdict] = {}
+        self._verdict_entries: dict[str, bytes] = {}
+        """Each verdict's entry, canonical: its leaf's data, and its part of every receipt."""
         self._batch = _Batch()
         self._wake = asyncio.Event()
         self._issuing: set[asyncio.Task[None]] = set()
@@ -233,7 +226,7 @@ class ReceiptService:
         newest = keys[-1]
         self._key = SigningKey.from_raw(newest.private_key, newest.created_ms)
         self.log.use_key(self._key)
-        waiter = self._queue_entry(f"key:{self._key.id}", self._key.describe())
+        waiter = self._queue_entry(f"key:{self._key.id}", canonical(self._key.describe()))
         await self.flush()
         self._key_leaf = await waiter
 
@@ -257,17 +250,16 @@ class ReceiptService:
     async def _issue(self, served: Served) -> None:
         try:
             verdict = served.admitted.attestation.verdict
-            logged = self._verdict_entry(verdict) if verdict is not None else None
+            entry = self._verdict_entry(verdict) if verdict is not None else None
             leaf = await self._verdict_leaf(verdict) if verdict is not None else None
             key = self.key
             body = receipt_body(
                 served,
                 account=self.account_id(served.settlement.hold.account_id),
-                verdict=logged.entry if logged is not None else None,
+                # the same bytes as its leaf, encoded once per verdict
+                verdict=orjson.Fragment(entry) if entry is not None else None,
                 verdict_leaf=leaf,
             )
-            if logged is not None:  # the same bytes as its leaf, encoded once per verdict
-                body["verdict"] = logged.fragment
             body["key"] = {"id": key.id, "leaf_index": self._key_leaf}
             data = canonical(body)
             signature = key.sign_canonical(RECEIPT_CONTEXT, data)
@@ -285,23 +277,19 @@ class ReceiptService:
     def _verdict_leaf(self, verdict: Verdict) -> asyncio.Future[int]:
         waiter = self._verdict_leaves.get(verdict.id)
         if waiter is None or (waiter.done() and waiter.exception() is not None):
-            logged = self._verdict_entry(verdict)
-            waiter = self._queue_data(f"verdict:{verdict.id}", logged.data)
+            waiter = self._queue_entry(f"verdict:{verdict.id}", self._verdict_entry(verdict))
             self._verdict_leaves[verdict.id] = waiter
         return waiter
 
-    def _verdict_entry(self, verdict: Verdict) -> _LoggedVerdict:
+    def _verdict_entry(self, verdict: Verdict) -> bytes:
         """Built once per verdict (it hashes the quote), kept while the verdict may be
         relied on: entries of verdicts long expired are dropped as new ones come."""
-        logged = self._verdict_entries.get(verdict.id)
-        if logged is None:
-            entry = verdict_entry(verdict)
-            data = canonical(entry)
-            logged = _LoggedVerdict(entry, data, orjson.Fragment(data))
-            self._verdict_entries[verdict.id] = logged
+        entry = self._verdict_entries.get(verdict.id)
+        if entry is None:
+            entry = self._verdict_entries[verdict.id] = canonical(verdict_entry(verdict))
             if len(self._verdict_entries) > MAX_REMEMBERED_VERDICTS:
                 self._forget_oldest_verdicts()
-        return logged
+        return entry
 
     def _forget_oldest_verdicts(self) -> None:
         """Insertion order is acceptance order: the oldest half goes (a verdict seen
@@ -310,10 +298,8 @@ class ReceiptService:
             self._verdict_entries.pop(verdict_id, None)
             self._verdict_leaves.pop(verdict_id, None)
 
-    def _queue_entry(self, entry_id: str, entry: Mapping[str, Any]) -> asyncio.Future[int]:
-        return self._queue_data(entry_id, canonical(entry))
-
-    def _queue_data(self, entry_id: str, data: bytes) -> asyncio.Future[int]:
+    def _queue_entry(self, entry_id: str, data: bytes) -> asyncio.Future[int]:
+        """Queue a leaf: `data` is its entry, canonical."""
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._batch.entries.append(LogEntry(entry_id, data, leaf_hash(data)))
         self._batch.waiters.append(waiter)
