@@ -4,9 +4,11 @@
     bench/soak --minutes 1 --peak 40    # a short one at 70% of a given peak
 
 teegate (SQLite, attested-tls, one worker, CPU 0) in front of a fresh devstack
-enclave (CPU 1), as `bench/run` starts them. The peak is measured first (a closed
-loop of 32 clients for 15 s, half streams) unless given. Then, for `--minutes`, an
-open loop sends requests at `--load` x peak: half streams, half whole answers;
+enclave (CPU 1), as `bench/run` starts them. Unless given, the peak is measured
+first: a closed loop of 32 clients for 15 s (half streams) bounds it, then open-loop
+probes of 10 s at 30%, 40%, ... of that rate find the highest that keeps up (no
+error, whole answers' p99 under 0.5 s). Then, for `--minutes`, an open loop sends
+requests at `--load` x peak: half streams, half whole answers;
 a share of clients leave early (a stream after a few chunks, an answer before
 it comes); every `--fault-every` seconds one upstream fault is switched on for
 `--fault-for` seconds, in turn. Every 10 s: error rate, p99 and teegate's RSS.
@@ -21,10 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import itertools
 import json
 import random
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,9 @@ measure the read timeout."""
 BUCKET_S = 10.0
 WARM_UP_S = 60.0
 """RSS growth is measured from the end of the first minute (caches and pools filled)."""
+PROBE_S = 10.0
+KEEPS_UP_P99_S = 0.5
+"""Whole answers take ~5 ms here unloaded: a p99 of half a second means a queue."""
 PLOT_SCRIPT = Path(__file__).with_name("soak_plot.py")
 
 
@@ -90,6 +98,7 @@ async def one(
 
 
 async def measure_peak(url: str, key: str, seconds: float = 15, clients: int = 32) -> float:
+    """A closed loop's rate: an upper bound for the open-loop probes."""
     done = 0
     deadline = time.monotonic() + seconds
 
@@ -105,6 +114,66 @@ async def measure_peak(url: str, key: str, seconds: float = 15, clients: int = 3
         return done / (time.monotonic() - started)
 
 
+async def open_loop(rate: float, seconds: float, send: Callable[[], Awaitable[None]]) -> None:
+    """Start `send()` `rate` times a second on schedule, whatever the answers do; then
+    wait (up to 90 s) for what is under way."""
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.monotonic()
+    sent = 0
+    while (now := time.monotonic() - start) < seconds:
+        due = int(now * rate) + 1
+        for _ in range(due - sent):
+            task = asyncio.ensure_future(send())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        sent = due
+        await asyncio.sleep(min(0.01, 1 / rate))
+    if tasks:
+        await asyncio.wait(tasks, timeout=90)
+
+
+async def sustained_peak(url: str, key: str, closed: float) -> tuple[float, list[dict[str, Any]]]:
+    """The highest open-loop rate that keeps up, in steps of a tenth of the closed loop's.
+
+    A closed loop waits for each answer before the next request; an open loop sends
+    on schedule, each late request on a new connection, so it finds the queueing a
+    closed loop hides (bench/README.md, *Choosing the peak*)."""
+    probes: list[dict[str, Any]] = []
+    peak = 0.0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+    ) as session:
+        for tenth in range(3, 11):
+            result = await probe(session, url, key, closed * tenth / 10)
+            probes.append(result)
+            log(f"soak: probe {result['rate_rps']:.0f} req/s: {result['errors']} errors, "
+                f"p99 whole {result['p99_whole_s']:.3f} s")  # fmt: skip
+            if not result["keeps_up"]:
+                break
+            peak = result["rate_rps"]
+    return peak, probes
+
+
+async def probe(session: aiohttp.ClientSession, url: str, key: str, rate: float) -> dict[str, Any]:
+    """`PROBE_S` of an open loop at `rate`, half streams; keeping up is no error and
+    whole answers' p99 under `KEEPS_UP_P99_S`."""
+    results: list[tuple[bool, bool, float]] = []
+    kinds = itertools.cycle((True, False))
+
+    async def send() -> None:
+        stream = next(kinds)
+        ok, latency = await one(session, url, key, stream, leave=False)
+        results.append((stream, ok, latency))
+
+    await open_loop(rate, PROBE_S, send)
+    whole = sorted(latency for stream, _, latency in results if not stream)
+    p99 = whole[int(0.99 * (len(whole) - 1))] if whole else float("inf")
+    errors = sum(not ok for _, ok, _ in results)
+    return {"rate_rps": rate, "errors": errors, "p99_whole_s": p99,
+            "keeps_up": errors == 0 and p99 < KEEPS_UP_P99_S}  # fmt: skip
+
+
 async def soak(
     args: argparse.Namespace, url: str, key: str, admin: str, pid: int
 ) -> dict[str, Any]:
@@ -114,7 +183,6 @@ async def soak(
     samples: list[Sample] = []
     windows: list[Window] = []
     rss: list[tuple[float, float]] = []
-    tasks: set[asyncio.Task[None]] = set()
     start = time.monotonic()
 
     def in_fault(at: float) -> bool:
@@ -152,17 +220,7 @@ async def soak(
         connector=connector, timeout=aiohttp.ClientTimeout(total=60)
     ) as session:
         side = [asyncio.ensure_future(faults(session)), asyncio.ensure_future(memory())]
-        sent = 0
-        while (now := time.monotonic() - start) < duration:
-            due = int(now * rate) + 1
-            for _ in range(due - sent):
-                task = asyncio.ensure_future(request(session))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            sent = due
-            await asyncio.sleep(min(0.01, 1 / rate))
-        if tasks:
-            await asyncio.wait(tasks, timeout=90)
+        await open_loop(rate, duration, functools.partial(request, session))
         for task in side:
             task.cancel()
         await asyncio.gather(*side, return_exceptions=True)
@@ -284,11 +342,16 @@ def main(argv: list[str] | None = None) -> int:
         server = targets.teegate(store, upstream, "attested-tls")
         try:
             url = f"http://{HOST}:{server.port}/v1/chat/completions"
-            peak_source = "given"
+            peak_source, closed = "given", None
+            probes: list[dict[str, Any]] = []
             if args.peak is None:
-                log("soak: measuring the peak (15 s, 32 clients)")
-                args.peak = asyncio.run(measure_peak(url, store.key))
+                log("soak: measuring the closed-loop rate (15 s, 32 clients)")
+                closed = asyncio.run(measure_peak(url, store.key))
+                log(f"soak: closed loop {closed:.1f} req/s; probing open-loop rates")
+                args.peak, probes = asyncio.run(sustained_peak(url, store.key, closed))
                 peak_source = "measured"
+                if not args.peak:
+                    raise SystemExit("soak: no open-loop rate kept up; give --peak")
             log(f"soak: {args.minutes:g} min at {args.load:.0%} of {args.peak:.1f} req/s")
             run = asyncio.run(soak(args, url, store.key, upstream.url, server.pid))
         finally:
@@ -300,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     end = max((s.started for s in samples), default=0.0)
     result = {
         "minutes": args.minutes, "load": args.load, "peak_rps": args.peak,
-        "peak_source": peak_source, "rate_rps": run["rate"], "store": "SQLite",
+        "peak_source": peak_source, "closed_loop_rps": closed, "probes": probes,
+        "rate_rps": run["rate"], "store": "SQLite",
         "disconnect_share": args.disconnect, "faults": list(FAULTS),
         "fault_every_s": args.fault_every, "fault_s": args.fault_for,
         "windows": [asdict(w) for w in run["windows"]],

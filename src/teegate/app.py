@@ -33,6 +33,7 @@ from teegate.console import AccountConsole, csrf_key
 from teegate.dashboard import Dashboard, dashboard_routes
 from teegate.embeddings import EmbeddingsService
 from teegate.errors import ConfigError, TeegateError
+from teegate.heap import HeapTrimmer, glibc_malloc_trim
 from teegate.live import open_live_upstreams
 from teegate.logs import configure_logging
 from teegate.metrics import Metrics
@@ -182,6 +183,7 @@ async def _running_gateway(
                 _background(billing.meter.run()),
                 _background(authenticator.run()),
                 _background(receipts.run()),
+                _background(HeapTrimmer(glibc_malloc_trim()).run()),
             ):
                 try:
                     yield gw, dashboard
