@@ -26,12 +26,15 @@ from teegate.cli import app as cli_app
 from teegate.devstack import SimulatedEnclave, SimulatedTsm
 from teegate.receipts import (
     EAR_PROFILE,
+    RECEIPT_V1_CONTEXT,
     TREE_HEAD_CONTEXT,
     SigningKey,
     b64,
+    canonical,
     consistency_proof,
     leaf_hash,
     root,
+    sign_batch,
     unb64,
 )
 from teegate.verify import (
@@ -187,6 +190,9 @@ def test_a_receipt_from_a_real_completion_verifies(
     assert body["verdict"]["quote_sha256"] and body["verdict"]["tcb_status"] == "UpToDate"
     assert body["channel"]["binding"] == "pinned"
     assert body["account"].startswith("acct_") and "receipts" not in json.dumps(body)
+    assert body["version"] == 2
+    batch = receipt["signature"]["batch"]
+    assert 0 <= batch["leaf_index"] < batch["tree_size"]
     state = tmp_path / "state.json"
     key = published_key(rig, receipt)
     report = verify(
@@ -283,6 +289,11 @@ def test_one_flipped_byte_fails_the_step_it_belongs_to(
     tampered.receipt["receipt"]["cost_nano_usd"] -= 1
     assert check(tampered, state).failed() == ["signature"]
 
+    for member in ("leaf_index", "tree_size"):
+        tampered = copy.deepcopy(evidence)
+        tampered.receipt["signature"]["batch"][member] += 1
+        assert check(tampered, state).failed() == ["signature"]
+
     tampered = copy.deepcopy(evidence)
     assert tampered.verdict_proof
     tampered.verdict_proof[0] = flip_b64(tampered.verdict_proof[0])
@@ -308,7 +319,7 @@ def test_a_receipt_signed_by_a_key_not_bound_to_the_gateway_is_refused(
     forger = SigningKey.generate(0)
     forged = copy.deepcopy(receipt)
     forged["receipt"]["key"]["id"] = forger.id
-    forged["signature"] = forger.sign(b"teegate receipt v1\n", forged["receipt"])
+    (forged["signature"],) = sign_batch(forger, [canonical(forged["receipt"])])
     report = check(evidence_for(rig, forged, state), state)
     assert "key" in report.failed() and "signature" in report.failed()
     state.pin([b64(forger.public)])  # signed by the forger, and pinned: only the log disagrees
@@ -500,7 +511,7 @@ def test_a_receipt_key_the_gateway_quote_does_not_bind_is_refused(
     forger = SigningKey.generate(0)
     forged = copy.deepcopy(receipt)
     forged["receipt"]["key"]["id"] = forger.id
-    forged["signature"] = forger.sign(b"teegate receipt v1\n", forged["receipt"])
+    forged["signature"] = forger.sign(RECEIPT_V1_CONTEXT, forged["receipt"])  # as before batches
     report = check(evidence_for(rig, forged, State(), attested), State())
     assert outcomes(report)["gateway_attestation"] == "passed"  # the gateway is genuine...
     assert {"signature", "key"} <= set(report.failed())  # ...and did not sign this

@@ -12,7 +12,15 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from teegate.receipts import RECEIPT_CONTEXT, SigningKey, b64, canonical, verify_signature
+from teegate.receipts import (
+    BATCH_HEAD_CONTEXT,
+    RECEIPT_V1_CONTEXT,
+    TREE_HEAD_CONTEXT,
+    SigningKey,
+    b64,
+    canonical,
+    verify_signature,
+)
 
 EXACT = 2**53 - 1
 scalars = (
@@ -68,14 +76,15 @@ def test_integers_beyond_ieee_doubles_are_refused() -> None:
 def test_a_signature_covers_every_field_and_only_its_context() -> None:
     key = SigningKey.generate(0)
     body = {"cost_nano_usd": 1234, "response_sha256": "ab" * 32}
-    signature = key.sign(RECEIPT_CONTEXT, body)["value"]
-    assert verify_signature(key.public, RECEIPT_CONTEXT, body, signature)
-    assert verify_signature(key.public, RECEIPT_CONTEXT, dict(reversed(body.items())), signature)
+    signature = key.sign(RECEIPT_V1_CONTEXT, body)["value"]
+    assert verify_signature(key.public, RECEIPT_V1_CONTEXT, body, signature)
+    assert verify_signature(key.public, RECEIPT_V1_CONTEXT, dict(reversed(body.items())), signature)
     assert not verify_signature(
-        key.public, RECEIPT_CONTEXT, body | {"cost_nano_usd": 1233}, signature
+        key.public, RECEIPT_V1_CONTEXT, body | {"cost_nano_usd": 1233}, signature
     )
-    assert not verify_signature(key.public, b"teegate tree head v1\n", body, signature)
+    for other_context in (TREE_HEAD_CONTEXT, BATCH_HEAD_CONTEXT):
+        assert not verify_signature(key.public, other_context, body, signature)
     other = SigningKey.generate(0)
-    assert not verify_signature(other.public, RECEIPT_CONTEXT, body, signature)
-    assert not verify_signature(key.public, RECEIPT_CONTEXT, body, b64(b"\0" * 64))
+    assert not verify_signature(other.public, RECEIPT_V1_CONTEXT, body, signature)
+    assert not verify_signature(key.public, RECEIPT_V1_CONTEXT, body, b64(b"\0" * 64))
     assert SigningKey.from_raw(key.raw(), 0).id == key.id

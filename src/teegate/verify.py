@@ -3,7 +3,9 @@
 It takes nothing on the gateway's word. Given a signed receipt (by id from the
 gateway, or a file) it checks, step by step:
 
-1. `signature`: the receipt's Ed25519 signature over its RFC 8785 encoding.
+1. `signature`: the receipt's audit path leads from its leaf (its RFC 8785 encoding)
+   to the root of its batch, and the Ed25519 signature over that batch's head (root
+   and size) verifies; a receipt from before batches, over its encoding alone.
 2. `key`: the signing key is one the client trusts: pinned (`--key`, or kept in the
    state file from an earlier run the user pinned it in).
 3. `request` / `response`: the bytes the client sent and received hash to what the
@@ -49,7 +51,6 @@ from teegate.attestation import (
 )
 from teegate.errors import AttestationFailed
 from teegate.receipts import (
-    RECEIPT_CONTEXT,
     TREE_HEAD_CONTEXT,
     canonical,
     key_id,
@@ -57,6 +58,7 @@ from teegate.receipts import (
     unb64,
     verify_consistency,
     verify_inclusion,
+    verify_receipt_signature,
     verify_signature,
 )
 
@@ -176,7 +178,7 @@ def check(
     signature = _object(evidence.receipt.get("signature"))
     steps: list[Step] = []
     public = _receipt_key(evidence, signature.get("key_id"), state)
-    steps.append(_signature_step("signature", public, RECEIPT_CONTEXT, body, signature))
+    steps.append(_receipt_signature_step(public, body, signature))
     steps.append(_key_step(signature.get("key_id"), state, evidence.attested_key))
     steps.append(_hash_step("request", request, body.get("request_sha256")))
     steps.append(_hash_step("response", response, body.get("response_sha256")))
@@ -270,6 +272,31 @@ def _signature_step(
     if not valid or signature.get("alg") != "Ed25519":
         return Step(name, "failed", f"the Ed25519 signature by {signature.get('key_id')} is bad")
     return Step(name, "passed", f"Ed25519 signature by key {signature.get('key_id')}")
+
+
+def _receipt_signature_step(
+    public: bytes | None, body: Mapping[str, Any], signature: Mapping[str, Any]
+) -> Step:
+    kid = signature.get("key_id")
+    if public is None:
+        return Step("signature", "failed", f"key {kid} is not known")
+    try:
+        valid = verify_receipt_signature(public, body, signature)
+    except (TypeError, ValueError) as exc:
+        return Step("signature", "failed", f"cannot be encoded canonically: {exc}")
+    if not valid:
+        return Step("signature", "failed", f"the Ed25519 signature by {kid} is bad")
+    batch = _object(signature.get("batch"))
+    if not batch:
+        return Step(
+            "signature", "passed", f"Ed25519 signature by key {kid} (v1, this receipt alone)"
+        )
+    return Step(
+        "signature",
+        "passed",
+        f"Ed25519 signature by key {kid} over its batch (leaf {batch['leaf_index']} "
+        f"of {batch['tree_size']})",
+    )
 
 
 def _key_step(kid: object, state: State, attested: str | None) -> Step:

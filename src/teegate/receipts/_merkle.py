@@ -6,7 +6,9 @@ right), so no leaf can pass for a node. The tree over n leaves splits at k, the 
 power of two below n. Proofs are built by the recursions of RFC 9162 §2.1.3.1 and
 §2.1.4.1 and checked by the iterative algorithms of §2.1.3.2 and §2.1.4.2, which a
 client runs without the tree. Proof building walks the leaf hashes it is given
-(O(n) per proof); verification is O(log n).
+(O(n) per proof; `root_and_paths` gives every leaf's path at once in O(n log n), for a
+tree built only to be proven whole, as a batch of receipts is); verification is
+O(log n).
 """
 
 from __future__ import annotations
@@ -55,6 +57,31 @@ def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     return [*inclusion_proof(index - k, leaves[k:]), root(leaves[:k])]
 
 
+def root_and_paths(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """MTH(D[n]) and PATH(i, D[n]) for every i, in one pass over the tree: each subtree's
+    root is hashed once and joins the path of every leaf on the other side of it, where
+    n calls of `inclusion_proof` would hash each subtree again for every leaf."""
+    if not leaves:
+        return EMPTY_ROOT, []
+    paths: list[list[bytes]] = [[] for _ in leaves]
+    return _subtree(leaves, 0, len(leaves), paths), paths
+
+
+def _subtree(leaves: Sequence[bytes], start: int, end: int, paths: list[list[bytes]]) -> bytes:
+    """The root over leaves[start:end], after extending the paths of those leaves from
+    the bottom up (RFC 9162's order) to this subtree."""
+    if end - start == 1:
+        return leaves[start]
+    middle = start + _split(end - start)
+    left = _subtree(leaves, start, middle, paths)
+    right = _subtree(leaves, middle, end, paths)
+    for i in range(start, middle):
+        paths[i].append(right)
+    for i in range(middle, end):
+        paths[i].append(left)
+    return node_hash(left, right)
+
+
 def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
     """PROOF(first, D[n]): that the tree of the first `first` leaves is a prefix."""
     n = len(leaves)
@@ -79,12 +106,21 @@ def verify_inclusion(
     leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes], root_hash: bytes
 ) -> bool:
     """RFC 9162 §2.1.3.2: does `proof` place the leaf hash `leaf` at `index` under `root_hash`?"""
+    computed = inclusion_root(leaf, index, tree_size, proof)
+    return computed is not None and hmac.compare_digest(computed, root_hash)
+
+
+def inclusion_root(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes]) -> bytes | None:
+    """The root `proof` leads to from the leaf hash `leaf` at `index` in a tree of
+    `tree_size` (RFC 9162 §2.1.3.2 short of its last comparison), or None when the
+    proof has not the length that index and size call for. For a root that is not
+    given but signed over: a different leaf, index, size or path leads elsewhere."""
     if not 0 <= index < tree_size:
-        return False
+        return None
     fn, sn, r = index, tree_size - 1, leaf
     for p in proof:
         if sn == 0:
-            return False
+            return None
         if fn & 1 or fn == sn:
             r = node_hash(p, r)
             while not fn & 1 and fn != 0:
@@ -94,7 +130,7 @@ def verify_inclusion(
             r = node_hash(r, p)
         fn >>= 1
         sn >>= 1
-    return sn == 0 and hmac.compare_digest(r, root_hash)
+    return r if sn == 0 else None
 
 
 def verify_consistency(

@@ -19,7 +19,7 @@ from teegate.attestation import Verdict
 from teegate.billing import Settlement, Usage
 from teegate.catalog import Admitted
 
-RECEIPT_VERSION = 1
+RECEIPT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

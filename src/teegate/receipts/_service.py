@@ -2,9 +2,10 @@
 
 The request path only allocates a receipt id (it goes out in `X-TEE-Receipt` with the
 headers) and hashes bytes as they pass. Once the answer is sent and settled, `issue`
-hands the rest to a task: look up (or append) the verdict's leaf, build the receipt,
-sign it, and queue it. One writer task appends queued leaves and saves queued
-receipts in one transaction per batch.
+hands the rest to a task: look up (or append) the verdict's leaf, build the receipt
+and queue it. One writer task signs the queued receipts with one signature per batch
+(a Merkle tree over them, `sign_batch`), then appends queued leaves and saves the
+receipts in one transaction.
 
 The log is one table however many replicas write it: each keeps a mirror of the leaf
 hashes, read forward from the store before it answers with a tree head or a proof.
@@ -29,13 +30,7 @@ from teegate.errors import InvalidRequest, NotAvailable, NotFound
 from teegate.receipts._ear import ear_jwt
 from teegate.receipts._merkle import consistency_proof, inclusion_proof, leaf_hash, root
 from teegate.receipts._receipt import Served, receipt_body, verdict_entry
-from teegate.receipts._signing import (
-    RECEIPT_CONTEXT,
-    TREE_HEAD_CONTEXT,
-    SigningKey,
-    b64,
-    canonical,
-)
+from teegate.receipts._signing import TREE_HEAD_CONTEXT, SigningKey, b64, canonical, sign_batch
 from teegate.receipts._store import LogEntry, ReceiptStore, StoredKey, StoredReceipt
 
 log = structlog.get_logger("teegate.receipts")
@@ -54,11 +49,22 @@ def new_receipt_id() -> str:
     return "rcpt_" + secrets.token_hex(16)
 
 
+@dataclass(frozen=True, slots=True)
+class _Unsigned:
+    """A receipt built and waiting for its batch's signature: `data` is its body, canonical."""
+
+    receipt_id: str
+    account_id: int
+    request_id: str
+    created_ms: int
+    data: bytes
+
+
 @dataclass(slots=True)
 class _Batch:
     entries: list[LogEntry] = field(default_factory=list)
     waiters: list[asyncio.Future[int]] = field(default_factory=list)
-    receipts: list[StoredReceipt] = field(default_factory=list)
+    receipts: list[_Unsigned] = field(default_factory=list)
 
 
 class TransparencyLog:
@@ -236,7 +242,8 @@ class ReceiptService:
         return new_receipt_id()
 
     def issue(self, served: Served) -> None:
-        """Build, sign and queue the receipt in a task of its own; never raises."""
+        """Build and queue the receipt (for its batch's signature) in a task of its own;
+        never raises."""
         task = asyncio.ensure_future(self._issue(served))
         self._issuing.add(task)
         task.add_done_callback(self._issuing.discard)
@@ -261,13 +268,14 @@ class ReceiptService:
                 verdict_leaf=leaf,
             )
             body["key"] = {"id": key.id, "leaf_index": self._key_leaf}
-            data = canonical(body)
-            signature = key.sign_canonical(RECEIPT_CONTEXT, data)
-            signed = canonical({"receipt": orjson.Fragment(data), "signature": signature})
             hold = served.settlement.hold
             self._batch.receipts.append(
-                StoredReceipt(
-                    served.receipt_id, hold.account_id, hold.request_id, served.finished_ms, signed
+                _Unsigned(
+                    served.receipt_id,
+                    hold.account_id,
+                    hold.request_id,
+                    served.finished_ms,
+                    canonical(body),
                 )
             )
             self._wake.set()
@@ -312,21 +320,25 @@ class ReceiptService:
         return "acct_" + mac.hexdigest()[:32]
 
     async def run(self) -> None:
-        """The writer: one transaction per batch of queued leaves and receipts."""
+        """The writer: one signature and one transaction per batch of queued leaves and
+        receipts."""
         while True:
             await self._wake.wait()
             await asyncio.sleep(self._batch_window_s)
             await self.flush()
 
     async def flush(self) -> None:
-        """Write everything queued now (after the receipts being built are queued)."""
+        """Sign the receipts queued now as one batch and write everything queued (after
+        the receipts being built are queued). A batch that fails to sign or to store is
+        logged whole, by the error's class: never its content."""
         async with self._writing:
             self._wake.clear()
             batch, self._batch = self._batch, _Batch()
             if not batch.entries and not batch.receipts:
                 return
             try:
-                indices = await self._store.append(batch.entries, batch.receipts)
+                receipts = self._signed(batch.receipts)
+                indices = await self._store.append(batch.entries, receipts)
             except Exception as exc:
                 log.error(
                     "receipt_batch_failed",
@@ -340,6 +352,21 @@ class ReceiptService:
                 return
             for waiter, index in zip(batch.waiters, indices, strict=True):
                 waiter.set_result(index)
+
+    def _signed(self, unsigned: list[_Unsigned]) -> list[StoredReceipt]:
+        if not unsigned:
+            return []
+        signatures = sign_batch(self.key, [receipt.data for receipt in unsigned])
+        return [
+            StoredReceipt(
+                receipt.receipt_id,
+                receipt.account_id,
+                receipt.request_id,
+                receipt.created_ms,
+                canonical({"receipt": orjson.Fragment(receipt.data), "signature": signature}),
+            )
+            for receipt, signature in zip(unsigned, signatures, strict=True)
+        ]
 
     async def drain(self) -> None:
         """Issue and write everything under way (at shutdown, and for tests)."""

@@ -1,16 +1,22 @@
-"""The receipt key and the one canonical encoding everything signed goes through.
+"""The receipt key, the one canonical encoding everything signed goes through, and
+the batch heads that sign many receipts at once.
 
-Signed bytes are a context line (what the bytes are, so a receipt can never pass for
-a tree head or the other way round) followed by the RFC 8785 (JSON Canonicalization
+Signed bytes are a context line (what the bytes are, so a receipt batch can never pass
+for a tree head or the other way round) followed by the RFC 8785 (JSON Canonicalization
 Scheme) encoding of the object: any client with a JCS library re-derives them from
 the JSON it received.
+
+Receipts are signed a batch at a time, as Certificate Transparency signs a tree head
+over many entries: one Ed25519 signature over the Merkle root of the batch's receipts,
+and each receipt carries the audit path from its own leaf to that root. Receipts
+issued before batches (no `batch` member) were signed one by one, and still verify.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +26,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-RECEIPT_CONTEXT = b"teegate receipt v1\n"
+from teegate.receipts._merkle import inclusion_root, leaf_hash, root_and_paths
+
+RECEIPT_CONTEXT = b"teegate receipt v2\n"
+"""Prefixes a receipt's canonical bytes in its leaf of the batch's tree."""
+RECEIPT_V1_CONTEXT = b"teegate receipt v1\n"
+"""What receipts signed one by one were signed under (before batches)."""
+BATCH_HEAD_CONTEXT = b"teegate receipt batch v1\n"
 TREE_HEAD_CONTEXT = b"teegate tree head v1\n"
 
 
@@ -122,11 +134,7 @@ class SigningKey:
         )
 
     def sign(self, context: bytes, value: Mapping[str, Any]) -> dict[str, str]:
-        return self.sign_canonical(context, canonical(value))
-
-    def sign_canonical(self, context: bytes, data: bytes) -> dict[str, str]:
-        """Sign bytes `canonical` made (the caller keeps them to store or send)."""
-        signature = self.private.sign(context + data)
+        signature = self.private.sign(context + canonical(value))
         return {"alg": "Ed25519", "key_id": self.id, "value": b64(signature)}
 
     def describe(self) -> dict[str, Any]:
@@ -150,3 +158,60 @@ def verify_signature(
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def sign_batch(key: SigningKey, receipts: Sequence[bytes]) -> list[dict[str, Any]]:
+    """Each receipt's signature object (receipts as `canonical` bytes, at least one):
+    the one Ed25519 signature over the batch's head, shared, and the receipt's own
+    place in the batch's tree."""
+    top, paths = root_and_paths([_receipt_leaf(data) for data in receipts])
+    size = len(receipts)
+    signature = key.sign(BATCH_HEAD_CONTEXT, _batch_head(size, top))
+    return [
+        signature
+        | {"batch": {"tree_size": size, "leaf_index": i, "audit_path": [b64(h) for h in path]}}
+        for i, path in enumerate(paths)
+    ]
+
+
+def verify_receipt_signature(
+    public_key: bytes, receipt: Mapping[str, Any], signature: Mapping[str, Any]
+) -> bool:
+    """Is `signature` (a receipt's signature object) `public_key`'s over `receipt`?
+
+    A batched receipt's audit path, from its leaf at its index in a tree of its size,
+    leads to one root: the signed head holds that root and that size, so a flipped byte
+    of the receipt, the path, the index or the size changes what the signature must
+    cover, and it fails."""
+    value = signature.get("value")
+    if signature.get("alg") != "Ed25519" or not isinstance(value, str):
+        return False
+    batch = signature.get("batch")
+    if batch is None:
+        return verify_signature(public_key, RECEIPT_V1_CONTEXT, receipt, value)
+    head = _claimed_head(receipt, batch)
+    return head is not None and verify_signature(public_key, BATCH_HEAD_CONTEXT, head, value)
+
+
+def _claimed_head(receipt: Mapping[str, Any], batch: object) -> dict[str, Any] | None:
+    """The batch head `batch` places `receipt` under, or None if it places it nowhere."""
+    if not isinstance(batch, Mapping):
+        return None
+    size, index, path = batch.get("tree_size"), batch.get("leaf_index"), batch.get("audit_path")
+    if not (isinstance(size, int) and isinstance(index, int) and isinstance(path, list)):
+        return None
+    try:
+        hashes = [unb64(h) for h in path]
+    except (TypeError, ValueError):
+        return None
+    top = inclusion_root(_receipt_leaf(canonical(receipt)), index, size, hashes)
+    return _batch_head(size, top) if top is not None else None
+
+
+def _receipt_leaf(data: bytes) -> bytes:
+    """Under its own context, so no receipt's leaf is a log entry's with the same bytes."""
+    return leaf_hash(RECEIPT_CONTEXT + data)
+
+
+def _batch_head(tree_size: int, root_hash: bytes) -> dict[str, Any]:
+    return {"tree_size": tree_size, "root_hash": b64(root_hash)}
