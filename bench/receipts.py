@@ -24,21 +24,19 @@ import hashlib
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from decimal import Decimal
 
 import orjson
+from tests.support.receipts import MemoryReceiptStore
 
 from teegate.attestation import Verdict, VerdictEvidence
 from teegate.billing import Hold, Outcome, Rates, Settlement, cost_nano, settlement_for
 from teegate.catalog import Admitted, AttestationStatus, parse_entry
 from teegate.chat import ResponseHead, WholeAnswer
 from teegate.receipts import (
-    LogEntry,
     ReceiptService,
     Served,
-    StoredKey,
-    StoredReceipt,
     canonical,
     sign_batch,
 )
@@ -112,38 +110,6 @@ class NullSink:
         return None
 
 
-class MemoryStore:
-    """The store, minus the database: only what is signed and queued is measured."""
-
-    def __init__(self) -> None:
-        self.keys: list[StoredKey] = []
-        self.receipts: list[StoredReceipt] = []
-        self.hashes: list[bytes] = []
-
-    async def append(
-        self, entries: Sequence[LogEntry], receipts: Sequence[StoredReceipt]
-    ) -> list[int]:
-        start = len(self.hashes)
-        self.hashes += [e.leaf_hash for e in entries]
-        self.receipts += receipts
-        return list(range(start, start + len(entries)))
-
-    async def leaf_hashes(self, start: int) -> list[bytes]:
-        return self.hashes[start:]
-
-    async def leaves(self, start: int, end: int) -> list[bytes]:
-        return []
-
-    async def receipt(self, receipt_id: str) -> StoredReceipt | None:
-        return None
-
-    async def signing_keys(self) -> list[StoredKey]:
-        return self.keys
-
-    async def add_signing_key(self, key: StoredKey) -> None:
-        self.keys.append(key)
-
-
 async def to_last_byte(service: ReceiptService, witnessed: bool) -> int:
     answer = WholeAnswer(ADMITTED, NoSettle(), a_hold("r"), RESPONSE, Outcome("ok"))
     sink = NullSink()
@@ -160,7 +126,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def main(requests: int) -> None:
-    store = MemoryStore()
+    store = MemoryReceiptStore()
     service = ReceiptService(store, account_secret=b"bench")
     await service.start()
     plain: list[float] = []
@@ -189,7 +155,7 @@ async def main(requests: int) -> None:
     await off_the_path(service, store, requests)
 
 
-async def off_the_path(service: ReceiptService, store: MemoryStore, requests: int) -> None:
+async def off_the_path(service: ReceiptService, store: MemoryReceiptStore, requests: int) -> None:
     """Per receipt, in CPU time: issuing (build, RFC 8785, queue) and a flush per batch,
     whose signing (Merkle tree and one Ed25519 signature) the batch's receipts share."""
     served = Served(

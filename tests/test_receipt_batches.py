@@ -7,7 +7,6 @@ verifies."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -22,12 +21,9 @@ from teegate.receipts import (
     RECEIPT_V1_CONTEXT,
     RECEIPT_VERSION,
     TREE_HEAD_CONTEXT,
-    LogEntry,
     ReceiptService,
     Served,
     SigningKey,
-    StoredKey,
-    StoredReceipt,
     b64,
     canonical,
     leaf_hash,
@@ -40,38 +36,7 @@ from teegate.receipts import (
 from teegate.verify import Evidence, State, check
 from tests.support.factories import catalog_model
 from tests.support.ledger import a_hold
-
-
-class MemoryStore:
-    """The store, minus the database."""
-
-    def __init__(self) -> None:
-        self.keys: list[StoredKey] = []
-        self.receipts: list[StoredReceipt] = []
-        self.hashes: list[bytes] = []
-
-    async def append(
-        self, entries: Sequence[LogEntry], receipts: Sequence[StoredReceipt]
-    ) -> list[int]:
-        start = len(self.hashes)
-        self.hashes += [e.leaf_hash for e in entries]
-        self.receipts += receipts
-        return list(range(start, start + len(entries)))
-
-    async def leaf_hashes(self, start: int) -> list[bytes]:
-        return self.hashes[start:]
-
-    async def leaves(self, start: int, end: int) -> list[bytes]:
-        return []
-
-    async def receipt(self, receipt_id: str) -> StoredReceipt | None:
-        return next((r for r in self.receipts if r.id == receipt_id), None)
-
-    async def signing_keys(self) -> list[StoredKey]:
-        return self.keys
-
-    async def add_signing_key(self, key: StoredKey) -> None:
-        self.keys.append(key)
+from tests.support.receipts import MemoryReceiptStore
 
 
 def served(n: int) -> Served:
@@ -91,7 +56,7 @@ def served(n: int) -> Served:
 
 async def issued(count: int) -> tuple[SigningKey, list[dict[str, Any]]]:
     """`count` receipts issued together: one batch, as the writer would flush it."""
-    store = MemoryStore()
+    store = MemoryReceiptStore()
     service = ReceiptService(store, account_secret=b"test")
     await service.start()
     for n in range(count):
@@ -211,7 +176,7 @@ def test_a_batch_signed_by_another_key_fails() -> None:
 async def test_a_batch_that_fails_to_sign_is_logged_by_its_error_class_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store = MemoryStore()
+    store = MemoryReceiptStore()
     service = ReceiptService(store, account_secret=b"test")
     await service.start()
 

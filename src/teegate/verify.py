@@ -35,7 +35,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -188,9 +188,7 @@ def check(
     if head_key is None:
         steps.append(Step("tree_head", "failed", "the tree head is signed by a key not pinned"))
     else:
-        steps.append(
-            _signature_step("tree_head", unb64(head_key), TREE_HEAD_CONTEXT, head, head_signature)
-        )
+        steps.append(_tree_head_step(unb64(head_key), head, head_signature))
     steps.append(
         _inclusion_step(
             "verdict_inclusion",
@@ -258,44 +256,50 @@ def _key_leaf_object(data: bytes | None, kid: object) -> dict[str, Any] | None:
 def _signature_step(
     name: str,
     public: bytes | None,
-    context: bytes,
-    body: Mapping[str, Any],
     signature: Mapping[str, Any],
+    valid: Callable[[bytes], bool],
+    what: str = "",
 ) -> Step:
+    """`valid(public)` checks the signature; `what` says what it was over, if not plain."""
+    kid = signature.get("key_id")
     if public is None:
-        return Step(name, "failed", f"key {signature.get('key_id')} is not known")
-    value = signature.get("value")
+        return Step(name, "failed", f"key {kid} is not known")
     try:
-        valid = isinstance(value, str) and verify_signature(public, context, body, value)
+        ok = signature.get("alg") == "Ed25519" and valid(public)
     except (TypeError, ValueError) as exc:
         return Step(name, "failed", f"cannot be encoded canonically: {exc}")
-    if not valid or signature.get("alg") != "Ed25519":
-        return Step(name, "failed", f"the Ed25519 signature by {signature.get('key_id')} is bad")
-    return Step(name, "passed", f"Ed25519 signature by key {signature.get('key_id')}")
+    if not ok:
+        return Step(name, "failed", f"the Ed25519 signature by {kid} is bad")
+    return Step(name, "passed", f"Ed25519 signature by key {kid}{what}")
 
 
 def _receipt_signature_step(
     public: bytes | None, body: Mapping[str, Any], signature: Mapping[str, Any]
 ) -> Step:
-    kid = signature.get("key_id")
-    if public is None:
-        return Step("signature", "failed", f"key {kid} is not known")
-    try:
-        valid = verify_receipt_signature(public, body, signature)
-    except (TypeError, ValueError) as exc:
-        return Step("signature", "failed", f"cannot be encoded canonically: {exc}")
-    if not valid:
-        return Step("signature", "failed", f"the Ed25519 signature by {kid} is bad")
     batch = _object(signature.get("batch"))
-    if not batch:
-        return Step(
-            "signature", "passed", f"Ed25519 signature by key {kid} (v1, this receipt alone)"
-        )
-    return Step(
+    what = (
+        f" over its batch (leaf {batch.get('leaf_index')} of {batch.get('tree_size')})"
+        if batch
+        else " (v1, this receipt alone)"
+    )
+    return _signature_step(
         "signature",
-        "passed",
-        f"Ed25519 signature by key {kid} over its batch (leaf {batch['leaf_index']} "
-        f"of {batch['tree_size']})",
+        public,
+        signature,
+        lambda key: verify_receipt_signature(key, body, signature),
+        what,
+    )
+
+
+def _tree_head_step(public: bytes, head: Mapping[str, Any], signature: Mapping[str, Any]) -> Step:
+    value = signature.get("value")
+    return _signature_step(
+        "tree_head",
+        public,
+        signature,
+        lambda key: (
+            isinstance(value, str) and verify_signature(key, TREE_HEAD_CONTEXT, head, value)
+        ),
     )
 
 
