@@ -38,6 +38,7 @@ from teegate.receipts._signing import (
     unb64,
     verify_receipt_signature,
     verify_signature,
+    verify_signed,
 )
 from teegate.receipts._store import LogEntry, ReceiptStore, StoredKey, StoredReceipt
 
@@ -80,4 +81,5 @@ __all__ = [
     "verify_inclusion",
     "verify_receipt_signature",
     "verify_signature",
+    "verify_signed",
 ]

@@ -160,6 +160,19 @@ def verify_signature(
     return True
 
 
+def verify_signed(
+    public_key: bytes, context: bytes, value: Mapping[str, Any], signature: Mapping[str, Any]
+) -> bool:
+    """Is `signature`, a signature object as `SigningKey.sign` makes it, `public_key`'s
+    Ed25519 signature over `value` under `context`?"""
+    encoded = signature.get("value")
+    return (
+        signature.get("alg") == "Ed25519"
+        and isinstance(encoded, str)
+        and verify_signature(public_key, context, value, encoded)
+    )
+
+
 def sign_batch(key: SigningKey, receipts: Sequence[bytes]) -> list[dict[str, Any]]:
     """Each receipt's signature object (receipts as `canonical` bytes, at least one):
     the one Ed25519 signature over the batch's head, shared, and the receipt's own
@@ -183,14 +196,11 @@ def verify_receipt_signature(
     leads to one root: the signed head holds that root and that size, so a flipped byte
     of the receipt, the path, the index or the size changes what the signature must
     cover, and it fails."""
-    value = signature.get("value")
-    if signature.get("alg") != "Ed25519" or not isinstance(value, str):
-        return False
     batch = signature.get("batch")
     if batch is None:
-        return verify_signature(public_key, RECEIPT_V1_CONTEXT, receipt, value)
+        return verify_signed(public_key, RECEIPT_V1_CONTEXT, receipt, signature)
     head = _claimed_head(receipt, batch)
-    return head is not None and verify_signature(public_key, BATCH_HEAD_CONTEXT, head, value)
+    return head is not None and verify_signed(public_key, BATCH_HEAD_CONTEXT, head, signature)
 
 
 def _claimed_head(receipt: Mapping[str, Any], batch: object) -> dict[str, Any] | None:
